@@ -1,0 +1,252 @@
+//! The typed configuration. Every section and key has a default documented here; the
+//! defaults match the directory layout Toolforge uses and what SSSD users expect.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+use crate::template::HomeTemplate;
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub ldap: LdapConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// Directory schema: how group membership is stored.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Schema {
+    /// RFC 2307: `memberUid` holds user names.
+    #[default]
+    Rfc2307,
+    /// RFC 2307bis: `member` holds user DNs.
+    Rfc2307bis,
+}
+
+/// `[ldap]`: where the directory is and how to read it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// Servers, tried in order (failover). Required.
+    pub uri: Vec<String>,
+    /// Default search base for every map. Required.
+    pub base: String,
+    /// Simple bind DN; absent means an anonymous bind.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// File holding the bind password (first line); required with `bind_dn`.
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
+    /// `rfc2307` (default) or `rfc2307bis`.
+    #[serde(default)]
+    pub schema: Schema,
+    /// TCP connect (and TLS handshake) timeout. Default 2000 ms.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Timeout of one search or bind. Default 5000 ms.
+    #[serde(default = "defaults::search_timeout_ms")]
+    pub search_timeout_ms: u64,
+    /// Page size for paged searches (enumeration, large listings). Default 500.
+    #[serde(default = "defaults::page_size")]
+    pub page_size: u32,
+    /// The users map (`passwd`).
+    #[serde(default = "defaults::users")]
+    pub users: MapConfig,
+    /// The groups map (`group`, `initgroups`).
+    #[serde(default = "defaults::groups")]
+    pub groups: MapConfig,
+    /// Attribute names.
+    #[serde(default)]
+    pub attributes: AttributeMap,
+}
+
+/// `[ldap.users]` / `[ldap.groups]`: where a map's entries live.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MapConfig {
+    /// Search bases (subtree); empty means `[ldap] base`.
+    #[serde(default)]
+    pub bases: Vec<String>,
+    /// The filter that selects this map's entries.
+    pub filter: String,
+}
+
+/// `[ldap.attributes]`: attribute names, overridable as in SSSD's `ldap_user_*` options.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributeMap {
+    pub user_name: String,
+    pub uid_number: String,
+    pub gid_number: String,
+    pub gecos: String,
+    /// Used for the gecos field when `gecos` is absent.
+    pub full_name: String,
+    pub home_directory: String,
+    pub login_shell: String,
+    pub group_name: String,
+    pub group_gid_number: String,
+    /// RFC 2307 membership (user names).
+    pub member_uid: String,
+    /// RFC 2307bis membership (DNs).
+    pub member: String,
+}
+
+impl Default for AttributeMap {
+    fn default() -> Self {
+        AttributeMap {
+            user_name: "uid".into(),
+            uid_number: "uidNumber".into(),
+            gid_number: "gidNumber".into(),
+            gecos: "gecos".into(),
+            full_name: "cn".into(),
+            home_directory: "homeDirectory".into(),
+            login_shell: "loginShell".into(),
+            group_name: "cn".into(),
+            group_gid_number: "gidNumber".into(),
+            member_uid: "memberUid".into(),
+            member: "member".into(),
+        }
+    }
+}
+
+/// `[daemon]`: the local service.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Holds the lookup socket (`socket`); mounted into pods. Default `/run/toolforge-nss`.
+    pub runtime_dir: PathBuf,
+    /// Where the cache persists across restarts. Default `/var/cache/toolforge-nss`.
+    pub cache_dir: PathBuf,
+    /// Most client connections served at once; further ones get a `Busy` error. Default 1024.
+    pub max_connections: usize,
+    /// A connection idle this long is closed (clients reconnect). Default 30000 ms.
+    pub idle_timeout_ms: u64,
+    /// Most time a client may take to send a whole request once it started. Default 1000 ms.
+    pub request_timeout_ms: u64,
+    /// Tokio worker threads. Default 2.
+    pub worker_threads: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            runtime_dir: "/run/toolforge-nss".into(),
+            cache_dir: "/var/cache/toolforge-nss".into(),
+            max_connections: 1024,
+            idle_timeout_ms: 30_000,
+            request_timeout_ms: 1_000,
+            worker_threads: 2,
+        }
+    }
+}
+
+/// `[cache]`: the daemon's in-memory cache.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Lifetime of a found entry. Default 300 s (SSSD's `entry_cache_timeout` is 5400 s).
+    pub positive_ttl_secs: u64,
+    /// Lifetime of a "no such entry" answer. Default 60 s.
+    pub negative_ttl_secs: u64,
+    /// Most entries per map (LRU beyond). Default 50000.
+    pub max_entries: usize,
+    /// `true`: `getent passwd`/`getent group` list the directory (paged search).
+    /// `false` (default, as SSSD): they list what is cached.
+    pub enumerate: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            positive_ttl_secs: 300,
+            negative_ttl_secs: 60,
+            max_entries: 50_000,
+            enumerate: false,
+        }
+    }
+}
+
+/// `[policy]`: what is never served, and how entries are shaped.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// User names never served from the directory. Default `["root"]`.
+    pub filter_users: Vec<String>,
+    /// Group names never served from the directory. Default `["root"]`.
+    pub filter_groups: Vec<String>,
+    /// Smallest uid/gid served (0 is never served whatever this says). Default 1.
+    pub min_id: u32,
+    /// Largest uid/gid served. Default 4294967294.
+    pub max_id: u32,
+    /// Home directory for every user, e.g. `/home/%u`.
+    pub override_homedir: Option<HomeTemplate>,
+    /// Home directory for users whose entry has none.
+    pub fallback_homedir: Option<HomeTemplate>,
+    /// Shell for users whose entry has none (unset: the field stays empty, as in the entry).
+    pub default_shell: Option<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            filter_users: vec!["root".into()],
+            filter_groups: vec!["root".into()],
+            min_id: 1,
+            max_id: u32::MAX - 1,
+            override_homedir: None,
+            fallback_homedir: None,
+            default_shell: None,
+        }
+    }
+}
+
+mod defaults {
+    use super::MapConfig;
+    pub fn connect_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn search_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn page_size() -> u32 {
+        500
+    }
+    pub fn users() -> MapConfig {
+        MapConfig {
+            bases: vec![],
+            filter: "(objectClass=posixAccount)".into(),
+        }
+    }
+    pub fn groups() -> MapConfig {
+        MapConfig {
+            bases: vec![],
+            filter: "(objectClass=posixGroup)".into(),
+        }
+    }
+}
+
+impl LdapConfig {
+    /// The bases to search for users (`users.bases`, or `base`).
+    pub fn user_bases(&self) -> Vec<String> {
+        bases_or(&self.users.bases, &self.base)
+    }
+    /// The bases to search for groups (`groups.bases`, or `base`).
+    pub fn group_bases(&self) -> Vec<String> {
+        bases_or(&self.groups.bases, &self.base)
+    }
+}
+
+fn bases_or(bases: &[String], base: &str) -> Vec<String> {
+    if bases.is_empty() {
+        vec![base.to_owned()]
+    } else {
+        bases.to_vec()
+    }
+}

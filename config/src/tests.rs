@@ -1,0 +1,141 @@
+use super::*;
+use std::path::Path;
+
+const MINIMAL: &str = r#"
+[ldap]
+uri = ["ldap://127.0.0.1:3389"]
+base = "dc=wikimedia,dc=org"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/toolforge-nss/config.toml"))
+}
+
+fn error_of(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.ldap.schema, Schema::Rfc2307);
+    assert_eq!(c.daemon.runtime_dir, Path::new("/run/toolforge-nss"));
+    assert_eq!(c.daemon.cache_dir, Path::new("/var/cache/toolforge-nss"));
+    assert_eq!(c.policy.filter_users, vec!["root"]);
+    assert_eq!(c.policy.filter_groups, vec!["root"]);
+    assert!(!c.cache.enumerate);
+    assert_eq!(c.ldap.user_bases(), vec!["dc=wikimedia,dc=org"]);
+    assert_eq!(c.ldap.users.filter, "(objectClass=posixAccount)");
+    assert_eq!(c.ldap.attributes.member_uid, "memberUid");
+}
+
+#[test]
+fn full_config_parses() {
+    let c = parse(
+        r#"
+[ldap]
+uri = ["ldap://a:389", "ldaps://b"]
+base = "dc=wikimedia,dc=org"
+schema = "rfc2307bis"
+bind_dn = "cn=proxy,dc=wikimedia,dc=org"
+bind_password_file = "/etc/toolforge-nss/bindpw"
+[ldap.users]
+bases = ["ou=people,dc=wikimedia,dc=org", "ou=people,ou=servicegroups,dc=wikimedia,dc=org"]
+filter = "(objectClass=posixAccount)"
+[ldap.groups]
+bases = ["ou=groups,dc=wikimedia,dc=org", "ou=servicegroups,dc=wikimedia,dc=org"]
+filter = "(objectClass=posixGroup)"
+[ldap.attributes]
+member = "uniqueMember"
+[daemon]
+runtime_dir = "/tmp/tf"
+[cache]
+enumerate = true
+negative_ttl_secs = 0
+[policy]
+override_homedir = "/home/%u"
+default_shell = "/bin/bash"
+min_id = 500
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.ldap.schema, Schema::Rfc2307bis);
+    assert_eq!(c.ldap.group_bases().len(), 2);
+    assert_eq!(c.ldap.attributes.member, "uniqueMember");
+    assert_eq!(c.policy.override_homedir.unwrap().expand("a", 1, ""), "/home/a");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    let e = error_of(&format!("{MINIMAL}\n[cache]\npositive_ttl = 5\n"));
+    assert!(e.contains("positive_ttl"), "{e}");
+    assert!(e.contains("/etc/toolforge-nss/config.toml"), "{e}");
+    let e = error_of(&format!("{MINIMAL}\n[nss]\nx = 1\n"));
+    assert!(e.contains("nss"), "{e}");
+}
+
+#[test]
+fn invalid_values_name_key_value_and_reason() {
+    let cases = [
+        ("[ldap]\nuri = []\nbase = \"dc=x\"", "ldap.uri", "at least one"),
+        ("[ldap]\nuri = [\"http://x\"]\nbase = \"dc=x\"", "ldap.uri", "ldap://"),
+        ("[ldap]\nuri = [\"ldap://x:0\"]\nbase = \"dc=x\"", "ldap.uri", "port"),
+        ("[ldap]\nuri = [\"ldap://x\"]\nbase = \"wikimedia\"", "ldap.base", "not a DN"),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\nbind_dn = \"cn=a,dc=x\"",
+            "ldap.bind_dn",
+            "bind_password_file",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[ldap.users]\nfilter = \"(uid=*\"",
+            "ldap.users.filter",
+            "balanced",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[policy]\nmin_id = 0",
+            "policy.min_id",
+            "id 0",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[policy]\nfilter_users = [\"ro ot\"]",
+            "policy.filter_users",
+            "\"ro ot\"",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[cache]\nmax_entries = 0",
+            "cache.max_entries",
+            "between",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[daemon]\nruntime_dir = \"run\"",
+            "daemon.runtime_dir",
+            "absolute",
+        ),
+    ];
+    for (text, key, why) in cases {
+        let e = error_of(text);
+        assert!(e.contains(key) && e.contains(why), "{text:?} gave {e}");
+    }
+}
+
+#[test]
+fn bad_templates_and_schema_are_refused_at_parse_time() {
+    let e = error_of(&format!("{MINIMAL}\n[policy]\noverride_homedir = \"/home/%q\"\n"));
+    assert!(e.contains("%q"), "{e}");
+    let e = error_of("[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\nschema = \"ad\"");
+    assert!(e.contains("schema") || e.contains("rfc2307"), "{e}");
+}
+
+#[test]
+fn missing_file_names_the_file() {
+    let e = Config::load(Path::new("/nonexistent/tf.toml")).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/tf.toml"), "{e}");
+}
+
+#[test]
+fn load_reads_a_real_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    assert!(Config::load(&path).is_ok());
+}
