@@ -340,6 +340,19 @@ impl Response {
     }
 }
 
+/// Builds a `PasswdBatch` or `GroupBatch` body from entries that are already encoded as
+/// `Passwd` or `Group` bodies (the batch entry layout is the single-entry body layout), so the
+/// daemon can list its cache without re-encoding.
+pub fn encode_batch_body(out: &mut Vec<u8>, generation: u64, next_cursor: u32, entries: &[&[u8]]) {
+    let mut w = Writer { out };
+    w.u64(generation);
+    w.u32(next_cursor);
+    w.u32(entries.len() as u32);
+    for e in entries {
+        w.out.extend_from_slice(e);
+    }
+}
+
 /// A decoded `Passwd` borrowing the response buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PasswdRef<'a> {

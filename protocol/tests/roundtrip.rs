@@ -100,6 +100,25 @@ fn encoded_len_helpers_match_the_encoder() {
 }
 
 #[test]
+fn batches_built_from_encoded_entries_equal_encoded_batches() {
+    let entries = vec![passwd("a"), passwd("b")];
+    let bodies: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|p| {
+            let mut b = Vec::new();
+            Response::Passwd(p.clone()).encode_body(&mut b);
+            b
+        })
+        .collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    let mut built = Vec::new();
+    toolforge_nss_protocol::message::encode_batch_body(&mut built, 9, 2, &refs);
+    let mut direct = Vec::new();
+    Response::PasswdBatch { generation: 9, next_cursor: 2, entries }.encode_body(&mut direct);
+    assert_eq!(built, direct);
+}
+
+#[test]
 fn large_group_views_count_members_without_copying() {
     let members: Vec<String> = (0..5000).map(|i| format!("user{i}")).collect();
     let g = Group { members, ..group("project-big", &[]) };

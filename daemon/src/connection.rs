@@ -1,0 +1,152 @@
+//! One client connection: read a frame (bounded in size and time), answer it, repeat until the
+//! client closes, idles past `idle_timeout`, misbehaves, or the daemon shuts down. A client that
+//! sends half a frame and waits is dropped after `request_timeout`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tracing::debug;
+
+use toolforge_nss_protocol::frame::FLAG_STALE;
+use toolforge_nss_protocol::{
+    Capabilities, DecodeError, ErrorCode, Header, Request, Response, HEADER_LEN, MAX_REQUEST_BODY,
+};
+
+use crate::directory::Directory;
+use crate::resolver::{Reply, Resolver};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// Why a connection ended early (logged at debug level).
+enum End {
+    Closed,
+    Idle,
+    SlowClient,
+    Io(std::io::Error),
+    Protocol(DecodeError),
+    Shutdown,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Closed => write!(f, "closed by client"),
+            End::Idle => write!(f, "idle timeout"),
+            End::SlowClient => write!(f, "request or response timed out"),
+            End::Io(e) => write!(f, "I/O error: {e}"),
+            End::Protocol(e) => write!(f, "protocol error: {e}"),
+            End::Shutdown => write!(f, "daemon shutting down"),
+        }
+    }
+}
+
+fn error_frame(request_id: u32, code: ErrorCode, message: String) -> Vec<u8> {
+    Response::Error { code, message }.encode(request_id, 0, Capabilities::default())
+}
+
+/// Serves one connection to the end.
+pub async fn serve<D: Directory>(
+    mut stream: UnixStream,
+    resolver: Arc<Resolver<D>>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut body = Vec::with_capacity(256);
+    let end = loop {
+        let mut header = [0u8; HEADER_LEN];
+        // Wait for the first byte of a frame: the idle timeout applies.
+        let first = tokio::select! {
+            r = timeout(limits.idle_timeout, stream.read(&mut header[..1])) => r,
+            _ = shutdown.changed() => break End::Shutdown,
+        };
+        match first {
+            Err(_) => break End::Idle,
+            Ok(Ok(0)) => break End::Closed,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break End::Io(e),
+        }
+        // The rest of the frame must follow promptly.
+        let frame = timeout(limits.request_timeout, async {
+            stream.read_exact(&mut header[1..]).await?;
+            let h = match Header::decode(&header, MAX_REQUEST_BODY) {
+                Ok(h) => h,
+                Err(e) => return Ok(Err(e)),
+            };
+            body.resize(h.body_len as usize, 0);
+            stream.read_exact(&mut body).await?;
+            Ok::<_, std::io::Error>(Ok(h))
+        })
+        .await;
+        let header = match frame {
+            Err(_) => break End::SlowClient,
+            Ok(Err(e)) => break End::Io(e),
+            Ok(Ok(Err(e))) => {
+                let reply = error_frame(0, ErrorCode::BadRequest, e.to_string());
+                let _ = timeout(limits.request_timeout, stream.write_all(&reply)).await;
+                break End::Protocol(e);
+            }
+            Ok(Ok(Ok(h))) => h,
+        };
+        if !header.version_supported() {
+            let reply = error_frame(
+                header.request_id,
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {} is not supported", header.version),
+            );
+            let _ = timeout(limits.request_timeout, stream.write_all(&reply)).await;
+            break End::Protocol(DecodeError::UnsupportedVersion(header.version));
+        }
+        let request = match Request::decode(header.kind, &body) {
+            Ok(r) => r,
+            Err(DecodeError::UnknownKind(k)) => {
+                // A newer module asking for something this daemon does not know: say so, keep going.
+                let reply = error_frame(header.request_id, ErrorCode::UnknownRequest, format!("unknown request kind {k:#x}"));
+                if timeout(limits.request_timeout, stream.write_all(&reply)).await.is_err() {
+                    break End::SlowClient;
+                }
+                continue;
+            }
+            Err(e) => {
+                let reply = error_frame(header.request_id, ErrorCode::BadRequest, e.to_string());
+                let _ = timeout(limits.request_timeout, stream.write_all(&reply)).await;
+                break End::Protocol(e);
+            }
+        };
+        let caps = header.capabilities.intersect(Capabilities::ALL);
+        let frame = match resolver.resolve(request).await {
+            Reply::Body { kind, body, stale } => {
+                let bytes = body.bytes();
+                let flags = if stale && caps.contains(Capabilities::STALE_FLAG) { FLAG_STALE } else { 0 };
+                let h = Header {
+                    version: header.version,
+                    flags,
+                    capabilities: caps,
+                    kind: kind as u16,
+                    request_id: header.request_id,
+                    body_len: bytes.len() as u32,
+                };
+                let mut out = Vec::with_capacity(HEADER_LEN + bytes.len());
+                out.extend_from_slice(&h.encode());
+                out.extend_from_slice(bytes);
+                out
+            }
+            Reply::Message(m) => m.encode(header.request_id, 0, caps),
+        };
+        match timeout(limits.request_timeout, stream.write_all(&frame)).await {
+            Err(_) => break End::SlowClient,
+            Ok(Err(e)) => break End::Io(e),
+            Ok(Ok(())) => {}
+        }
+    };
+    if !matches!(end, End::Closed) {
+        debug!(reason = %end, "connection ended");
+    }
+}

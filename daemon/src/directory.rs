@@ -1,0 +1,41 @@
+//! The daemon's view of the directory: the queries the resolver needs, each returning mapped
+//! (well-formed, not yet policy-checked) records. [`crate::ldap::LdapDirectory`] implements it
+//! over LDAP; tests implement it in memory to count queries.
+
+use std::future::Future;
+
+use crate::records::{GroupRecord, Membership, UserRecord};
+
+/// Why the directory could not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DirError {
+    /// No configured server could be reached (connect, bind or I/O failure).
+    #[error("no directory server reachable: {0}")]
+    Unreachable(String),
+    /// A server answered with an error.
+    #[error("directory error: {0}")]
+    Failed(String),
+}
+
+pub type DirResult<T> = Result<T, DirError>;
+
+/// Queries the resolver asks of the directory.
+pub trait Directory: Send + Sync + 'static {
+    fn user_by_name(&self, name: &str) -> impl Future<Output = DirResult<Option<UserRecord>>> + Send;
+    fn user_by_uid(&self, uid: u32) -> impl Future<Output = DirResult<Option<UserRecord>>> + Send;
+    fn group_by_name(&self, name: &str) -> impl Future<Output = DirResult<Option<GroupRecord>>> + Send;
+    fn group_by_gid(&self, gid: u32) -> impl Future<Output = DirResult<Option<GroupRecord>>> + Send;
+    /// Groups that list the user as a member, in one search: by name (RFC 2307) or by DN
+    /// (RFC 2307bis, `user_dn` is then required).
+    fn memberships(
+        &self,
+        user_name: &str,
+        user_dn: Option<&str>,
+    ) -> impl Future<Output = DirResult<Vec<Membership>>> + Send;
+    /// Every user (paged search), for `enumerate = true`.
+    fn all_users(&self) -> impl Future<Output = DirResult<Vec<UserRecord>>> + Send;
+    /// Every group (paged search), for `enumerate = true`.
+    fn all_groups(&self) -> impl Future<Output = DirResult<Vec<GroupRecord>>> + Send;
+    /// Whether memberships need the user's DN (RFC 2307bis).
+    fn memberships_need_dn(&self) -> bool;
+}

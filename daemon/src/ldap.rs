@@ -1,0 +1,366 @@
+//! [`Directory`] over LDAP with ldap3: one multiplexed connection, opened lazily on the first
+//! server of `[ldap] uri` that answers (in order), re-opened when it closes; anonymous or
+//! simple bind; searches over every configured base at once; paged searches for listings.
+//! Every value put into a filter goes through [`crate::filter`].
+
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use ldap3::adapters::{EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope, SearchEntry};
+use tracing::{debug, info, warn};
+
+use toolforge_nss_config::{LdapConfig, Schema};
+
+use crate::directory::{DirError, DirResult, Directory};
+use crate::filter;
+use crate::mapping::{Mapper, RawEntry};
+use crate::records::{GroupRecord, Membership, UserRecord};
+
+/// Most member DNs of one group resolved by extra lookups (RFC 2307bis, non-`uid=` DNs).
+const MAX_MEMBER_DN_LOOKUPS: usize = 1000;
+
+/// Reads the bind password: the first line of the file, which must not be readable by others.
+pub fn read_bind_password(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        return Err(format!("{}: readable by others; chmod o-r it", path.display()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or("").to_owned())
+}
+
+struct Connection {
+    ldap: Ldap,
+    uri: String,
+}
+
+pub struct LdapDirectory {
+    cfg: LdapConfig,
+    mapper: Mapper,
+    user_bases: Vec<String>,
+    group_bases: Vec<String>,
+    bind_password: Option<String>,
+    current: Mutex<Option<Arc<Connection>>>,
+    connecting: tokio::sync::Mutex<()>,
+    searches: AtomicU64,
+}
+
+fn is_connection_error(e: &LdapError) -> bool {
+    matches!(
+        e,
+        LdapError::Io { .. }
+            | LdapError::OpSend { .. }
+            | LdapError::ResultRecv { .. }
+            | LdapError::EndOfStream
+            | LdapError::Timeout { .. }
+    )
+}
+
+/// `SearchEntry::construct` panics on malformed BER; a hostile server must not take us down.
+fn parse_entry(re: ResultEntry) -> Option<RawEntry> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| SearchEntry::construct(re)))
+        .ok()
+        .map(|e| RawEntry::new(e.dn, e.attrs))
+}
+
+impl LdapDirectory {
+    pub fn new(cfg: &LdapConfig) -> Result<LdapDirectory, String> {
+        let bind_password = match &cfg.bind_password_file {
+            Some(p) => Some(read_bind_password(p)?),
+            None => None,
+        };
+        Ok(LdapDirectory {
+            mapper: Mapper::new(cfg.schema, &cfg.attributes),
+            user_bases: cfg.user_bases(),
+            group_bases: cfg.group_bases(),
+            bind_password,
+            cfg: cfg.clone(),
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            searches: AtomicU64::new(0),
+        })
+    }
+
+    /// Searches sent to the directory since start.
+    pub fn search_count(&self) -> u64 {
+        self.searches.load(Ordering::Relaxed)
+    }
+
+    /// The server in use, if connected.
+    pub fn server_in_use(&self) -> Option<String> {
+        self.current.lock().ok()?.as_ref().map(|c| c.uri.clone())
+    }
+
+    fn search_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.search_timeout_ms)
+    }
+
+    fn cached_connection(&self) -> Option<Arc<Connection>> {
+        let guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = guard.as_ref()?.clone();
+        let mut probe = conn.ldap.clone();
+        (!probe.is_closed()).then_some(conn)
+    }
+
+    fn forget(&self, conn: &Arc<Connection>) {
+        let mut guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *guard = None;
+        }
+    }
+
+    async fn open(&self, uri: &str) -> Result<Ldap, String> {
+        let settings = LdapConnSettings::new().set_conn_timeout(Duration::from_millis(self.cfg.connect_timeout_ms));
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, uri).await.map_err(|e| e.to_string())?;
+        ldap3::drive!(conn);
+        if let (Some(dn), Some(pw)) = (&self.cfg.bind_dn, &self.bind_password) {
+            ldap.with_timeout(self.search_timeout())
+                .simple_bind(dn, pw)
+                .await
+                .and_then(|r| r.success())
+                .map_err(|e| format!("bind as {dn} failed: {e}"))?;
+        }
+        Ok(ldap)
+    }
+
+    /// The live connection, opening one on the first server that answers.
+    async fn connection(&self) -> DirResult<Arc<Connection>> {
+        if let Some(c) = self.cached_connection() {
+            return Ok(c);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(c) = self.cached_connection() {
+            return Ok(c);
+        }
+        let mut errors = Vec::new();
+        for uri in &self.cfg.uri {
+            match self.open(uri).await {
+                Ok(ldap) => {
+                    info!(server = %uri, "connected to directory");
+                    let conn = Arc::new(Connection { ldap, uri: uri.clone() });
+                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    warn!(server = %uri, error = %e, "directory server unusable");
+                    errors.push(format!("{uri}: {e}"));
+                }
+            }
+        }
+        Err(DirError::Unreachable(errors.join("; ")))
+    }
+
+    /// One subtree search under `base`, retried once on a fresh connection after an I/O error.
+    async fn search(&self, base: &str, filter: &str, attrs: &[String], paged: bool) -> DirResult<Vec<RawEntry>> {
+        for attempt in 0..2 {
+            let conn = self.connection().await?;
+            self.searches.fetch_add(1, Ordering::Relaxed);
+            debug!(server = %conn.uri, base, filter, "search");
+            match self.search_on(&conn, base, filter, attrs, paged).await {
+                Ok(entries) => return Ok(entries),
+                Err(e) if is_connection_error(&e) => {
+                    warn!(server = %conn.uri, error = %e, "directory connection failed");
+                    self.forget(&conn);
+                    if attempt == 1 {
+                        return Err(DirError::Unreachable(format!("{}: {e}", conn.uri)));
+                    }
+                }
+                Err(e) => return Err(DirError::Failed(format!("{}: {e}", conn.uri))),
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    async fn search_on(
+        &self,
+        conn: &Connection,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        paged: bool,
+    ) -> Result<Vec<RawEntry>, LdapError> {
+        let mut ldap = conn.ldap.clone();
+        ldap.with_timeout(self.search_timeout());
+        let mut stream = if paged {
+            ldap.streaming_search_with(PagedResults::new(self.cfg.page_size as i32), base, Scope::Subtree, filter, attrs.to_vec())
+                .await?
+        } else {
+            ldap.streaming_search_with(EntriesOnly::new(), base, Scope::Subtree, filter, attrs.to_vec()).await?
+        };
+        let mut out = Vec::new();
+        while let Some(re) = stream.next().await? {
+            match parse_entry(re) {
+                Some(e) => out.push(e),
+                None => warn!(base, filter, "skipped an entry the server sent malformed"),
+            }
+        }
+        let res = stream.finish().await;
+        match res.rc {
+            0 => Ok(out),
+            32 => Ok(out), // noSuchObject: the base does not exist; nothing under it
+            4 => {
+                warn!(base, filter, "size limit exceeded: answer truncated by the server");
+                Ok(out)
+            }
+            _ => Err(LdapError::LdapResult { result: res }),
+        }
+    }
+
+    /// Searches every base at once (one round trip of latency) and merges by DN.
+    async fn search_bases(&self, bases: &[String], filter: &str, attrs: &[String], paged: bool) -> DirResult<Vec<RawEntry>> {
+        let results = try_join_all(bases.iter().map(|b| self.search(b, filter, attrs, paged))).await?;
+        let mut seen = HashSet::new();
+        Ok(results
+            .into_iter()
+            .flatten()
+            .filter(|e| seen.insert(e.dn.to_ascii_lowercase()))
+            .collect())
+    }
+
+    fn users_from(&self, entries: Vec<RawEntry>, wanted: Option<&str>) -> Vec<UserRecord> {
+        entries
+            .into_iter()
+            .filter_map(|e| match self.mapper.user(&e, wanted) {
+                Ok(u) => Some(u),
+                Err(why) => {
+                    if wanted.is_none() || !why.contains("exactly") {
+                        warn!(dn = %e.dn, reason = %why, "skipped user entry");
+                    }
+                    None
+                }
+            })
+            .collect()
+    }
+
+    async fn one_user(&self, filter: String, wanted: Option<&str>, what: &str) -> DirResult<Option<UserRecord>> {
+        let entries = self.search_bases(&self.user_bases, &filter, &self.mapper.user_attrs(), false).await?;
+        let mut users = self.users_from(entries, wanted);
+        if users.len() > 1 {
+            let dns: Vec<_> = users.iter().map(|u| u.dn.as_str()).collect();
+            warn!(lookup = what, ?dns, "several entries match; serving the first");
+        }
+        Ok((!users.is_empty()).then(|| users.swap_remove(0)))
+    }
+
+    /// Resolves member DNs that are not `user_name=NAME,...` with base-scope lookups.
+    async fn resolve_member_dns(&self, group: &mut GroupRecord, dns: Vec<String>) {
+        if dns.len() > MAX_MEMBER_DN_LOOKUPS {
+            warn!(dn = %group.dn, count = dns.len(), "too many member DNs to resolve; resolving the first {MAX_MEMBER_DN_LOOKUPS}");
+        }
+        let attrs = vec![self.mapper.attributes().user_name.clone()];
+        for dn in dns.into_iter().take(MAX_MEMBER_DN_LOOKUPS) {
+            let Ok(conn) = self.connection().await else { return };
+            let mut ldap = conn.ldap.clone();
+            self.searches.fetch_add(1, Ordering::Relaxed);
+            let found = ldap
+                .with_timeout(self.search_timeout())
+                .search(&dn, Scope::Base, &self.cfg.users.filter, attrs.clone())
+                .await;
+            if let Ok(res) = found {
+                for re in res.0 {
+                    if let Some(u) = parse_entry(re).and_then(|e| self.mapper.user_name_of(&e)) {
+                        group.group.members.push(u);
+                    }
+                }
+            }
+        }
+        group.group.members.sort_unstable();
+        group.group.members.dedup();
+    }
+
+    async fn groups_from(&self, entries: Vec<RawEntry>, wanted: Option<&str>) -> Vec<GroupRecord> {
+        let mut out = Vec::new();
+        for e in entries {
+            match self.mapper.group(&e, wanted) {
+                Ok(mut g) => {
+                    let dns = std::mem::take(&mut g.unresolved_member_dns);
+                    if !dns.is_empty() {
+                        self.resolve_member_dns(&mut g.record, dns).await;
+                    }
+                    out.push(g.record);
+                }
+                Err(why) => {
+                    if wanted.is_none() || !why.contains("exactly") {
+                        warn!(dn = %e.dn, reason = %why, "skipped group entry");
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    async fn one_group(&self, filter: String, wanted: Option<&str>, what: &str) -> DirResult<Option<GroupRecord>> {
+        let entries = self.search_bases(&self.group_bases, &filter, &self.mapper.group_attrs(true), false).await?;
+        let mut groups = self.groups_from(entries, wanted).await;
+        if groups.len() > 1 {
+            let dns: Vec<_> = groups.iter().map(|g| g.dn.as_str()).collect();
+            warn!(lookup = what, ?dns, "several entries match; serving the first");
+        }
+        Ok((!groups.is_empty()).then(|| groups.swap_remove(0)))
+    }
+}
+
+impl Directory for LdapDirectory {
+    async fn user_by_name(&self, name: &str) -> DirResult<Option<UserRecord>> {
+        let f = filter::equality(&self.cfg.users.filter, &self.mapper.attributes().user_name, name);
+        self.one_user(f, Some(name), name).await
+    }
+
+    async fn user_by_uid(&self, uid: u32) -> DirResult<Option<UserRecord>> {
+        let f = filter::equality(&self.cfg.users.filter, &self.mapper.attributes().uid_number, &uid.to_string());
+        let found = self.one_user(f, None, "by uid").await?;
+        Ok(found.filter(|u| u.passwd.uid == uid))
+    }
+
+    async fn group_by_name(&self, name: &str) -> DirResult<Option<GroupRecord>> {
+        let f = filter::equality(&self.cfg.groups.filter, &self.mapper.attributes().group_name, name);
+        self.one_group(f, Some(name), name).await
+    }
+
+    async fn group_by_gid(&self, gid: u32) -> DirResult<Option<GroupRecord>> {
+        let f = filter::equality(&self.cfg.groups.filter, &self.mapper.attributes().group_gid_number, &gid.to_string());
+        let found = self.one_group(f, None, "by gid").await?;
+        Ok(found.filter(|g| g.group.gid == gid))
+    }
+
+    async fn memberships(&self, user_name: &str, user_dn: Option<&str>) -> DirResult<Vec<Membership>> {
+        let value = match (self.mapper.schema(), user_dn) {
+            (Schema::Rfc2307, _) => user_name,
+            (Schema::Rfc2307bis, Some(dn)) => dn,
+            (Schema::Rfc2307bis, None) => return Ok(Vec::new()),
+        };
+        let f = filter::equality(&self.cfg.groups.filter, self.mapper.membership_attr(), value);
+        let entries = self.search_bases(&self.group_bases, &f, &self.mapper.group_attrs(false), false).await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| match self.mapper.membership(&e) {
+                Ok(m) => Some(m),
+                Err(why) => {
+                    warn!(dn = %e.dn, reason = %why, "skipped group entry");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    async fn all_users(&self) -> DirResult<Vec<UserRecord>> {
+        let entries = self.search_bases(&self.user_bases, &self.cfg.users.filter, &self.mapper.user_attrs(), true).await?;
+        Ok(self.users_from(entries, None))
+    }
+
+    async fn all_groups(&self) -> DirResult<Vec<GroupRecord>> {
+        let entries =
+            self.search_bases(&self.group_bases, &self.cfg.groups.filter, &self.mapper.group_attrs(true), true).await?;
+        Ok(self.groups_from(entries, None).await)
+    }
+
+    fn memberships_need_dn(&self) -> bool {
+        self.mapper.schema() == Schema::Rfc2307bis
+    }
+}

@@ -1,0 +1,149 @@
+//! The listening side: prepares `runtime_dir` and its socket (created 0666 under a temporary
+//! name, then renamed over the old one, so clients never see it missing; a live daemon on the
+//! same socket is refused, a stale socket replaced), accepts connections up to
+//! `max_connections` (beyond, a `Busy` error and close), and shuts down gracefully: stop
+//! accepting, let connections finish their current request, remove the socket.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::{error, info, warn};
+
+use toolforge_nss_config::Config;
+use toolforge_nss_protocol::{Capabilities, ErrorCode, Response};
+
+use crate::connection::{self, Limits};
+use crate::directory::Directory;
+use crate::resolver::Resolver;
+
+/// The lookup socket's file name inside `runtime_dir`.
+pub const SOCKET_NAME: &str = "socket";
+
+/// How long shutdown waits for connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A bound lookup socket; removes the socket file on drop if it is still ours.
+pub struct Listener {
+    listener: UnixListener,
+    path: PathBuf,
+    inode: u64,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Listener {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates `runtime_dir` if needed and binds `runtime_dir/socket`.
+    pub fn bind(runtime_dir: &Path) -> io::Result<Listener> {
+        let context = |what: &str, p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()));
+        if !runtime_dir.exists() {
+            std::fs::create_dir_all(runtime_dir).map_err(|e| context("cannot create", runtime_dir, e))?;
+            std::fs::set_permissions(runtime_dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| context("cannot chmod", runtime_dir, e))?;
+        }
+        let path = runtime_dir.join(SOCKET_NAME);
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket; refusing to replace it", path.display()),
+                ));
+            }
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("another daemon is serving {}", path.display()),
+                ));
+            }
+            info!(socket = %path.display(), "replacing stale socket");
+        }
+        let tmp = runtime_dir.join(format!(".{SOCKET_NAME}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let std_listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(|e| context("cannot bind", &tmp, e))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).map_err(|e| context("cannot chmod", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| context("cannot rename socket to", &path, e))?;
+        let inode = std::fs::symlink_metadata(&path)?.ino();
+        std_listener.set_nonblocking(true)?;
+        Ok(Listener {
+            listener: UnixListener::from_std(std_listener)?,
+            path,
+            inode,
+        })
+    }
+}
+
+/// Serves lookups until `shutdown` resolves.
+pub async fn serve<D: Directory>(
+    listener: Listener,
+    resolver: Arc<Resolver<D>>,
+    config: &Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(config.daemon.idle_timeout_ms),
+        request_timeout: Duration::from_millis(config.daemon.request_timeout_ms),
+    };
+    let max = config.daemon.max_connections;
+    let permits = Arc::new(Semaphore::new(max));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    info!(socket = %listener.path().display(), max_connections = max, "serving lookups");
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.listener.accept() => a,
+            _ = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (resolver, stop) = (resolver.clone(), stop_rx.clone());
+                tokio::spawn(async move {
+                    connection::serve(stream, resolver, limits, stop).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                warn!(max_connections = max, "connection limit reached; refusing a client");
+                tokio::spawn(async move {
+                    let busy = Response::Error { code: ErrorCode::Busy, message: "daemon busy".into() }
+                        .encode(0, 0, Capabilities::default());
+                    let _ = tokio::time::timeout(limits.request_timeout, async {
+                        use tokio::io::AsyncWriteExt;
+                        let mut s = stream;
+                        s.write_all(&busy).await
+                    })
+                    .await;
+                });
+            }
+        }
+    }
+    info!("shutting down: no new connections");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(max as u32)).await;
+    if drained.is_err() {
+        warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
+    }
+}
