@@ -103,7 +103,10 @@ mod tests {
     fn expands_every_escape() {
         let tpl = t("/home/%l/%u-%U%%").unwrap();
         assert_eq!(tpl.expand("alice", 1234, "/x"), "/home/a/alice-1234%");
-        assert_eq!(t("%h/sub").unwrap().expand("bob", 1, "/data/project/bob"), "/data/project/bob/sub");
+        assert_eq!(
+            t("%h/sub").unwrap().expand("bob", 1, "/data/project/bob"),
+            "/data/project/bob/sub"
+        );
         assert_eq!(t("/srv/%o").unwrap().expand("bob", 1, "home"), "/srv/home");
     }
 

@@ -62,7 +62,10 @@ min_id = 500
     assert_eq!(c.ldap.schema, Schema::Rfc2307bis);
     assert_eq!(c.ldap.group_bases().len(), 2);
     assert_eq!(c.ldap.attributes.member, "uniqueMember");
-    assert_eq!(c.policy.override_homedir.unwrap().expand("a", 1, ""), "/home/a");
+    assert_eq!(
+        c.policy.override_homedir.unwrap().expand("a", 1, ""),
+        "/home/a"
+    );
 }
 
 #[test]
@@ -77,10 +80,26 @@ fn unknown_keys_are_refused_with_their_name() {
 #[test]
 fn invalid_values_name_key_value_and_reason() {
     let cases = [
-        ("[ldap]\nuri = []\nbase = \"dc=x\"", "ldap.uri", "at least one"),
-        ("[ldap]\nuri = [\"http://x\"]\nbase = \"dc=x\"", "ldap.uri", "ldap://"),
-        ("[ldap]\nuri = [\"ldap://x:0\"]\nbase = \"dc=x\"", "ldap.uri", "port"),
-        ("[ldap]\nuri = [\"ldap://x\"]\nbase = \"wikimedia\"", "ldap.base", "not a DN"),
+        (
+            "[ldap]\nuri = []\nbase = \"dc=x\"",
+            "ldap.uri",
+            "at least one",
+        ),
+        (
+            "[ldap]\nuri = [\"http://x\"]\nbase = \"dc=x\"",
+            "ldap.uri",
+            "ldap://",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x:0\"]\nbase = \"dc=x\"",
+            "ldap.uri",
+            "port",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"wikimedia\"",
+            "ldap.base",
+            "not a DN",
+        ),
         (
             "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\nbind_dn = \"cn=a,dc=x\"",
             "ldap.bind_dn",
@@ -120,7 +139,9 @@ fn invalid_values_name_key_value_and_reason() {
 
 #[test]
 fn bad_templates_and_schema_are_refused_at_parse_time() {
-    let e = error_of(&format!("{MINIMAL}\n[policy]\noverride_homedir = \"/home/%q\"\n"));
+    let e = error_of(&format!(
+        "{MINIMAL}\n[policy]\noverride_homedir = \"/home/%q\"\n"
+    ));
     assert!(e.contains("%q"), "{e}");
     let e = error_of("[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\nschema = \"ad\"");
     assert!(e.contains("schema") || e.contains("rfc2307"), "{e}");
@@ -128,7 +149,9 @@ fn bad_templates_and_schema_are_refused_at_parse_time() {
 
 #[test]
 fn missing_file_names_the_file() {
-    let e = Config::load(Path::new("/nonexistent/tf.toml")).unwrap_err().to_string();
+    let e = Config::load(Path::new("/nonexistent/tf.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent/tf.toml"), "{e}");
 }
 

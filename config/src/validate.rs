@@ -37,7 +37,10 @@ fn check_range(key: &str, v: u64, min: u64, max: u64) -> Result<(), Violation> {
 
 /// A DN must be non-empty and made of `attr=value` components.
 fn looks_like_dn(dn: &str) -> bool {
-    !dn.is_empty() && dn.split(',').all(|rdn| rdn.contains('=') && !rdn.trim().starts_with('='))
+    !dn.is_empty()
+        && dn
+            .split(',')
+            .all(|rdn| rdn.contains('=') && !rdn.trim().starts_with('='))
 }
 
 /// A filter must be parenthesised and balanced (the directory parses the rest).
@@ -64,7 +67,12 @@ fn looks_like_filter(f: &str) -> bool {
 
 fn check_map(section: &str, map: &MapConfig) -> Result<(), Violation> {
     for base in &map.bases {
-        check(looks_like_dn(base), &format!("{section}.bases"), base, "is not a DN (attr=value,...)")?;
+        check(
+            looks_like_dn(base),
+            &format!("{section}.bases"),
+            base,
+            "is not a DN (attr=value,...)",
+        )?;
     }
     check(
         looks_like_filter(&map.filter),
@@ -76,7 +84,12 @@ fn check_map(section: &str, map: &MapConfig) -> Result<(), Violation> {
 
 pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
     let l = &c.ldap;
-    check(!l.uri.is_empty(), "ldap.uri", &l.uri, "needs at least one server")?;
+    check(
+        !l.uri.is_empty(),
+        "ldap.uri",
+        &l.uri,
+        "needs at least one server",
+    )?;
     for uri in &l.uri {
         let rest = uri
             .strip_prefix("ldap://")
@@ -85,16 +98,36 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         let host = rest.split('/').next().unwrap_or("");
         check(!host.is_empty(), "ldap.uri", uri, "has no host")?;
         if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']')) {
-            check(port.parse::<u16>().is_ok_and(|p| p > 0), "ldap.uri", uri, "has an invalid port")?;
+            check(
+                port.parse::<u16>().is_ok_and(|p| p > 0),
+                "ldap.uri",
+                uri,
+                "has an invalid port",
+            )?;
         }
     }
-    check(looks_like_dn(&l.base), "ldap.base", &l.base, "is not a DN (attr=value,...)")?;
+    check(
+        looks_like_dn(&l.base),
+        "ldap.base",
+        &l.base,
+        "is not a DN (attr=value,...)",
+    )?;
     match (&l.bind_dn, &l.bind_password_file) {
         (Some(dn), Some(_)) => check(looks_like_dn(dn), "ldap.bind_dn", dn, "is not a DN")?,
         (Some(dn), None) => {
-            return Err(bad("ldap.bind_dn", dn, "needs ldap.bind_password_file (passwords are never written in the config)"))
+            return Err(bad(
+                "ldap.bind_dn",
+                dn,
+                "needs ldap.bind_password_file (passwords are never written in the config)",
+            ))
         }
-        (None, Some(f)) => return Err(bad("ldap.bind_password_file", f, "is set without ldap.bind_dn")),
+        (None, Some(f)) => {
+            return Err(bad(
+                "ldap.bind_password_file",
+                f,
+                "is set without ldap.bind_dn",
+            ))
+        }
         (None, None) => {}
     }
     check_range("ldap.connect_timeout_ms", l.connect_timeout_ms, 10, 60_000)?;
@@ -117,13 +150,29 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         ("member", &a.member),
     ] {
         let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';');
-        check(ok, &format!("ldap.attributes.{key}"), v, "is not an attribute name")?;
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';');
+        check(
+            ok,
+            &format!("ldap.attributes.{key}"),
+            v,
+            "is not an attribute name",
+        )?;
     }
 
     let d = &c.daemon;
-    check(d.runtime_dir.is_absolute(), "daemon.runtime_dir", &d.runtime_dir, "must be an absolute path")?;
-    check(d.cache_dir.is_absolute(), "daemon.cache_dir", &d.cache_dir, "must be an absolute path")?;
+    check(
+        d.runtime_dir.is_absolute(),
+        "daemon.runtime_dir",
+        &d.runtime_dir,
+        "must be an absolute path",
+    )?;
+    check(
+        d.cache_dir.is_absolute(),
+        "daemon.cache_dir",
+        &d.cache_dir,
+        "must be an absolute path",
+    )?;
     // sun_path holds 108 bytes including the NUL; the socket is runtime_dir + "/socket".
     check(
         d.runtime_dir.as_os_str().len() + "/socket".len() < 108,
@@ -131,26 +180,64 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         &d.runtime_dir,
         "is too long for a Unix socket path",
     )?;
-    check_range("daemon.max_connections", d.max_connections as u64, 1, 1_000_000)?;
+    check_range(
+        "daemon.max_connections",
+        d.max_connections as u64,
+        1,
+        1_000_000,
+    )?;
     check_range("daemon.idle_timeout_ms", d.idle_timeout_ms, 100, 3_600_000)?;
-    check_range("daemon.request_timeout_ms", d.request_timeout_ms, 10, 60_000)?;
+    check_range(
+        "daemon.request_timeout_ms",
+        d.request_timeout_ms,
+        10,
+        60_000,
+    )?;
     check_range("daemon.worker_threads", d.worker_threads as u64, 1, 256)?;
 
     let k = &c.cache;
-    check_range("cache.positive_ttl_secs", k.positive_ttl_secs, 1, 30 * 86_400)?;
+    check_range(
+        "cache.positive_ttl_secs",
+        k.positive_ttl_secs,
+        1,
+        30 * 86_400,
+    )?;
     check_range("cache.negative_ttl_secs", k.negative_ttl_secs, 0, 86_400)?;
     check_range("cache.max_entries", k.max_entries as u64, 1, 10_000_000)?;
 
     let p = &c.policy;
-    for (key, names) in [("policy.filter_users", &p.filter_users), ("policy.filter_groups", &p.filter_groups)] {
+    for (key, names) in [
+        ("policy.filter_users", &p.filter_users),
+        ("policy.filter_groups", &p.filter_groups),
+    ] {
         for n in names {
-            check(is_valid_name(n.as_bytes()), key, n, "is not a valid user or group name")?;
+            check(
+                is_valid_name(n.as_bytes()),
+                key,
+                n,
+                "is not a valid user or group name",
+            )?;
         }
     }
-    check(p.min_id >= 1, "policy.min_id", p.min_id, "must be at least 1 (id 0 is never served)")?;
-    check(p.min_id <= p.max_id, "policy.max_id", p.max_id, "must not be below policy.min_id")?;
+    check(
+        p.min_id >= 1,
+        "policy.min_id",
+        p.min_id,
+        "must be at least 1 (id 0 is never served)",
+    )?;
+    check(
+        p.min_id <= p.max_id,
+        "policy.max_id",
+        p.max_id,
+        "must not be below policy.min_id",
+    )?;
     if let Some(shell) = &p.default_shell {
-        check(shell.starts_with('/') && !shell.contains('\0'), "policy.default_shell", shell, "must be an absolute path")?;
+        check(
+            shell.starts_with('/') && !shell.contains('\0'),
+            "policy.default_shell",
+            shell,
+            "must be an absolute path",
+        )?;
     }
     Ok(())
 }

@@ -58,7 +58,13 @@ impl<K: Hash + Eq, V: Clone> TtlLru<K, V> {
         if ttl.is_zero() {
             return;
         }
-        self.lock().put(key, Slot { value, expires: now + ttl });
+        self.lock().put(
+            key,
+            Slot {
+                value,
+                expires: now + ttl,
+            },
+        );
     }
 
     pub fn remove(&self, key: &K) {

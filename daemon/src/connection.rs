@@ -108,8 +108,15 @@ pub async fn serve<D: Directory>(
             Ok(r) => r,
             Err(DecodeError::UnknownKind(k)) => {
                 // A newer module asking for something this daemon does not know: say so, keep going.
-                let reply = error_frame(header.request_id, ErrorCode::UnknownRequest, format!("unknown request kind {k:#x}"));
-                if timeout(limits.request_timeout, stream.write_all(&reply)).await.is_err() {
+                let reply = error_frame(
+                    header.request_id,
+                    ErrorCode::UnknownRequest,
+                    format!("unknown request kind {k:#x}"),
+                );
+                if timeout(limits.request_timeout, stream.write_all(&reply))
+                    .await
+                    .is_err()
+                {
                     break End::SlowClient;
                 }
                 continue;
@@ -124,7 +131,11 @@ pub async fn serve<D: Directory>(
         let frame = match resolver.resolve(request).await {
             Reply::Body { kind, body, stale } => {
                 let bytes = body.bytes();
-                let flags = if stale && caps.contains(Capabilities::STALE_FLAG) { FLAG_STALE } else { 0 };
+                let flags = if stale && caps.contains(Capabilities::STALE_FLAG) {
+                    FLAG_STALE
+                } else {
+                    0
+                };
                 let h = Header {
                     version: header.version,
                     flags,

@@ -21,10 +21,17 @@ pub type DirResult<T> = Result<T, DirError>;
 
 /// Queries the resolver asks of the directory.
 pub trait Directory: Send + Sync + 'static {
-    fn user_by_name(&self, name: &str) -> impl Future<Output = DirResult<Option<UserRecord>>> + Send;
+    fn user_by_name(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = DirResult<Option<UserRecord>>> + Send;
     fn user_by_uid(&self, uid: u32) -> impl Future<Output = DirResult<Option<UserRecord>>> + Send;
-    fn group_by_name(&self, name: &str) -> impl Future<Output = DirResult<Option<GroupRecord>>> + Send;
-    fn group_by_gid(&self, gid: u32) -> impl Future<Output = DirResult<Option<GroupRecord>>> + Send;
+    fn group_by_name(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = DirResult<Option<GroupRecord>>> + Send;
+    fn group_by_gid(&self, gid: u32)
+        -> impl Future<Output = DirResult<Option<GroupRecord>>> + Send;
     /// Groups that list the user as a member, in one search: by name (RFC 2307) or by DN
     /// (RFC 2307bis, `user_dn` is then required).
     fn memberships(

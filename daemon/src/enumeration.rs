@@ -48,8 +48,15 @@ impl Snapshot {
             size += len;
             end += 1;
         }
-        let next = if end >= self.entries.len() { END_OF_ENUMERATION } else { end as u32 };
-        let slices: Vec<&[u8]> = self.entries[start..end].iter().map(BodyRef::bytes).collect();
+        let next = if end >= self.entries.len() {
+            END_OF_ENUMERATION
+        } else {
+            end as u32
+        };
+        let slices: Vec<&[u8]> = self.entries[start..end]
+            .iter()
+            .map(BodyRef::bytes)
+            .collect();
         let mut body = Vec::with_capacity(size + 16);
         encode_batch_body(&mut body, self.generation, next, &slices);
         let kind = match self.what {
@@ -124,7 +131,7 @@ impl Enumerations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use toolforge_nss_protocol::{ResponseRef, Response, Passwd};
+    use toolforge_nss_protocol::{Passwd, Response, ResponseRef};
 
     fn body(i: u32, pad: usize) -> BodyRef {
         let mut b = Vec::new();
@@ -144,7 +151,11 @@ mod tests {
     #[test]
     fn pages_through_a_snapshot_in_bounded_batches() {
         let e = Enumerations::new(Duration::from_secs(60));
-        let s = e.publish(Listing::Users, (0..3000).map(|i| body(i, 200)).collect(), false);
+        let s = e.publish(
+            Listing::Users,
+            (0..3000).map(|i| body(i, 200)).collect(),
+            false,
+        );
         let mut cursor = 0;
         let mut seen = 0;
         let mut batches = 0;
@@ -152,7 +163,11 @@ mod tests {
             let (kind, b) = e.get(s.generation).unwrap().batch(cursor);
             assert!(b.len() <= BATCH_BYTES + 1024);
             match ResponseRef::decode(kind as u16, &b).unwrap() {
-                ResponseRef::PasswdBatch { generation, next_cursor, entries } => {
+                ResponseRef::PasswdBatch {
+                    generation,
+                    next_cursor,
+                    entries,
+                } => {
                     assert_eq!(generation, s.generation);
                     assert_eq!(entries[0].uid, seen);
                     seen += entries.len() as u32;
@@ -164,7 +179,10 @@ mod tests {
         }
         assert_eq!(seen, 3000);
         assert!(batches > 1);
-        assert!(e.recent(Listing::Users).is_none(), "cache listings are not reused");
+        assert!(
+            e.recent(Listing::Users).is_none(),
+            "cache listings are not reused"
+        );
     }
 
     #[test]

@@ -29,7 +29,10 @@ pub fn read_bind_password(path: &std::path::Path) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.permissions().mode() & 0o004 != 0 {
-        return Err(format!("{}: readable by others; chmod o-r it", path.display()));
+        return Err(format!(
+            "{}: readable by others; chmod o-r it",
+            path.display()
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(text.lines().next().unwrap_or("").to_owned())
@@ -116,8 +119,11 @@ impl LdapDirectory {
     }
 
     async fn open(&self, uri: &str) -> Result<Ldap, String> {
-        let settings = LdapConnSettings::new().set_conn_timeout(Duration::from_millis(self.cfg.connect_timeout_ms));
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, uri).await.map_err(|e| e.to_string())?;
+        let settings = LdapConnSettings::new()
+            .set_conn_timeout(Duration::from_millis(self.cfg.connect_timeout_ms));
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, uri)
+            .await
+            .map_err(|e| e.to_string())?;
         ldap3::drive!(conn);
         if let (Some(dn), Some(pw)) = (&self.cfg.bind_dn, &self.bind_password) {
             ldap.with_timeout(self.search_timeout())
@@ -143,7 +149,10 @@ impl LdapDirectory {
             match self.open(uri).await {
                 Ok(ldap) => {
                     info!(server = %uri, "connected to directory");
-                    let conn = Arc::new(Connection { ldap, uri: uri.clone() });
+                    let conn = Arc::new(Connection {
+                        ldap,
+                        uri: uri.clone(),
+                    });
                     *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                     return Ok(conn);
                 }
@@ -157,7 +166,13 @@ impl LdapDirectory {
     }
 
     /// One subtree search under `base`, retried once on a fresh connection after an I/O error.
-    async fn search(&self, base: &str, filter: &str, attrs: &[String], paged: bool) -> DirResult<Vec<RawEntry>> {
+    async fn search(
+        &self,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        paged: bool,
+    ) -> DirResult<Vec<RawEntry>> {
         for attempt in 0..2 {
             let conn = self.connection().await?;
             self.searches.fetch_add(1, Ordering::Relaxed);
@@ -188,10 +203,23 @@ impl LdapDirectory {
         let mut ldap = conn.ldap.clone();
         ldap.with_timeout(self.search_timeout());
         let mut stream = if paged {
-            ldap.streaming_search_with(PagedResults::new(self.cfg.page_size as i32), base, Scope::Subtree, filter, attrs.to_vec())
-                .await?
+            ldap.streaming_search_with(
+                PagedResults::new(self.cfg.page_size as i32),
+                base,
+                Scope::Subtree,
+                filter,
+                attrs.to_vec(),
+            )
+            .await?
         } else {
-            ldap.streaming_search_with(EntriesOnly::new(), base, Scope::Subtree, filter, attrs.to_vec()).await?
+            ldap.streaming_search_with(
+                EntriesOnly::new(),
+                base,
+                Scope::Subtree,
+                filter,
+                attrs.to_vec(),
+            )
+            .await?
         };
         let mut out = Vec::new();
         while let Some(re) = stream.next().await? {
@@ -205,7 +233,10 @@ impl LdapDirectory {
             0 => Ok(out),
             32 => Ok(out), // noSuchObject: the base does not exist; nothing under it
             4 => {
-                warn!(base, filter, "size limit exceeded: answer truncated by the server");
+                warn!(
+                    base,
+                    filter, "size limit exceeded: answer truncated by the server"
+                );
                 Ok(out)
             }
             _ => Err(LdapError::LdapResult { result: res }),
@@ -213,8 +244,15 @@ impl LdapDirectory {
     }
 
     /// Searches every base at once (one round trip of latency) and merges by DN.
-    async fn search_bases(&self, bases: &[String], filter: &str, attrs: &[String], paged: bool) -> DirResult<Vec<RawEntry>> {
-        let results = try_join_all(bases.iter().map(|b| self.search(b, filter, attrs, paged))).await?;
+    async fn search_bases(
+        &self,
+        bases: &[String],
+        filter: &str,
+        attrs: &[String],
+        paged: bool,
+    ) -> DirResult<Vec<RawEntry>> {
+        let results =
+            try_join_all(bases.iter().map(|b| self.search(b, filter, attrs, paged))).await?;
         let mut seen = HashSet::new();
         Ok(results
             .into_iter()
@@ -238,12 +276,23 @@ impl LdapDirectory {
             .collect()
     }
 
-    async fn one_user(&self, filter: String, wanted: Option<&str>, what: &str) -> DirResult<Option<UserRecord>> {
-        let entries = self.search_bases(&self.user_bases, &filter, &self.mapper.user_attrs(), false).await?;
+    async fn one_user(
+        &self,
+        filter: String,
+        wanted: Option<&str>,
+        what: &str,
+    ) -> DirResult<Option<UserRecord>> {
+        let entries = self
+            .search_bases(&self.user_bases, &filter, &self.mapper.user_attrs(), false)
+            .await?;
         let mut users = self.users_from(entries, wanted);
         if users.len() > 1 {
             let dns: Vec<_> = users.iter().map(|u| u.dn.as_str()).collect();
-            warn!(lookup = what, ?dns, "several entries match; serving the first");
+            warn!(
+                lookup = what,
+                ?dns,
+                "several entries match; serving the first"
+            );
         }
         Ok((!users.is_empty()).then(|| users.swap_remove(0)))
     }
@@ -255,7 +304,9 @@ impl LdapDirectory {
         }
         let attrs = vec![self.mapper.attributes().user_name.clone()];
         for dn in dns.into_iter().take(MAX_MEMBER_DN_LOOKUPS) {
-            let Ok(conn) = self.connection().await else { return };
+            let Ok(conn) = self.connection().await else {
+                return;
+            };
             let mut ldap = conn.ldap.clone();
             self.searches.fetch_add(1, Ordering::Relaxed);
             let found = ldap
@@ -295,12 +346,28 @@ impl LdapDirectory {
         out
     }
 
-    async fn one_group(&self, filter: String, wanted: Option<&str>, what: &str) -> DirResult<Option<GroupRecord>> {
-        let entries = self.search_bases(&self.group_bases, &filter, &self.mapper.group_attrs(true), false).await?;
+    async fn one_group(
+        &self,
+        filter: String,
+        wanted: Option<&str>,
+        what: &str,
+    ) -> DirResult<Option<GroupRecord>> {
+        let entries = self
+            .search_bases(
+                &self.group_bases,
+                &filter,
+                &self.mapper.group_attrs(true),
+                false,
+            )
+            .await?;
         let mut groups = self.groups_from(entries, wanted).await;
         if groups.len() > 1 {
             let dns: Vec<_> = groups.iter().map(|g| g.dn.as_str()).collect();
-            warn!(lookup = what, ?dns, "several entries match; serving the first");
+            warn!(
+                lookup = what,
+                ?dns,
+                "several entries match; serving the first"
+            );
         }
         Ok((!groups.is_empty()).then(|| groups.swap_remove(0)))
     }
@@ -308,35 +375,66 @@ impl LdapDirectory {
 
 impl Directory for LdapDirectory {
     async fn user_by_name(&self, name: &str) -> DirResult<Option<UserRecord>> {
-        let f = filter::equality(&self.cfg.users.filter, &self.mapper.attributes().user_name, name);
+        let f = filter::equality(
+            &self.cfg.users.filter,
+            &self.mapper.attributes().user_name,
+            name,
+        );
         self.one_user(f, Some(name), name).await
     }
 
     async fn user_by_uid(&self, uid: u32) -> DirResult<Option<UserRecord>> {
-        let f = filter::equality(&self.cfg.users.filter, &self.mapper.attributes().uid_number, &uid.to_string());
+        let f = filter::equality(
+            &self.cfg.users.filter,
+            &self.mapper.attributes().uid_number,
+            &uid.to_string(),
+        );
         let found = self.one_user(f, None, "by uid").await?;
         Ok(found.filter(|u| u.passwd.uid == uid))
     }
 
     async fn group_by_name(&self, name: &str) -> DirResult<Option<GroupRecord>> {
-        let f = filter::equality(&self.cfg.groups.filter, &self.mapper.attributes().group_name, name);
+        let f = filter::equality(
+            &self.cfg.groups.filter,
+            &self.mapper.attributes().group_name,
+            name,
+        );
         self.one_group(f, Some(name), name).await
     }
 
     async fn group_by_gid(&self, gid: u32) -> DirResult<Option<GroupRecord>> {
-        let f = filter::equality(&self.cfg.groups.filter, &self.mapper.attributes().group_gid_number, &gid.to_string());
+        let f = filter::equality(
+            &self.cfg.groups.filter,
+            &self.mapper.attributes().group_gid_number,
+            &gid.to_string(),
+        );
         let found = self.one_group(f, None, "by gid").await?;
         Ok(found.filter(|g| g.group.gid == gid))
     }
 
-    async fn memberships(&self, user_name: &str, user_dn: Option<&str>) -> DirResult<Vec<Membership>> {
+    async fn memberships(
+        &self,
+        user_name: &str,
+        user_dn: Option<&str>,
+    ) -> DirResult<Vec<Membership>> {
         let value = match (self.mapper.schema(), user_dn) {
             (Schema::Rfc2307, _) => user_name,
             (Schema::Rfc2307bis, Some(dn)) => dn,
             (Schema::Rfc2307bis, None) => return Ok(Vec::new()),
         };
-        let f = filter::equality(&self.cfg.groups.filter, self.mapper.membership_attr(), value);
-        let entries = self.search_bases(&self.group_bases, &f, &self.mapper.group_attrs(false), false).await?;
+        let f = filter::equality(
+            &self.cfg.groups.filter,
+            self.mapper.membership_attr(),
+            value,
+        );
+        let entries = self
+            .search_bases(
+                &self.group_bases,
+                &f,
+                &self.mapper.group_attrs(false),
+                false,
+            )
+            .await?;
         Ok(entries
             .into_iter()
             .filter_map(|e| match self.mapper.membership(&e) {
@@ -350,13 +448,26 @@ impl Directory for LdapDirectory {
     }
 
     async fn all_users(&self) -> DirResult<Vec<UserRecord>> {
-        let entries = self.search_bases(&self.user_bases, &self.cfg.users.filter, &self.mapper.user_attrs(), true).await?;
+        let entries = self
+            .search_bases(
+                &self.user_bases,
+                &self.cfg.users.filter,
+                &self.mapper.user_attrs(),
+                true,
+            )
+            .await?;
         Ok(self.users_from(entries, None))
     }
 
     async fn all_groups(&self) -> DirResult<Vec<GroupRecord>> {
-        let entries =
-            self.search_bases(&self.group_bases, &self.cfg.groups.filter, &self.mapper.group_attrs(true), true).await?;
+        let entries = self
+            .search_bases(
+                &self.group_bases,
+                &self.cfg.groups.filter,
+                &self.mapper.group_attrs(true),
+                true,
+            )
+            .await?;
         Ok(self.groups_from(entries, None).await)
     }
 

@@ -18,7 +18,11 @@ use toolforge_nssd::server::{self, Listener};
 #[command(version, about)]
 struct Args {
     /// Configuration file (TOML).
-    #[arg(long, value_name = "FILE", default_value = "/etc/toolforge-nss/config.toml")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/toolforge-nss/config.toml"
+    )]
     config: PathBuf,
     /// Validate FILE and exit: 0 when valid, 1 with the reason when not.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
@@ -102,7 +106,10 @@ async fn run(config: Config) -> ExitCode {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

@@ -24,7 +24,10 @@ pub struct RawEntry {
 
 impl RawEntry {
     pub fn new(dn: String, attrs: HashMap<String, Vec<String>>) -> RawEntry {
-        let attrs = attrs.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        let attrs = attrs
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
         RawEntry { dn, attrs }
     }
 
@@ -88,8 +91,16 @@ fn clean_path(v: Option<&str>) -> Option<String> {
 
 fn clean_gecos(v: Option<&str>) -> String {
     let v = v.unwrap_or("");
-    let end = v.char_indices().map(|(i, c)| i + c.len_utf8()).take_while(|&i| i <= MAX_FIELD_LEN).last().unwrap_or(0);
-    v[..end].chars().map(|c| if c.is_control() || c == ':' { ' ' } else { c }).collect()
+    let end = v
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|&i| i <= MAX_FIELD_LEN)
+        .last()
+        .unwrap_or(0);
+    v[..end]
+        .chars()
+        .map(|c| if c.is_control() || c == ':' { ' ' } else { c })
+        .collect()
 }
 
 /// Outcome of mapping a group: the record, plus member DNs that are not of the form
@@ -186,9 +197,12 @@ impl Mapper {
         let mut members = Vec::new();
         let mut unresolved = Vec::new();
         match self.schema {
-            Schema::Rfc2307 => {
-                members.extend(e.values(&a.member_uid).iter().filter(|m| is_valid_name(m.as_bytes())).cloned())
-            }
+            Schema::Rfc2307 => members.extend(
+                e.values(&a.member_uid)
+                    .iter()
+                    .filter(|m| is_valid_name(m.as_bytes()))
+                    .cloned(),
+            ),
             Schema::Rfc2307bis => {
                 for dn in e.values(&a.member) {
                     match rdn_value(dn, &a.user_name) {
@@ -236,7 +250,9 @@ mod tests {
     fn entry(dn: &str, kv: &[(&str, &[&str])]) -> RawEntry {
         RawEntry::new(
             dn.into(),
-            kv.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
         )
     }
 
@@ -260,7 +276,9 @@ mod tests {
 
     #[test]
     fn maps_a_user_with_case_insensitive_attributes_and_cn_as_gecos() {
-        let u = mapper(Schema::Rfc2307).user(&alice(), Some("alice")).unwrap();
+        let u = mapper(Schema::Rfc2307)
+            .user(&alice(), Some("alice"))
+            .unwrap();
         assert_eq!(u.passwd.uid, 1001);
         assert_eq!(u.passwd.gid, 500);
         assert_eq!(u.passwd.gecos, "Alice Example");
@@ -270,15 +288,25 @@ mod tests {
 
     #[test]
     fn lookups_by_name_are_case_sensitive() {
-        assert!(mapper(Schema::Rfc2307).user(&alice(), Some("ALICE")).is_err());
+        assert!(mapper(Schema::Rfc2307)
+            .user(&alice(), Some("ALICE"))
+            .is_err());
     }
 
     #[test]
     fn malformed_ids_are_refused_with_a_reason() {
         let m = mapper(Schema::Rfc2307);
-        for (v, why) in [(&["-5"][..], "not a number"), (&["abc"], "not a number"), (&["1", "2"], "2 values"), (&[], "no uidnumber")] {
+        for (v, why) in [
+            (&["-5"][..], "not a number"),
+            (&["abc"], "not a number"),
+            (&["1", "2"], "2 values"),
+            (&[], "no uidnumber"),
+        ] {
             let mut e = alice();
-            e.attrs.insert("uidnumber".into(), v.iter().map(|s| s.to_string()).collect());
+            e.attrs.insert(
+                "uidnumber".into(),
+                v.iter().map(|s| s.to_string()).collect(),
+            );
             if v.is_empty() {
                 e.attrs.remove("uidnumber");
             }
@@ -290,7 +318,8 @@ mod tests {
     #[test]
     fn hostile_paths_are_dropped_and_gecos_is_sanitised() {
         let mut e = alice();
-        e.attrs.insert("homedirectory".into(), vec!["/home/x\nroot::0:0".into()]);
+        e.attrs
+            .insert("homedirectory".into(), vec!["/home/x\nroot::0:0".into()]);
         e.attrs.insert("gecos".into(), vec!["A:B\tC".into()]);
         let u = mapper(Schema::Rfc2307).user(&e, None).unwrap();
         assert_eq!(u.passwd.dir, "");
@@ -301,7 +330,11 @@ mod tests {
     fn rfc2307_members_are_names_and_invalid_ones_are_dropped() {
         let e = entry(
             "cn=g,ou=groups,dc=x",
-            &[("cn", &["g"]), ("gidNumber", &["50000"]), ("memberUid", &["bob", "alice", "*)(x", "bob"])],
+            &[
+                ("cn", &["g"]),
+                ("gidNumber", &["50000"]),
+                ("memberUid", &["bob", "alice", "*)(x", "bob"]),
+            ],
         );
         let g = mapper(Schema::Rfc2307).group(&e, Some("g")).unwrap();
         assert_eq!(g.record.group.members, vec!["alice", "bob"]);
@@ -314,7 +347,14 @@ mod tests {
             &[
                 ("cn", &["g", "alias"]),
                 ("gidNumber", &["50000"]),
-                ("member", &["uid=alice,ou=people,dc=x", "UID=bob,ou=people,dc=x", "cn=other,ou=x,dc=x"]),
+                (
+                    "member",
+                    &[
+                        "uid=alice,ou=people,dc=x",
+                        "UID=bob,ou=people,dc=x",
+                        "cn=other,ou=x,dc=x",
+                    ],
+                ),
             ],
         );
         let g = mapper(Schema::Rfc2307bis).group(&e, None).unwrap();

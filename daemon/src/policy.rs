@@ -54,10 +54,16 @@ impl Policy {
             return Err(format!("user name {:?} is in policy.filter_users", p.name));
         }
         if !self.id_allowed(p.uid) {
-            return Err(format!("uid {} is 0 or outside policy.min_id..=max_id", p.uid));
+            return Err(format!(
+                "uid {} is 0 or outside policy.min_id..=max_id",
+                p.uid
+            ));
         }
         if !self.id_allowed(p.gid) {
-            return Err(format!("primary gid {} is 0 or outside policy.min_id..=max_id", p.gid));
+            return Err(format!(
+                "primary gid {} is 0 or outside policy.min_id..=max_id",
+                p.gid
+            ));
         }
         if let Some(t) = &self.override_homedir {
             p.dir = t.expand(&p.name, p.uid, &p.dir);
@@ -79,10 +85,16 @@ impl Policy {
     pub fn group(&self, mut g: GroupRecord) -> Result<GroupRecord, String> {
         let gr = &mut g.group;
         if !self.group_name_allowed(&gr.name) {
-            return Err(format!("group name {:?} is in policy.filter_groups", gr.name));
+            return Err(format!(
+                "group name {:?} is in policy.filter_groups",
+                gr.name
+            ));
         }
         if !self.id_allowed(gr.gid) {
-            return Err(format!("gid {} is 0 or outside policy.min_id..=max_id", gr.gid));
+            return Err(format!(
+                "gid {} is 0 or outside policy.min_id..=max_id",
+                gr.gid
+            ));
         }
         gr.members.retain(|m| self.user_name_allowed(m));
         Ok(g)
@@ -128,7 +140,12 @@ mod tests {
         assert!(p.user(user("alice", 5000, 500, "/home/alice")).is_ok());
         let g = |name: &str, gid| GroupRecord {
             dn: String::new(),
-            group: Group { name: name.into(), passwd: "x".into(), gid, members: vec!["root".into(), "alice".into()] },
+            group: Group {
+                name: name.into(),
+                passwd: "x".into(),
+                gid,
+                members: vec!["root".into(), "alice".into()],
+            },
         };
         assert!(p.group(g("root", 5)).is_err());
         assert!(p.group(g("wheel", 0)).is_err());
@@ -154,9 +171,17 @@ mod tests {
         });
         let u = p.user(user("a", 1000, 1000, "")).unwrap().passwd;
         assert_eq!((u.dir.as_str(), u.shell.as_str()), ("/home/a", "/bin/sh"));
-        let u = p.user(user("a", 1000, 1000, "/data/project/a")).unwrap().passwd;
+        let u = p
+            .user(user("a", 1000, 1000, "/data/project/a"))
+            .unwrap()
+            .passwd;
         assert_eq!(u.dir, "/data/project/a");
-        let p = policy(|c| c.override_homedir = Some(HomeTemplate::try_from("/srv/%U".to_string()).unwrap()));
-        assert_eq!(p.user(user("a", 1234, 1000, "/home/a")).unwrap().passwd.dir, "/srv/1234");
+        let p = policy(|c| {
+            c.override_homedir = Some(HomeTemplate::try_from("/srv/%U".to_string()).unwrap())
+        });
+        assert_eq!(
+            p.user(user("a", 1234, 1000, "/home/a")).unwrap().passwd.dir,
+            "/srv/1234"
+        );
     }
 }

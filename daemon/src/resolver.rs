@@ -35,7 +35,11 @@ pub type GroupIds = Arc<Encoded<Vec<u32>>>;
 #[derive(Debug)]
 pub enum Reply {
     /// An encoded body of `kind`; `stale` when served past its TTL because the directory is away.
-    Body { kind: ResponseKind, body: BodyRef, stale: bool },
+    Body {
+        kind: ResponseKind,
+        body: BodyRef,
+        stale: bool,
+    },
     Message(Response),
 }
 
@@ -173,18 +177,31 @@ impl<D: Directory> Resolver<D> {
                 let o = self.groups_of(name).await;
                 self.reply(o, ResponseKind::GroupIds, BodyRef::Ids)
             }
-            Request::PwEnt { generation, cursor } => self.list(Listing::Users, generation, cursor).await,
-            Request::GrEnt { generation, cursor } => self.list(Listing::Groups, generation, cursor).await,
+            Request::PwEnt { generation, cursor } => {
+                self.list(Listing::Users, generation, cursor).await
+            }
+            Request::GrEnt { generation, cursor } => {
+                self.list(Listing::Groups, generation, cursor).await
+            }
         }
     }
 
-    fn reply<V>(&self, o: Outcome<V>, kind: ResponseKind, wrap: impl FnOnce(V) -> BodyRef) -> Reply {
+    fn reply<V>(
+        &self,
+        o: Outcome<V>,
+        kind: ResponseKind,
+        wrap: impl FnOnce(V) -> BodyRef,
+    ) -> Reply {
         match o {
             Outcome::Found(v, stale) => {
                 if stale {
                     self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
                 }
-                Reply::Body { kind, body: wrap(v), stale }
+                Reply::Body {
+                    kind,
+                    body: wrap(v),
+                    stale,
+                }
             }
             Outcome::NotFound => Reply::Message(Response::NotFound),
             Outcome::Unavailable => {
@@ -236,23 +253,37 @@ impl<D: Directory> Resolver<D> {
     fn store_user(&self, rec: UserRecord, now: Instant) -> UserEntry {
         let body = encode(&Response::Passwd(rec.passwd.clone()));
         let e = Arc::new(Encoded { record: rec, body });
-        self.users_by_name.put(e.record.passwd.name.clone(), Some(e.clone()), self.positive_ttl, now);
-        self.users_by_uid.put(e.record.passwd.uid, Some(e.clone()), self.positive_ttl, now);
+        self.users_by_name.put(
+            e.record.passwd.name.clone(),
+            Some(e.clone()),
+            self.positive_ttl,
+            now,
+        );
+        self.users_by_uid
+            .put(e.record.passwd.uid, Some(e.clone()), self.positive_ttl, now);
         e
     }
 
     fn store_group(&self, rec: GroupRecord, now: Instant) -> GroupEntry {
         let body = encode(&Response::Group(rec.group.clone()));
         let e = Arc::new(Encoded { record: rec, body });
-        self.groups_by_name.put(e.record.group.name.clone(), Some(e.clone()), self.positive_ttl, now);
-        self.groups_by_gid.put(e.record.group.gid, Some(e.clone()), self.positive_ttl, now);
+        self.groups_by_name.put(
+            e.record.group.name.clone(),
+            Some(e.clone()),
+            self.positive_ttl,
+            now,
+        );
+        self.groups_by_gid
+            .put(e.record.group.gid, Some(e.clone()), self.positive_ttl, now);
         e
     }
 
     /// Policy, then cache: `None` when the entry is refused (logged with its DN).
     fn admit_user(&self, rec: UserRecord, now: Instant) -> Option<UserEntry> {
         match self.policy.user(rec.clone()) {
-            Ok(u) if u.passwd.name.len() + u.passwd.dir.len() < u16::MAX as usize => Some(self.store_user(u, now)),
+            Ok(u) if u.passwd.name.len() + u.passwd.dir.len() < u16::MAX as usize => {
+                Some(self.store_user(u, now))
+            }
             Ok(_) => None,
             Err(why) => {
                 warn!(dn = %rec.dn, reason = %why, "not serving user");
@@ -264,7 +295,10 @@ impl<D: Directory> Resolver<D> {
     fn admit_group(&self, rec: GroupRecord, now: Instant) -> Option<GroupEntry> {
         let dn = rec.dn.clone();
         match self.policy.group(rec) {
-            Ok(g) if Response::group_encoded_len(&g.group) <= toolforge_nss_protocol::MAX_RESPONSE_BODY as usize => {
+            Ok(g)
+                if Response::group_encoded_len(&g.group)
+                    <= toolforge_nss_protocol::MAX_RESPONSE_BODY as usize =>
+            {
                 Some(self.store_group(g, now))
             }
             Ok(g) => {
@@ -303,7 +337,10 @@ impl<D: Directory> Resolver<D> {
             let entry = found.and_then(|rec| self.admit_user(rec, now));
             if entry.is_none() {
                 match &key {
-                    UserKey::Name(n) => self.users_by_name.put(n.clone(), None, self.negative_ttl, now),
+                    UserKey::Name(n) => {
+                        self.users_by_name
+                            .put(n.clone(), None, self.negative_ttl, now)
+                    }
                     UserKey::Uid(u) => self.users_by_uid.put(*u, None, self.negative_ttl, now),
                 }
             }
@@ -337,7 +374,10 @@ impl<D: Directory> Resolver<D> {
             let entry = found.and_then(|rec| self.admit_group(rec, now));
             if entry.is_none() {
                 match &key {
-                    GroupKey::Name(n) => self.groups_by_name.put(n.clone(), None, self.negative_ttl, now),
+                    GroupKey::Name(n) => {
+                        self.groups_by_name
+                            .put(n.clone(), None, self.negative_ttl, now)
+                    }
                     GroupKey::Gid(g) => self.groups_by_gid.put(*g, None, self.negative_ttl, now),
                 }
             }
@@ -356,24 +396,31 @@ impl<D: Directory> Resolver<D> {
                 match self.user(UserKey::Name(name.clone())).await {
                     Outcome::Found(u, _) => Some(u.record.dn.clone()),
                     Outcome::NotFound => return Ok(None),
-                    Outcome::Unavailable => return Err(DirError::Unreachable("user lookup failed".into())),
+                    Outcome::Unavailable => {
+                        return Err(DirError::Unreachable("user lookup failed".into()))
+                    }
                 }
             } else {
                 None
             };
             let groups = self.dir.memberships(&name, dn.as_deref()).await?;
-            let mut gids: Vec<u32> =
-                groups.iter().filter(|m| self.policy.membership_allowed(m)).map(|m| m.gid).collect();
+            let mut gids: Vec<u32> = groups
+                .iter()
+                .filter(|m| self.policy.membership_allowed(m))
+                .map(|m| m.gid)
+                .collect();
             gids.sort_unstable();
             gids.dedup();
             let now = Instant::now();
             if gids.is_empty() {
-                self.initgroups.put(name.clone(), None, self.negative_ttl, now);
+                self.initgroups
+                    .put(name.clone(), None, self.negative_ttl, now);
                 return Ok(None);
             }
             let body = encode(&Response::GroupIds(gids.clone()));
             let e = Arc::new(Encoded { record: gids, body });
-            self.initgroups.put(name.clone(), Some(e.clone()), self.positive_ttl, now);
+            self.initgroups
+                .put(name.clone(), Some(e.clone()), self.positive_ttl, now);
             Ok(Some(e))
         });
         self.cached(cached, fetch, &name).await
@@ -401,7 +448,11 @@ impl<D: Directory> Resolver<D> {
             }
         };
         let (kind, body) = snapshot.batch(cursor);
-        Reply::Body { kind, body: BodyRef::Owned(Arc::new(body)), stale: false }
+        Reply::Body {
+            kind,
+            body: BodyRef::Owned(Arc::new(body)),
+            stale: false,
+        }
     }
 
     async fn snapshot(&self, what: Listing) -> DirResult<Arc<crate::enumeration::Snapshot>> {
@@ -412,11 +463,19 @@ impl<D: Directory> Resolver<D> {
         let bodies: Vec<BodyRef> = match (what, self.enumerate) {
             (Listing::Users, true) => {
                 let users = self.dir.all_users().await?;
-                users.into_iter().filter_map(|u| self.admit_user(u, now)).map(BodyRef::User).collect()
+                users
+                    .into_iter()
+                    .filter_map(|u| self.admit_user(u, now))
+                    .map(BodyRef::User)
+                    .collect()
             }
             (Listing::Groups, true) => {
                 let groups = self.dir.all_groups().await?;
-                groups.into_iter().filter_map(|g| self.admit_group(g, now)).map(BodyRef::Group).collect()
+                groups
+                    .into_iter()
+                    .filter_map(|g| self.admit_group(g, now))
+                    .map(BodyRef::Group)
+                    .collect()
             }
             (Listing::Users, false) => {
                 let mut v = self.users_by_name.fresh_values(now);

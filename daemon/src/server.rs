@@ -49,9 +49,12 @@ impl Listener {
 
     /// Creates `runtime_dir` if needed and binds `runtime_dir/socket`.
     pub fn bind(runtime_dir: &Path) -> io::Result<Listener> {
-        let context = |what: &str, p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()));
+        let context = |what: &str, p: &Path, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
+        };
         if !runtime_dir.exists() {
-            std::fs::create_dir_all(runtime_dir).map_err(|e| context("cannot create", runtime_dir, e))?;
+            std::fs::create_dir_all(runtime_dir)
+                .map_err(|e| context("cannot create", runtime_dir, e))?;
             std::fs::set_permissions(runtime_dir, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| context("cannot chmod", runtime_dir, e))?;
         }
@@ -60,7 +63,10 @@ impl Listener {
             if !meta.file_type().is_socket() {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a socket; refusing to replace it", path.display()),
+                    format!(
+                        "{} exists and is not a socket; refusing to replace it",
+                        path.display()
+                    ),
                 ));
             }
             if std::os::unix::net::UnixStream::connect(&path).is_ok() {
@@ -73,8 +79,10 @@ impl Listener {
         }
         let tmp = runtime_dir.join(format!(".{SOCKET_NAME}.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        let std_listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(|e| context("cannot bind", &tmp, e))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).map_err(|e| context("cannot chmod", &tmp, e))?;
+        let std_listener = std::os::unix::net::UnixListener::bind(&tmp)
+            .map_err(|e| context("cannot bind", &tmp, e))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| context("cannot chmod", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| context("cannot rename socket to", &path, e))?;
         let inode = std::fs::symlink_metadata(&path)?.ino();
         std_listener.set_nonblocking(true)?;
@@ -125,10 +133,16 @@ pub async fn serve<D: Directory>(
                 });
             }
             Err(_) => {
-                warn!(max_connections = max, "connection limit reached; refusing a client");
+                warn!(
+                    max_connections = max,
+                    "connection limit reached; refusing a client"
+                );
                 tokio::spawn(async move {
-                    let busy = Response::Error { code: ErrorCode::Busy, message: "daemon busy".into() }
-                        .encode(0, 0, Capabilities::default());
+                    let busy = Response::Error {
+                        code: ErrorCode::Busy,
+                        message: "daemon busy".into(),
+                    }
+                    .encode(0, 0, Capabilities::default());
                     let _ = tokio::time::timeout(limits.request_timeout, async {
                         use tokio::io::AsyncWriteExt;
                         let mut s = stream;

@@ -85,7 +85,7 @@ mod tests {
         let sf = Arc::new(SingleFlight::<u8, u8>::default());
         let leader = {
             let sf = sf.clone();
-            tokio::spawn(async move { sf.run(1, || std::future::pending::<u8>()).await })
+            tokio::spawn(async move { sf.run(1, std::future::pending::<u8>).await })
         };
         tokio::task::yield_now().await;
         leader.abort();

@@ -200,6 +200,9 @@ mod tests {
     fn unknown_capability_bits_are_ignored() {
         let theirs = Capabilities(0xffff_ffff);
         assert_eq!(theirs.intersect(Capabilities::ALL), Capabilities::ALL);
-        assert_eq!(Capabilities(1 << 31).intersect(Capabilities::ALL), Capabilities(0));
+        assert_eq!(
+            Capabilities(1 << 31).intersect(Capabilities::ALL),
+            Capabilities(0)
+        );
     }
 }

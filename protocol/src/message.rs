@@ -279,7 +279,11 @@ impl Response {
 
     /// The encoded body length of a group (used to size enumeration batches).
     pub fn group_encoded_len(g: &Group) -> usize {
-        2 * 2 + 8 + g.name.len() + g.passwd.len() + g.members.iter().map(|m| 2 + m.len()).sum::<usize>()
+        2 * 2
+            + 8
+            + g.name.len()
+            + g.passwd.len()
+            + g.members.iter().map(|m| 2 + m.len()).sum::<usize>()
     }
 
     pub fn encode_body(&self, out: &mut Vec<u8>) {
@@ -368,7 +372,12 @@ pub struct PasswdRef<'a> {
 impl PasswdRef<'_> {
     /// Bytes needed for the strings of `struct passwd`, each with its NUL.
     pub fn strings_len(&self) -> usize {
-        self.name.len() + self.passwd.len() + self.gecos.len() + self.dir.len() + self.shell.len() + 5
+        self.name.len()
+            + self.passwd.len()
+            + self.gecos.len()
+            + self.dir.len()
+            + self.shell.len()
+            + 5
     }
 
     pub fn to_owned(&self) -> Result<Passwd, DecodeError> {
@@ -591,7 +600,10 @@ impl<'a> ResponseRef<'a> {
             } => Response::PasswdBatch {
                 generation: *generation,
                 next_cursor: *next_cursor,
-                entries: entries.iter().map(|p| p.to_owned()).collect::<Result<_, _>>()?,
+                entries: entries
+                    .iter()
+                    .map(|p| p.to_owned())
+                    .collect::<Result<_, _>>()?,
             },
             ResponseRef::GroupBatch {
                 generation,
@@ -600,7 +612,10 @@ impl<'a> ResponseRef<'a> {
             } => Response::GroupBatch {
                 generation: *generation,
                 next_cursor: *next_cursor,
-                entries: entries.iter().map(|g| g.to_owned()).collect::<Result<_, _>>()?,
+                entries: entries
+                    .iter()
+                    .map(|g| g.to_owned())
+                    .collect::<Result<_, _>>()?,
             },
             ResponseRef::Error { code, message, .. } => Response::Error {
                 code: *code,

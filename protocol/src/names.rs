@@ -32,7 +32,15 @@ mod tests {
 
     #[test]
     fn accepts_developer_tool_and_machine_names() {
-        for n in ["alice", "tools.my-tool", "bob_2", "_svc", "host$", "a", "project-p001"] {
+        for n in [
+            "alice",
+            "tools.my-tool",
+            "bob_2",
+            "_svc",
+            "host$",
+            "a",
+            "project-p001",
+        ] {
             assert!(is_valid_name(n.as_bytes()), "{n}");
         }
     }
@@ -41,7 +49,17 @@ mod tests {
     fn refuses_injection_nul_empty_and_long_names() {
         let long = "a".repeat(MAX_NAME_LEN + 1);
         for n in [
-            "", "*", "*)(uid=*", "a\\00b", "a b", "-rf", ".", "..", "a$b", "é", "x\u{0}y",
+            "",
+            "*",
+            "*)(uid=*",
+            "a\\00b",
+            "a b",
+            "-rf",
+            ".",
+            "..",
+            "a$b",
+            "é",
+            "x\u{0}y",
             long.as_str(),
         ] {
             assert!(!is_valid_name(n.as_bytes()), "{n:?}");

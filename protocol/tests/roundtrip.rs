@@ -43,8 +43,14 @@ fn every_request_round_trips() {
         Request::GetGrNam("wikidev".into()),
         Request::GetGrGid(500),
         Request::InitGroups("alice".into()),
-        Request::PwEnt { generation: 0, cursor: 0 },
-        Request::GrEnt { generation: 7, cursor: 99 },
+        Request::PwEnt {
+            generation: 0,
+            cursor: 0,
+        },
+        Request::GrEnt {
+            generation: 7,
+            cursor: 99,
+        },
     ];
     for req in all {
         let frame = req.encode(42, Capabilities::ALL);
@@ -114,21 +120,32 @@ fn batches_built_from_encoded_entries_equal_encoded_batches() {
     let mut built = Vec::new();
     toolforge_nss_protocol::message::encode_batch_body(&mut built, 9, 2, &refs);
     let mut direct = Vec::new();
-    Response::PasswdBatch { generation: 9, next_cursor: 2, entries }.encode_body(&mut direct);
+    Response::PasswdBatch {
+        generation: 9,
+        next_cursor: 2,
+        entries,
+    }
+    .encode_body(&mut direct);
     assert_eq!(built, direct);
 }
 
 #[test]
 fn large_group_views_count_members_without_copying() {
     let members: Vec<String> = (0..5000).map(|i| format!("user{i}")).collect();
-    let g = Group { members, ..group("project-big", &[]) };
+    let g = Group {
+        members,
+        ..group("project-big", &[])
+    };
     let frame = Response::Group(g.clone()).encode(1, 0, Capabilities::default());
     let h = Header::decode(&frame, MAX_RESPONSE_BODY).unwrap();
     match ResponseRef::decode(h.kind, &frame[HEADER_LEN..]).unwrap() {
         ResponseRef::Group(view) => {
             assert_eq!(view.member_count(), 5000);
             assert_eq!(view.members().count(), 5000);
-            assert_eq!(view.member_name_bytes(), g.members.iter().map(|m| m.len()).sum::<usize>());
+            assert_eq!(
+                view.member_name_bytes(),
+                g.members.iter().map(|m| m.len()).sum::<usize>()
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -149,16 +166,25 @@ fn hostile_bodies_are_refused() {
     Response::Group(group("g", &[])).encode_body(&mut body);
     let n = body.len();
     body[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
-    assert_eq!(ResponseRef::decode(ResponseKind::Group as u16, &body), Err(DecodeError::Truncated));
+    assert_eq!(
+        ResponseRef::decode(ResponseKind::Group as u16, &body),
+        Err(DecodeError::Truncated)
+    );
     // Trailing bytes.
     assert_eq!(
         ResponseRef::decode(ResponseKind::NotFound as u16, &[1]),
         Err(DecodeError::TrailingBytes)
     );
     // Unknown kinds.
-    assert_eq!(Request::decode(0x55, &[]), Err(DecodeError::UnknownKind(0x55)));
+    assert_eq!(
+        Request::decode(0x55, &[]),
+        Err(DecodeError::UnknownKind(0x55))
+    );
     // Oversized request bodies.
-    assert!(matches!(Request::decode(1, &vec![b'a'; 4096]), Err(DecodeError::TooLarge(_))));
+    assert!(matches!(
+        Request::decode(1, &vec![b'a'; 4096]),
+        Err(DecodeError::TooLarge(_))
+    ));
 }
 
 fn arb_string() -> impl Strategy<Value = String> {
@@ -166,13 +192,39 @@ fn arb_string() -> impl Strategy<Value = String> {
 }
 
 fn arb_passwd() -> impl Strategy<Value = Passwd> {
-    (arb_string(), arb_string(), any::<u32>(), any::<u32>(), arb_string(), arb_string(), arb_string())
-        .prop_map(|(name, passwd, uid, gid, gecos, dir, shell)| Passwd { name, passwd, uid, gid, gecos, dir, shell })
+    (
+        arb_string(),
+        arb_string(),
+        any::<u32>(),
+        any::<u32>(),
+        arb_string(),
+        arb_string(),
+        arb_string(),
+    )
+        .prop_map(|(name, passwd, uid, gid, gecos, dir, shell)| Passwd {
+            name,
+            passwd,
+            uid,
+            gid,
+            gecos,
+            dir,
+            shell,
+        })
 }
 
 fn arb_group() -> impl Strategy<Value = Group> {
-    (arb_string(), arb_string(), any::<u32>(), prop::collection::vec("[a-z]{1,12}", 0..30))
-        .prop_map(|(name, passwd, gid, members)| Group { name, passwd, gid, members })
+    (
+        arb_string(),
+        arb_string(),
+        any::<u32>(),
+        prop::collection::vec("[a-z]{1,12}", 0..30),
+    )
+        .prop_map(|(name, passwd, gid, members)| Group {
+            name,
+            passwd,
+            gid,
+            members,
+        })
 }
 
 fn arb_response() -> impl Strategy<Value = Response> {
@@ -182,11 +234,30 @@ fn arb_response() -> impl Strategy<Value = Response> {
         prop::collection::vec(any::<u32>(), 0..100).prop_map(Response::GroupIds),
         Just(Response::NotFound),
         Just(Response::Unavailable),
-        (any::<u64>(), any::<u32>(), prop::collection::vec(arb_passwd(), 0..8))
-            .prop_map(|(generation, next_cursor, entries)| Response::PasswdBatch { generation, next_cursor, entries }),
-        (any::<u64>(), any::<u32>(), prop::collection::vec(arb_group(), 0..8))
-            .prop_map(|(generation, next_cursor, entries)| Response::GroupBatch { generation, next_cursor, entries }),
-        arb_string().prop_map(|message| Response::Error { code: ErrorCode::Busy, message }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            prop::collection::vec(arb_passwd(), 0..8)
+        )
+            .prop_map(|(generation, next_cursor, entries)| Response::PasswdBatch {
+                generation,
+                next_cursor,
+                entries
+            }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            prop::collection::vec(arb_group(), 0..8)
+        )
+            .prop_map(|(generation, next_cursor, entries)| Response::GroupBatch {
+                generation,
+                next_cursor,
+                entries
+            }),
+        arb_string().prop_map(|message| Response::Error {
+            code: ErrorCode::Busy,
+            message
+        }),
     ]
 }
 
@@ -197,8 +268,10 @@ fn arb_request() -> impl Strategy<Value = Request> {
         arb_string().prop_map(Request::InitGroups),
         any::<u32>().prop_map(Request::GetPwUid),
         any::<u32>().prop_map(Request::GetGrGid),
-        (any::<u64>(), any::<u32>()).prop_map(|(generation, cursor)| Request::PwEnt { generation, cursor }),
-        (any::<u64>(), any::<u32>()).prop_map(|(generation, cursor)| Request::GrEnt { generation, cursor }),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(generation, cursor)| Request::PwEnt { generation, cursor }),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(generation, cursor)| Request::GrEnt { generation, cursor }),
     ]
 }
 
@@ -219,9 +292,9 @@ proptest! {
     fn arbitrary_bytes_never_panic(kind in any::<u16>(), body in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = Header::decode(&body, MAX_RESPONSE_BODY);
         let _ = Request::decode(kind, &body);
-        if let Ok(r) = ResponseRef::decode(kind, &body) {
-            // Whatever decoded must be walkable.
-            if let ResponseRef::Group(g) = r { let _ = g.members().count(); }
+        // Whatever decoded must be walkable.
+        if let Ok(ResponseRef::Group(g)) = ResponseRef::decode(kind, &body) {
+            let _ = g.members().count();
         }
         let _ = ResponseRef::decode(0x80 | (kind & 0x0f), &body);
     }

@@ -1,0 +1,176 @@
+//! One exchange with the daemon: send a request frame, read the response frame, all within a
+//! deadline. A reused connection that fails is retried once on a fresh one; then the daemon
+//! counts as down. Every byte read is checked by the protocol crate before it is used.
+
+use std::os::raw::c_int;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use toolforge_nss_protocol::{Capabilities, Header, Request, HEADER_LEN, MAX_RESPONSE_BODY};
+
+use crate::breaker;
+use crate::clock::Deadline;
+use crate::connection::{self, Conn, ConnectError};
+use crate::settings;
+
+/// Why no answer came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Disabled in this process (the daemon's own environment).
+    Disabled,
+    /// No daemon (missing socket, refused, or the breaker says so).
+    Down,
+    /// The budget ran out.
+    Timeout,
+    /// The connection broke.
+    Broken,
+    /// The daemon sent something that is not a valid frame.
+    Malformed,
+}
+
+/// A response frame.
+#[derive(Debug)]
+pub struct Reply {
+    pub header: Header,
+    pub body: Vec<u8>,
+}
+
+static NEXT_REQUEST_ID: AtomicU32 = AtomicU32::new(1);
+
+fn errno() -> c_int {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// Waits until `fd` is ready for `events` or the deadline passes.
+fn wait(fd: c_int, events: libc::c_short, deadline: &Deadline) -> Result<(), Failure> {
+    loop {
+        let ms = deadline.remaining_ms();
+        if ms <= 0 {
+            return Err(Failure::Timeout);
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+            0 => return Err(Failure::Timeout),
+            n if n > 0 => return Ok(()),
+            _ if errno() == libc::EINTR => continue,
+            _ => return Err(Failure::Broken),
+        }
+    }
+}
+
+fn send_all(fd: c_int, mut data: &[u8], deadline: &Deadline) -> Result<(), Failure> {
+    while !data.is_empty() {
+        // SAFETY: data is a valid slice; MSG_NOSIGNAL keeps a closed peer from raising SIGPIPE.
+        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            data = data.get(n as usize..).unwrap_or(&[]);
+            continue;
+        }
+        match errno() {
+            libc::EINTR => {}
+            libc::EAGAIN => wait(fd, libc::POLLOUT, deadline)?,
+            _ => return Err(Failure::Broken),
+        }
+    }
+    Ok(())
+}
+
+fn recv_exact(fd: c_int, buf: &mut [u8], deadline: &Deadline) -> Result<(), Failure> {
+    let mut got = 0;
+    while got < buf.len() {
+        let rest = buf.get_mut(got..).unwrap_or(&mut []);
+        // SAFETY: rest is a valid writable slice.
+        let n = unsafe { libc::recv(fd, rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n > 0 {
+            got += n as usize;
+            continue;
+        }
+        if n == 0 {
+            return Err(Failure::Broken);
+        }
+        match errno() {
+            libc::EINTR => {}
+            libc::EAGAIN => wait(fd, libc::POLLIN, deadline)?,
+            _ => return Err(Failure::Broken),
+        }
+    }
+    Ok(())
+}
+
+fn exchange(
+    conn: &Conn,
+    frame: &[u8],
+    request_id: u32,
+    deadline: &Deadline,
+) -> Result<Reply, Failure> {
+    send_all(conn.fd(), frame, deadline)?;
+    let mut head = [0u8; HEADER_LEN];
+    recv_exact(conn.fd(), &mut head, deadline)?;
+    let header = Header::decode(&head, MAX_RESPONSE_BODY).map_err(|_| Failure::Malformed)?;
+    let mut body = vec![0u8; header.body_len as usize];
+    recv_exact(conn.fd(), &mut body, deadline)?;
+    // An error frame about our version or request may carry id 0 (sent before decoding).
+    if header.request_id != request_id && header.request_id != 0 {
+        return Err(Failure::Malformed);
+    }
+    Ok(Reply { header, body })
+}
+
+/// Sends `req` and returns the daemon's answer within `budget_ms`.
+pub fn call(req: &Request, budget_ms: u64) -> Result<Reply, Failure> {
+    let s = settings::get();
+    if s.disabled {
+        return Err(Failure::Disabled);
+    }
+    let Some(path) = s.socket_path.as_deref() else {
+        return Err(Failure::Down);
+    };
+    if breaker::is_open() {
+        return Err(Failure::Down);
+    }
+    let deadline = Deadline::after_ms(budget_ms);
+    let request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
+    let frame = req.encode(request_id, Capabilities::ALL);
+
+    if let Some(conn) = connection::take() {
+        match exchange(&conn, &frame, request_id, &deadline) {
+            Ok(reply) => {
+                connection::give_back(conn);
+                return Ok(reply);
+            }
+            // A cached connection the daemon closed (idle timeout, restart): try a fresh one.
+            Err(Failure::Broken) => drop(conn),
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    let conn = Conn::connect(path).map_err(|e| match e {
+        ConnectError::Missing | ConnectError::Refused => {
+            breaker::trip(breaker::DOWN_INTERVAL_MS);
+            Failure::Down
+        }
+        ConnectError::Other(_) => Failure::Down,
+    })?;
+    match exchange(&conn, &frame, request_id, &deadline) {
+        Ok(reply) => {
+            breaker::reset();
+            connection::give_back(Box::new(conn));
+            Ok(reply)
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+fn fail(e: Failure) -> Failure {
+    match e {
+        Failure::Timeout | Failure::Malformed => breaker::trip(breaker::SICK_INTERVAL_MS),
+        Failure::Broken => breaker::trip(breaker::DOWN_INTERVAL_MS),
+        Failure::Disabled | Failure::Down => {}
+    }
+    e
+}

@@ -1,0 +1,488 @@
+//! The `_nss_toolforge_*` functions glibc calls, and the status discipline:
+//!
+//! | situation                               | status    | `*errnop` |
+//! |-----------------------------------------|-----------|-----------|
+//! | found                                   | SUCCESS   | 0         |
+//! | known absent, or end of enumeration     | NOTFOUND  | ENOENT    |
+//! | invalid name (never sent to the daemon) | NOTFOUND  | EINVAL    |
+//! | buffer too small or NULL                | TRYAGAIN  | ERANGE    |
+//! | daemon absent, hung, busy or disabled   | UNAVAIL   | ENOENT    |
+//! | malformed or mismatched reply           | UNAVAIL   | EBADMSG   |
+//! | initgroups cannot grow its array        | TRYAGAIN  | ENOMEM    |
+//!
+//! Every function is wrapped in `catch_unwind` and always writes `*errnop`. A reply that did
+//! not fit is kept so the ERANGE retry needs no second round trip; an enumeration does not
+//! advance on ERANGE.
+
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_long};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use libc::{gid_t, uid_t};
+use toolforge_nss_protocol::names::is_valid_name;
+use toolforge_nss_protocol::{Group, GroupRef, Passwd, PasswdRef, Request, ResponseRef};
+
+use crate::client::{self, Failure};
+use crate::enumeration::{self, State};
+use crate::pack::{self, GroupParts, TooSmall};
+use crate::settings::{self, ENUMERATION_TIMEOUT_MS};
+use crate::{last_reply, NssStatus};
+
+type Status = (NssStatus, c_int);
+
+const FOUND: Status = (NssStatus::Success, 0);
+const NOT_FOUND: Status = (NssStatus::NotFound, libc::ENOENT);
+const INVALID: Status = (NssStatus::NotFound, libc::EINVAL);
+const TOO_SMALL: Status = (NssStatus::TryAgain, libc::ERANGE);
+const UNAVAILABLE: Status = (NssStatus::Unavail, libc::ENOENT);
+const MALFORMED: Status = (NssStatus::Unavail, libc::EBADMSG);
+
+/// Runs `f`, catching any panic, and writes `*errnop`.
+fn guarded(errnop: *mut c_int, f: impl FnOnce() -> Status) -> NssStatus {
+    let (status, err) = catch_unwind(AssertUnwindSafe(f)).unwrap_or(UNAVAILABLE);
+    if !errnop.is_null() {
+        // SAFETY: glibc passes a valid int pointer; NULL was checked.
+        unsafe { *errnop = err };
+    }
+    status
+}
+
+fn failure(f: Failure) -> Status {
+    match f {
+        Failure::Malformed => MALFORMED,
+        Failure::Disabled | Failure::Down | Failure::Timeout | Failure::Broken => UNAVAILABLE,
+    }
+}
+
+/// A name argument that may be looked up; `None` for NULL, invalid or over-long names.
+unsafe fn name_arg<'a>(p: *const c_char) -> Option<&'a str> {
+    if p.is_null() {
+        return None;
+    }
+    let bytes = CStr::from_ptr(p).to_bytes();
+    if !is_valid_name(bytes) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
+enum Filled {
+    Done(Status),
+    TooSmall,
+}
+
+impl From<Result<(), TooSmall>> for Filled {
+    fn from(r: Result<(), TooSmall>) -> Filled {
+        match r {
+            Ok(()) => Filled::Done(FOUND),
+            Err(TooSmall) => Filled::TooSmall,
+        }
+    }
+}
+
+/// Asks for `req` (or reuses the reply an ERANGE left behind), decodes it and lets `fill`
+/// write the answer. Absent, unavailable and error replies are handled here.
+fn lookup(req: Request, budget_ms: u64, fill: impl FnOnce(ResponseRef) -> Filled) -> Status {
+    let (kind, body) = match last_reply::take(&req) {
+        Some(saved) => saved,
+        None => match client::call(&req, budget_ms) {
+            Ok(reply) => (reply.header.kind, reply.body),
+            Err(f) => return failure(f),
+        },
+    };
+    let filled = match ResponseRef::decode(kind, &body) {
+        Err(_) => return MALFORMED,
+        Ok(ResponseRef::NotFound) => return NOT_FOUND,
+        Ok(ResponseRef::Unavailable) | Ok(ResponseRef::Error { .. }) => return UNAVAILABLE,
+        Ok(resp) => fill(resp),
+    };
+    match filled {
+        Filled::Done(s) => s,
+        Filled::TooSmall => {
+            last_reply::save(req, kind, body);
+            TOO_SMALL
+        }
+    }
+}
+
+fn passwd_ref(p: &Passwd) -> PasswdRef<'_> {
+    PasswdRef {
+        name: p.name.as_bytes(),
+        passwd: p.passwd.as_bytes(),
+        uid: p.uid,
+        gid: p.gid,
+        gecos: p.gecos.as_bytes(),
+        dir: p.dir.as_bytes(),
+        shell: p.shell.as_bytes(),
+    }
+}
+
+fn group_view<'a>(g: &GroupRef<'a>) -> GroupParts<'a, impl Iterator<Item = &'a [u8]>> {
+    GroupParts {
+        name: g.name,
+        passwd: g.passwd,
+        gid: g.gid,
+        member_count: g.member_count(),
+        member_bytes: g.member_name_bytes(),
+        members: g.members(),
+    }
+}
+
+fn owned_group_parts(g: &Group) -> GroupParts<'_, impl Iterator<Item = &[u8]>> {
+    GroupParts {
+        name: g.name.as_bytes(),
+        passwd: g.passwd.as_bytes(),
+        gid: g.gid,
+        member_count: g.members.len(),
+        member_bytes: g.members.iter().map(String::len).sum(),
+        members: g.members.iter().map(String::as_bytes),
+    }
+}
+
+fn budget() -> u64 {
+    settings::get().timeout_ms
+}
+
+/// # Safety
+/// Called by glibc with valid pointers (NULL buffers are answered with ERANGE).
+#[no_mangle]
+pub unsafe extern "C" fn _nss_toolforge_getpwnam_r(
+    name: *const c_char,
+    pwd: *mut libc::passwd,
+    buf: *mut c_char,
+    buflen: libc::size_t,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded(errnop, || {
+        let Some(name) = name_arg(name) else {
+            return INVALID;
+        };
+        lookup(
+            Request::GetPwNam(name.to_owned()),
+            budget(),
+            |resp| match resp {
+                ResponseRef::Passwd(p) if p.name == name.as_bytes() => {
+                    pack::passwd(&p, pwd, buf, buflen).into()
+                }
+                _ => Filled::Done(MALFORMED),
+            },
+        )
+    })
+}
+
+/// # Safety
+/// As [`_nss_toolforge_getpwnam_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_toolforge_getpwuid_r(
+    uid: uid_t,
+    pwd: *mut libc::passwd,
+    buf: *mut c_char,
+    buflen: libc::size_t,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded(errnop, || {
+        lookup(Request::GetPwUid(uid), budget(), |resp| match resp {
+            ResponseRef::Passwd(p) if p.uid == uid => pack::passwd(&p, pwd, buf, buflen).into(),
+            _ => Filled::Done(MALFORMED),
+        })
+    })
+}
+
+/// # Safety
+/// As [`_nss_toolforge_getpwnam_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_toolforge_getgrnam_r(
+    name: *const c_char,
+    grp: *mut libc::group,
+    buf: *mut c_char,
+    buflen: libc::size_t,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded(errnop, || {
+        let Some(name) = name_arg(name) else {
+            return INVALID;
+        };
+        lookup(
+            Request::GetGrNam(name.to_owned()),
+            budget(),
+            |resp| match resp {
+                ResponseRef::Group(g) if g.name == name.as_bytes() => {
+                    pack::group(group_view(&g), grp, buf, buflen).into()
+                }
+                _ => Filled::Done(MALFORMED),
+            },
+        )
+    })
+}
+
+/// # Safety
+/// As [`_nss_toolforge_getpwnam_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_toolforge_getgrgid_r(
+    gid: gid_t,
+    grp: *mut libc::group,
+    buf: *mut c_char,
+    buflen: libc::size_t,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded(errnop, || {
+        lookup(Request::GetGrGid(gid), budget(), |resp| match resp {
+            ResponseRef::Group(g) if g.gid == gid => {
+                pack::group(group_view(&g), grp, buf, buflen).into()
+            }
+            _ => Filled::Done(MALFORMED),
+        })
+    })
+}
+
+/// Adds the groups of `user` to `*groupsp[*start..]`, growing it with `realloc` up to `limit`
+/// (<= 0: no limit), skipping `skip` (the primary group glibc adds itself) and duplicates.
+///
+/// # Safety
+/// glibc passes valid pointers; `*groupsp` is a malloc'd array of `*size` entries.
+#[no_mangle]
+pub unsafe extern "C" fn _nss_toolforge_initgroups_dyn(
+    user: *const c_char,
+    skip: gid_t,
+    start: *mut c_long,
+    size: *mut c_long,
+    groupsp: *mut *mut gid_t,
+    limit: c_long,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded(errnop, || {
+        let Some(name) = name_arg(user) else {
+            return INVALID;
+        };
+        if start.is_null() || size.is_null() || groupsp.is_null() || (*groupsp).is_null() {
+            return INVALID;
+        }
+        lookup(Request::InitGroups(name.to_owned()), budget(), |resp| {
+            let ResponseRef::GroupIds(gids) = resp else {
+                return Filled::Done(MALFORMED);
+            };
+            Filled::Done(add_groups(&gids, skip, start, size, groupsp, limit))
+        })
+    })
+}
+
+unsafe fn add_groups(
+    gids: &[u32],
+    skip: gid_t,
+    start: *mut c_long,
+    size: *mut c_long,
+    groupsp: *mut *mut gid_t,
+    limit: c_long,
+) -> Status {
+    for &gid in gids {
+        if gid == skip {
+            continue;
+        }
+        let n = (*start).max(0) as usize;
+        let current = std::slice::from_raw_parts(*groupsp, n);
+        if current.contains(&gid) {
+            continue;
+        }
+        if *start >= *size {
+            if limit > 0 && *size >= limit {
+                break;
+            }
+            let mut new_size = (*size).max(1).saturating_mul(2);
+            if limit > 0 {
+                new_size = new_size.min(limit);
+            }
+            let bytes = (new_size as usize).saturating_mul(std::mem::size_of::<gid_t>());
+            let grown = libc::realloc((*groupsp).cast(), bytes).cast::<gid_t>();
+            if grown.is_null() {
+                return (NssStatus::TryAgain, libc::ENOMEM);
+            }
+            *groupsp = grown;
+            *size = new_size;
+        }
+        *(*groupsp).add(*start as usize) = gid;
+        *start += 1;
+    }
+    FOUND
+}
+
+/// Fetches one enumeration batch and turns it into owned entries.
+fn fetch_batch<T>(
+    req: Request,
+    unpack: impl FnOnce(ResponseRef) -> Option<(u64, u32, Vec<T>)>,
+) -> Result<State<T>, Status> {
+    let cursor = match &req {
+        Request::PwEnt { cursor, .. } | Request::GrEnt { cursor, .. } => *cursor,
+        _ => 0,
+    };
+    let reply = client::call(&req, ENUMERATION_TIMEOUT_MS).map_err(failure)?;
+    let resp = ResponseRef::decode(reply.header.kind, &reply.body).map_err(|_| MALFORMED)?;
+    let (generation, next_cursor, entries) = match resp {
+        ResponseRef::NotFound => (
+            0,
+            toolforge_nss_protocol::message::END_OF_ENUMERATION,
+            Vec::new(),
+        ),
+        ResponseRef::Unavailable | ResponseRef::Error { .. } => return Err(UNAVAILABLE),
+        other => unpack(other).ok_or(MALFORMED)?,
+    };
+    // A batch must make progress, or a hostile daemon could make `getent passwd` loop forever.
+    let end = toolforge_nss_protocol::message::END_OF_ENUMERATION;
+    if next_cursor != end && (entries.is_empty() || next_cursor <= cursor) {
+        return Err(MALFORMED);
+    }
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    Ok(State {
+        pid,
+        generation,
+        next_cursor,
+        entries,
+        index: 0,
+    })
+}
+
+/// The shared shape of `getpwent_r` and `getgrent_r`.
+fn next_entry<T>(
+    state: &mut Option<State<T>>,
+    request: impl Fn(u64, u32) -> Request,
+    unpack: impl Fn(ResponseRef) -> Option<(u64, u32, Vec<T>)>,
+    fill: impl FnOnce(&T) -> Result<(), TooSmall>,
+) -> Status {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    if state.as_ref().is_none_or(|s| s.pid != pid) {
+        match fetch_batch(request(0, 0), &unpack) {
+            Ok(s) => *state = Some(s),
+            Err(e) => return e,
+        }
+    }
+    let Some(st) = state.as_mut() else {
+        return UNAVAILABLE;
+    };
+    if st.needs_batch() {
+        match fetch_batch(request(st.generation, st.next_cursor), &unpack) {
+            Ok(next) => *st = next,
+            Err(e) => {
+                *state = None;
+                return e;
+            }
+        }
+    }
+    if st.exhausted() {
+        return NOT_FOUND;
+    }
+    let Some(entry) = st.entries.get(st.index) else {
+        return NOT_FOUND;
+    };
+    match fill(entry) {
+        Ok(()) => {
+            st.index += 1;
+            FOUND
+        }
+        Err(TooSmall) => TOO_SMALL,
+    }
+}
+
+fn unpack_passwd(resp: ResponseRef) -> Option<(u64, u32, Vec<Passwd>)> {
+    match resp {
+        ResponseRef::PasswdBatch {
+            generation,
+            next_cursor,
+            entries,
+        } => {
+            let owned = entries
+                .iter()
+                .map(|p| p.to_owned())
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?;
+            Some((generation, next_cursor, owned))
+        }
+        _ => None,
+    }
+}
+
+fn unpack_group(resp: ResponseRef) -> Option<(u64, u32, Vec<Group>)> {
+    match resp {
+        ResponseRef::GroupBatch {
+            generation,
+            next_cursor,
+            entries,
+        } => {
+            let owned = entries
+                .iter()
+                .map(|g| g.to_owned())
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?;
+            Some((generation, next_cursor, owned))
+        }
+        _ => None,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn _nss_toolforge_setpwent(_stayopen: c_int) -> NssStatus {
+    guarded(std::ptr::null_mut(), || {
+        enumeration::with(&enumeration::PASSWD, |s| *s = None).map_or(UNAVAILABLE, |()| FOUND)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn _nss_toolforge_endpwent() -> NssStatus {
+    _nss_toolforge_setpwent(0)
+}
+
+/// # Safety
+/// As [`_nss_toolforge_getpwnam_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_toolforge_getpwent_r(
+    pwd: *mut libc::passwd,
+    buf: *mut c_char,
+    buflen: libc::size_t,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded(errnop, || {
+        enumeration::with(&enumeration::PASSWD, |state| {
+            next_entry(
+                state,
+                |generation, cursor| Request::PwEnt { generation, cursor },
+                unpack_passwd,
+                |p| pack::passwd(&passwd_ref(p), pwd, buf, buflen),
+            )
+        })
+        .unwrap_or(UNAVAILABLE)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn _nss_toolforge_setgrent(_stayopen: c_int) -> NssStatus {
+    guarded(std::ptr::null_mut(), || {
+        enumeration::with(&enumeration::GROUP, |s| *s = None).map_or(UNAVAILABLE, |()| FOUND)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn _nss_toolforge_endgrent() -> NssStatus {
+    _nss_toolforge_setgrent(0)
+}
+
+/// # Safety
+/// As [`_nss_toolforge_getgrnam_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_toolforge_getgrent_r(
+    grp: *mut libc::group,
+    buf: *mut c_char,
+    buflen: libc::size_t,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded(errnop, || {
+        enumeration::with(&enumeration::GROUP, |state| {
+            next_entry(
+                state,
+                |generation, cursor| Request::GrEnt { generation, cursor },
+                unpack_group,
+                |g| pack::group(owned_group_parts(g), grp, buf, buflen),
+            )
+        })
+        .unwrap_or(UNAVAILABLE)
+    })
+}
