@@ -19,6 +19,10 @@ use toolforge_nss_protocol::{
 use crate::directory::Directory;
 use crate::resolver::{Reply, Resolver};
 
+/// Receive buffer: holds the largest request frame.
+const READ_BUF: usize = 4096;
+const _: () = assert!(HEADER_LEN + MAX_REQUEST_BODY as usize <= READ_BUF);
+
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub idle_timeout: Duration,
@@ -52,6 +56,51 @@ fn error_frame(request_id: u32, code: ErrorCode, message: String) -> Vec<u8> {
     Response::Error { code, message }.encode(request_id, 0, Capabilities::default())
 }
 
+/// Reads one whole request frame into `buf` (bytes past it stay buffered for the next call).
+/// Returns the header and the frame length; `Ok(None)` when the client closed between frames.
+async fn read_frame(
+    stream: &mut UnixStream,
+    buf: &mut [u8; READ_BUF],
+    have: &mut usize,
+    limits: &Limits,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<(Header, usize)>, End> {
+    if *have == 0 {
+        // Between frames: the idle timeout applies.
+        let n = tokio::select! {
+            r = timeout(limits.idle_timeout, stream.read(&mut buf[..])) => r.map_err(|_| End::Idle)?.map_err(End::Io)?,
+            _ = shutdown.changed() => return Err(End::Shutdown),
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        *have = n;
+    }
+    // Inside a frame: the rest must follow within the request timeout.
+    let header = timeout(limits.request_timeout, async {
+        while *have < HEADER_LEN {
+            match stream.read(&mut buf[*have..]).await {
+                Ok(0) => return Err(End::Closed),
+                Ok(n) => *have += n,
+                Err(e) => return Err(End::Io(e)),
+            }
+        }
+        let header = Header::decode(&buf[..HEADER_LEN], MAX_REQUEST_BODY).map_err(End::Protocol)?;
+        let len = HEADER_LEN + header.body_len as usize;
+        while *have < len {
+            match stream.read(&mut buf[*have..]).await {
+                Ok(0) => return Err(End::Closed),
+                Ok(n) => *have += n,
+                Err(e) => return Err(End::Io(e)),
+            }
+        }
+        Ok((header, len))
+    })
+    .await
+    .map_err(|_| End::SlowClient)??;
+    Ok(Some(header))
+}
+
 /// Serves one connection to the end.
 pub async fn serve<D: Directory>(
     mut stream: UnixStream,
@@ -59,42 +108,22 @@ pub async fn serve<D: Directory>(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut body = Vec::with_capacity(256);
+    let mut buf = [0u8; READ_BUF];
+    let mut have = 0usize;
     let end = loop {
-        let mut header = [0u8; HEADER_LEN];
-        // Wait for the first byte of a frame: the idle timeout applies.
-        let first = tokio::select! {
-            r = timeout(limits.idle_timeout, stream.read(&mut header[..1])) => r,
-            _ = shutdown.changed() => break End::Shutdown,
-        };
-        match first {
-            Err(_) => break End::Idle,
-            Ok(Ok(0)) => break End::Closed,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => break End::Io(e),
-        }
-        // The rest of the frame must follow promptly.
-        let frame = timeout(limits.request_timeout, async {
-            stream.read_exact(&mut header[1..]).await?;
-            let h = match Header::decode(&header, MAX_REQUEST_BODY) {
-                Ok(h) => h,
-                Err(e) => return Ok(Err(e)),
-            };
-            body.resize(h.body_len as usize, 0);
-            stream.read_exact(&mut body).await?;
-            Ok::<_, std::io::Error>(Ok(h))
-        })
-        .await;
-        let header = match frame {
-            Err(_) => break End::SlowClient,
-            Ok(Err(e)) => break End::Io(e),
-            Ok(Ok(Err(e))) => {
+        let (header, len) = match read_frame(&mut stream, &mut buf, &mut have, &limits, &mut shutdown).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break End::Closed,
+            Err(End::Protocol(e)) => {
                 let reply = error_frame(0, ErrorCode::BadRequest, e.to_string());
                 let _ = timeout(limits.request_timeout, stream.write_all(&reply)).await;
                 break End::Protocol(e);
             }
-            Ok(Ok(Ok(h))) => h,
+            Err(end) => break end,
         };
+        let decoded = Request::decode(header.kind, &buf[HEADER_LEN..len]);
+        buf.copy_within(len..have, 0);
+        have -= len;
         if !header.version_supported() {
             let reply = error_frame(
                 header.request_id,
@@ -104,7 +133,7 @@ pub async fn serve<D: Directory>(
             let _ = timeout(limits.request_timeout, stream.write_all(&reply)).await;
             break End::Protocol(DecodeError::UnsupportedVersion(header.version));
         }
-        let request = match Request::decode(header.kind, &body) {
+        let request = match decoded {
             Ok(r) => r,
             Err(DecodeError::UnknownKind(k)) => {
                 // A newer module asking for something this daemon does not know: say so, keep going.

@@ -103,18 +103,42 @@ fn recv_exact(fd: c_int, buf: &mut [u8], deadline: &Deadline) -> Result<(), Fail
     Ok(())
 }
 
-fn exchange(
-    conn: &Conn,
-    frame: &[u8],
-    request_id: u32,
-    deadline: &Deadline,
-) -> Result<Reply, Failure> {
-    send_all(conn.fd(), frame, deadline)?;
-    let mut head = [0u8; HEADER_LEN];
-    recv_exact(conn.fd(), &mut head, deadline)?;
-    let header = Header::decode(&head, MAX_RESPONSE_BODY).map_err(|_| Failure::Malformed)?;
+/// Bytes read with the first `recv`: most answers fit, so one wakeup and one syscall.
+const FIRST_READ: usize = 2048;
+
+fn exchange(conn: &Conn, frame: &[u8], request_id: u32, deadline: &Deadline) -> Result<Reply, Failure> {
+    let fd = conn.fd();
+    send_all(fd, frame, deadline)?;
+    // The daemon answers one request with one frame and sends nothing unasked, so whatever
+    // arrives belongs to this answer.
+    let mut first = [0u8; FIRST_READ];
+    wait(fd, libc::POLLIN, deadline)?;
+    let mut got = 0;
+    while got < HEADER_LEN {
+        let rest = first.get_mut(got..).unwrap_or(&mut []);
+        // SAFETY: rest is a valid writable slice.
+        let n = unsafe { libc::recv(fd, rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match n {
+            0 => return Err(Failure::Broken),
+            n if n > 0 => got += n as usize,
+            _ => match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => wait(fd, libc::POLLIN, deadline)?,
+                _ => return Err(Failure::Broken),
+            },
+        }
+    }
+    let head = first.get(..HEADER_LEN).ok_or(Failure::Malformed)?;
+    let header = Header::decode(head, MAX_RESPONSE_BODY).map_err(|_| Failure::Malformed)?;
+    let total = HEADER_LEN + header.body_len as usize;
+    if got > total {
+        return Err(Failure::Malformed);
+    }
     let mut body = vec![0u8; header.body_len as usize];
-    recv_exact(conn.fd(), &mut body, deadline)?;
+    let already = first.get(HEADER_LEN..got).unwrap_or(&[]);
+    let (head_part, tail) = body.split_at_mut(already.len());
+    head_part.copy_from_slice(already);
+    recv_exact(fd, tail, deadline)?;
     // An error frame about our version or request may carry id 0 (sent before decoding).
     if header.request_id != request_id && header.request_id != 0 {
         return Err(Failure::Malformed);
