@@ -111,16 +111,17 @@ pub async fn serve<D: Directory>(
     let mut buf = [0u8; READ_BUF];
     let mut have = 0usize;
     let end = loop {
-        let (header, len) = match read_frame(&mut stream, &mut buf, &mut have, &limits, &mut shutdown).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break End::Closed,
-            Err(End::Protocol(e)) => {
-                let reply = error_frame(0, ErrorCode::BadRequest, e.to_string());
-                let _ = timeout(limits.request_timeout, stream.write_all(&reply)).await;
-                break End::Protocol(e);
-            }
-            Err(end) => break end,
-        };
+        let (header, len) =
+            match read_frame(&mut stream, &mut buf, &mut have, &limits, &mut shutdown).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break End::Closed,
+                Err(End::Protocol(e)) => {
+                    let reply = error_frame(0, ErrorCode::BadRequest, e.to_string());
+                    let _ = timeout(limits.request_timeout, stream.write_all(&reply)).await;
+                    break End::Protocol(e);
+                }
+                Err(end) => break end,
+            };
         let decoded = Request::decode(header.kind, &buf[HEADER_LEN..len]);
         buf.copy_within(len..have, 0);
         have -= len;

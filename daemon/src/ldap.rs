@@ -51,6 +51,8 @@ pub struct LdapDirectory {
     bind_password: Option<String>,
     current: Mutex<Option<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
+    /// OpenLDAP keeps one paged-results state per connection: paged searches take turns.
+    paging: tokio::sync::Mutex<()>,
     searches: AtomicU64,
 }
 
@@ -86,6 +88,7 @@ impl LdapDirectory {
             cfg: cfg.clone(),
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            paging: tokio::sync::Mutex::new(()),
             searches: AtomicU64::new(0),
         })
     }
@@ -243,7 +246,8 @@ impl LdapDirectory {
         }
     }
 
-    /// Searches every base at once (one round trip of latency) and merges by DN.
+    /// Searches every base and merges by DN: lookups search all bases at once (one round trip
+    /// of latency); paged listings one base after the other, one listing at a time.
     async fn search_bases(
         &self,
         bases: &[String],
@@ -251,8 +255,16 @@ impl LdapDirectory {
         attrs: &[String],
         paged: bool,
     ) -> DirResult<Vec<RawEntry>> {
-        let results =
-            try_join_all(bases.iter().map(|b| self.search(b, filter, attrs, paged))).await?;
+        let results = if paged {
+            let _turn = self.paging.lock().await;
+            let mut all = Vec::with_capacity(bases.len());
+            for b in bases {
+                all.push(self.search(b, filter, attrs, true).await?);
+            }
+            all
+        } else {
+            try_join_all(bases.iter().map(|b| self.search(b, filter, attrs, false))).await?
+        };
         let mut seen = HashSet::new();
         Ok(results
             .into_iter()
@@ -389,8 +401,22 @@ impl Directory for LdapDirectory {
             &self.mapper.attributes().uid_number,
             &uid.to_string(),
         );
-        let found = self.one_user(f, None, "by uid").await?;
-        Ok(found.filter(|u| u.passwd.uid == uid))
+        let entries = self
+            .search_bases(&self.user_bases, &f, &self.mapper.user_attrs(), false)
+            .await?;
+        let mut users: Vec<UserRecord> = self
+            .users_from(entries, None)
+            .into_iter()
+            .filter(|u| u.passwd.uid == uid)
+            .collect();
+        users.dedup_by(|a, b| a.passwd.name == b.passwd.name);
+        if users.len() > 1 {
+            // Two accounts claiming one uid: answering either would hand one the other's files.
+            let dns: Vec<_> = users.iter().map(|u| u.dn.as_str()).collect();
+            warn!(uid, ?dns, "several users claim this uid; serving none");
+            return Ok(None);
+        }
+        Ok(users.pop())
     }
 
     async fn group_by_name(&self, name: &str) -> DirResult<Option<GroupRecord>> {
@@ -408,8 +434,21 @@ impl Directory for LdapDirectory {
             &self.mapper.attributes().group_gid_number,
             &gid.to_string(),
         );
-        let found = self.one_group(f, None, "by gid").await?;
-        Ok(found.filter(|g| g.group.gid == gid))
+        let entries = self
+            .search_bases(&self.group_bases, &f, &self.mapper.group_attrs(true), false)
+            .await?;
+        let mut groups: Vec<GroupRecord> = self
+            .groups_from(entries, None)
+            .await
+            .into_iter()
+            .filter(|g| g.group.gid == gid)
+            .collect();
+        if groups.len() > 1 {
+            let dns: Vec<_> = groups.iter().map(|g| g.dn.as_str()).collect();
+            warn!(gid, ?dns, "several groups claim this gid; serving none");
+            return Ok(None);
+        }
+        Ok(groups.pop())
     }
 
     async fn memberships(

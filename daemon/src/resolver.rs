@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use toolforge_nss_config::Config;
 use toolforge_nss_protocol::names::is_valid_name;
-use toolforge_nss_protocol::{Request, Response, ResponseKind};
+use toolforge_nss_protocol::{Request, Response, ResponseKind, MAX_RESPONSE_BODY};
 
 use crate::cache::{Lookup, TtlLru};
 use crate::directory::{DirError, DirResult, Directory};
@@ -77,6 +77,18 @@ fn encode(resp: &Response) -> Vec<u8> {
     let mut body = Vec::new();
     resp.encode_body(&mut body);
     body
+}
+
+/// The ids that occur exactly once in a listing.
+fn unique_ids(ids: impl Iterator<Item = u32>) -> std::collections::HashSet<u32> {
+    let mut seen = std::collections::HashMap::new();
+    for id in ids {
+        *seen.entry(id).or_insert(0u32) += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n == 1)
+        .map(|(id, _)| id)
+        .collect()
 }
 
 pub struct Resolver<D: Directory> {
@@ -250,56 +262,53 @@ impl<D: Directory> Resolver<D> {
         }
     }
 
-    fn store_user(&self, rec: UserRecord, now: Instant) -> UserEntry {
+    /// Caches a user by name, and by uid only when the lookup that found it established that
+    /// no other user claims the uid (`by_id`): a lookup by name does not, so it must not decide
+    /// what `getpwuid` answers.
+    fn store_user(&self, rec: UserRecord, by_id: bool, now: Instant) -> UserEntry {
         let body = encode(&Response::Passwd(rec.passwd.clone()));
         let e = Arc::new(Encoded { record: rec, body });
-        self.users_by_name.put(
-            e.record.passwd.name.clone(),
-            Some(e.clone()),
-            self.positive_ttl,
-            now,
-        );
-        self.users_by_uid
-            .put(e.record.passwd.uid, Some(e.clone()), self.positive_ttl, now);
+        let ttl = self.positive_ttl;
+        self.users_by_name
+            .put(e.record.passwd.name.clone(), Some(e.clone()), ttl, now);
+        if by_id {
+            self.users_by_uid
+                .put(e.record.passwd.uid, Some(e.clone()), ttl, now);
+        }
         e
     }
 
-    fn store_group(&self, rec: GroupRecord, now: Instant) -> GroupEntry {
+    /// As [`Resolver::store_user`], for groups and gids.
+    fn store_group(&self, rec: GroupRecord, by_id: bool, now: Instant) -> GroupEntry {
         let body = encode(&Response::Group(rec.group.clone()));
         let e = Arc::new(Encoded { record: rec, body });
-        self.groups_by_name.put(
-            e.record.group.name.clone(),
-            Some(e.clone()),
-            self.positive_ttl,
-            now,
-        );
-        self.groups_by_gid
-            .put(e.record.group.gid, Some(e.clone()), self.positive_ttl, now);
+        let ttl = self.positive_ttl;
+        self.groups_by_name
+            .put(e.record.group.name.clone(), Some(e.clone()), ttl, now);
+        if by_id {
+            self.groups_by_gid
+                .put(e.record.group.gid, Some(e.clone()), ttl, now);
+        }
         e
     }
 
     /// Policy, then cache: `None` when the entry is refused (logged with its DN).
-    fn admit_user(&self, rec: UserRecord, now: Instant) -> Option<UserEntry> {
-        match self.policy.user(rec.clone()) {
-            Ok(u) if u.passwd.name.len() + u.passwd.dir.len() < u16::MAX as usize => {
-                Some(self.store_user(u, now))
-            }
-            Ok(_) => None,
+    fn admit_user(&self, rec: UserRecord, by_id: bool, now: Instant) -> Option<UserEntry> {
+        let dn = rec.dn.clone();
+        match self.policy.user(rec) {
+            Ok(u) => Some(self.store_user(u, by_id, now)),
             Err(why) => {
-                warn!(dn = %rec.dn, reason = %why, "not serving user");
+                warn!(dn = %dn, reason = %why, "not serving user");
                 None
             }
         }
     }
 
-    fn admit_group(&self, rec: GroupRecord, now: Instant) -> Option<GroupEntry> {
+    fn admit_group(&self, rec: GroupRecord, by_id: bool, now: Instant) -> Option<GroupEntry> {
         let dn = rec.dn.clone();
         match self.policy.group(rec) {
-            Ok(g)
-                if Response::group_encoded_len(&g.group)
-                    <= toolforge_nss_protocol::MAX_RESPONSE_BODY as usize =>
-            {
-                Some(self.store_group(g, now))
+            Ok(g) if Response::group_encoded_len(&g.group) <= MAX_RESPONSE_BODY as usize => {
+                Some(self.store_group(g, by_id, now))
             }
             Ok(g) => {
                 warn!(dn = %dn, members = g.group.members.len(), "group too large to serve");
@@ -334,7 +343,8 @@ impl<D: Directory> Resolver<D> {
                 UserKey::Uid(u) => self.dir.user_by_uid(*u).await?,
             };
             let now = Instant::now();
-            let entry = found.and_then(|rec| self.admit_user(rec, now));
+            let entry =
+                found.and_then(|rec| self.admit_user(rec, matches!(key, UserKey::Uid(_)), now));
             if entry.is_none() {
                 match &key {
                     UserKey::Name(n) => {
@@ -371,7 +381,8 @@ impl<D: Directory> Resolver<D> {
                 GroupKey::Gid(g) => self.dir.group_by_gid(*g).await?,
             };
             let now = Instant::now();
-            let entry = found.and_then(|rec| self.admit_group(rec, now));
+            let entry =
+                found.and_then(|rec| self.admit_group(rec, matches!(key, GroupKey::Gid(_)), now));
             if entry.is_none() {
                 match &key {
                     GroupKey::Name(n) => {
@@ -463,17 +474,25 @@ impl<D: Directory> Resolver<D> {
         let bodies: Vec<BodyRef> = match (what, self.enumerate) {
             (Listing::Users, true) => {
                 let users = self.dir.all_users().await?;
+                let unique = unique_ids(users.iter().map(|u| u.passwd.uid));
                 users
                     .into_iter()
-                    .filter_map(|u| self.admit_user(u, now))
+                    .filter_map(|u| {
+                        let by_id = unique.contains(&u.passwd.uid);
+                        self.admit_user(u, by_id, now)
+                    })
                     .map(BodyRef::User)
                     .collect()
             }
             (Listing::Groups, true) => {
                 let groups = self.dir.all_groups().await?;
+                let unique = unique_ids(groups.iter().map(|g| g.group.gid));
                 groups
                     .into_iter()
-                    .filter_map(|g| self.admit_group(g, now))
+                    .filter_map(|g| {
+                        let by_id = unique.contains(&g.group.gid);
+                        self.admit_group(g, by_id, now)
+                    })
                     .map(BodyRef::Group)
                     .collect()
             }

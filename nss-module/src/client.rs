@@ -106,7 +106,12 @@ fn recv_exact(fd: c_int, buf: &mut [u8], deadline: &Deadline) -> Result<(), Fail
 /// Bytes read with the first `recv`: most answers fit, so one wakeup and one syscall.
 const FIRST_READ: usize = 2048;
 
-fn exchange(conn: &Conn, frame: &[u8], request_id: u32, deadline: &Deadline) -> Result<Reply, Failure> {
+fn exchange(
+    conn: &Conn,
+    frame: &[u8],
+    request_id: u32,
+    deadline: &Deadline,
+) -> Result<Reply, Failure> {
     let fd = conn.fd();
     send_all(fd, frame, deadline)?;
     // The daemon answers one request with one frame and sends nothing unasked, so whatever

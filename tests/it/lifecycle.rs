@@ -1,0 +1,99 @@
+//! The daemon's life seen from clients: stopped (files still resolve, directory users fail in
+//! under 100 ms), killed (stale socket refused fast, replaced on restart), a second daemon on
+//! the same socket refused, a frozen daemon bounded by the module's time budget.
+
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use toolforge_nss_tests::daemon::Daemon;
+use toolforge_nss_tests::fixture::Schema;
+use toolforge_nss_tests::nss::Nss;
+use toolforge_nss_tests::process::signal;
+
+use crate::env::shared;
+
+#[test]
+fn stopped_killed_restarted_and_duplicate_daemons() {
+    let env = shared(Schema::Rfc2307);
+    let user = env.fixture.developer(false);
+    let mut d = Daemon::start(&[env.slapd.uri()], Schema::Rfc2307, "");
+    let nss = Nss::new(&d.runtime_dir(), "files toolforge");
+    assert_eq!(
+        nss.run(&["getent", "passwd", &user.name]).lines(),
+        [user.passwd_line()]
+    );
+
+    // A second daemon on the same runtime dir refuses to start and leaves the first alone.
+    let out = std::process::Command::new(toolforge_nss_tests::paths::daemon_bin())
+        .arg("--config")
+        .arg(d.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another daemon is serving"));
+    assert!(UnixStream::connect(d.socket()).is_ok());
+
+    // SIGTERM: clean stop, socket removed.
+    assert!(d.stop(), "stops within 5 s of SIGTERM");
+    assert!(!d.socket().exists(), "socket removed on SIGTERM");
+    let baseline = nss.baseline();
+    let files = nss.run(&["getent", "passwd", "root"]);
+    assert!(
+        files.stdout.starts_with("root:x:0:0:"),
+        "files keeps working: {files:?}"
+    );
+    let gone = nss.run(&["getent", "passwd", &user.name]);
+    assert_eq!(gone.code, Some(2));
+    assert!(
+        gone.elapsed.saturating_sub(baseline) < Duration::from_millis(100),
+        "{:?} over baseline {baseline:?}",
+        gone.elapsed
+    );
+    let id = nss.run(&["id", &user.name]);
+    assert_ne!(id.code, Some(0));
+
+    // Restart, then SIGKILL: the stale socket refuses connections, quickly.
+    d.restart();
+    assert_eq!(
+        nss.run(&["getent", "passwd", &user.name]).lines(),
+        [user.passwd_line()]
+    );
+    d.kill();
+    assert!(d.socket().exists(), "SIGKILL leaves the socket");
+    let refused = nss.run(&["getent", "passwd", &user.name]);
+    assert_eq!(refused.code, Some(2));
+    assert!(refused.elapsed.saturating_sub(baseline) < Duration::from_millis(100));
+    // A new daemon replaces the stale socket.
+    d.restart();
+    assert_eq!(
+        nss.run(&["getent", "passwd", &user.name]).lines(),
+        [user.passwd_line()]
+    );
+}
+
+#[test]
+fn a_frozen_daemon_costs_at_most_the_budget() {
+    let env = shared(Schema::Rfc2307);
+    let user = env.fixture.developer(true);
+    let d = Daemon::start(&[env.slapd.uri()], Schema::Rfc2307, "");
+    let nss = Nss::new(&d.runtime_dir(), "files toolforge");
+    let pid = d.pid().unwrap();
+    signal(pid, libc::SIGSTOP);
+    let run = nss.run_env(
+        &["getent", "passwd", &user.name],
+        &[("TOOLFORGE_NSS_TIMEOUT_MS", "200")],
+    );
+    signal(pid, libc::SIGCONT);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.elapsed < Duration::from_millis(1500),
+        "bounded by the budget: {:?}",
+        run.elapsed
+    );
+    // id makes several lookups; the breaker makes the later ones free.
+    signal(pid, libc::SIGSTOP);
+    let id = nss.run_env(&["id", &user.name], &[("TOOLFORGE_NSS_TIMEOUT_MS", "200")]);
+    signal(pid, libc::SIGCONT);
+    assert_ne!(id.code, Some(0));
+    assert!(id.elapsed < Duration::from_millis(1500), "{:?}", id.elapsed);
+}

@@ -1,0 +1,12 @@
+//! The integration and end-to-end tests: one binary, one small harness (`toolforge_nss_tests`).
+//! Each module owns one area; `env` holds the slapd + daemon pairs shared by read-only tests.
+
+mod cli;
+mod e2e;
+mod enumerate;
+mod env;
+mod lifecycle;
+mod maps;
+mod module_abi;
+mod protocol_abuse;
+mod singleflight;

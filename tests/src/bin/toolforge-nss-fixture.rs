@@ -1,0 +1,44 @@
+//! `toolforge-nss-fixture [rfc2307|rfc2307bis] [DEVELOPERS] > data.ldif`: writes the test and
+//! demo directory as LDIF (deterministic), and with `--names DIR` the names it holds.
+
+use toolforge_nss_tests::fixture::{Fixture, Schema, Shape};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut schema = Schema::Rfc2307;
+    let mut shape = Shape::default();
+    let mut names_dir = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "rfc2307" => schema = Schema::Rfc2307,
+            "rfc2307bis" => schema = Schema::Rfc2307bis,
+            "--names" => names_dir = it.next().cloned(),
+            n if n.parse::<usize>().is_ok() => {
+                shape.developers = n.parse().unwrap_or(shape.developers);
+                shape.big_group = shape.big_group.min(shape.developers);
+            }
+            other => {
+                eprintln!("usage: toolforge-nss-fixture [rfc2307|rfc2307bis] [DEVELOPERS] [--names DIR]\nunknown argument {other:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let f = Fixture::generate(schema, shape);
+    print!("{}", f.ldif);
+    if let Some(dir) = names_dir {
+        std::fs::create_dir_all(&dir).expect("names dir");
+        let users: String = f
+            .users
+            .values()
+            .map(|u| format!("{} {}\n", u.name, u.uid))
+            .collect();
+        let groups: String = f
+            .groups
+            .values()
+            .map(|g| format!("{} {} {}\n", g.name, g.gid, g.members.len()))
+            .collect();
+        std::fs::write(format!("{dir}/users.txt"), users).expect("users.txt");
+        std::fs::write(format!("{dir}/groups.txt"), groups).expect("groups.txt");
+    }
+}

@@ -1,0 +1,156 @@
+//! The daemon under test: writes a config into a temp dir (runtime and cache dirs inside it),
+//! runs `toolforge-nssd --config` with its log in a file, waits for the socket.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixture::{Schema, BASE};
+use crate::paths::daemon_bin;
+use crate::process::{signal, spawn_tied};
+
+/// Builds a config for `uris` and `schema`; `extra` is appended verbatim (more sections).
+pub fn config(
+    uris: &[String],
+    schema: Schema,
+    runtime_dir: &Path,
+    cache_dir: &Path,
+    extra: &str,
+) -> String {
+    let uris: Vec<String> = uris.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[ldap]\nuri = [{}]\nbase = \"{BASE}\"\nschema = \"{}\"\n\
+         [ldap.users]\nbases = [\"ou=people,{BASE}\", \"ou=people,ou=servicegroups,{BASE}\"]\nfilter = \"(objectClass=posixAccount)\"\n\
+         [ldap.groups]\nbases = [\"ou=groups,{BASE}\", \"ou=servicegroups,{BASE}\"]\nfilter = \"(objectClass=posixGroup)\"\n\
+         [daemon]\nruntime_dir = {:?}\ncache_dir = {:?}\n{extra}",
+        uris.join(", "),
+        schema.config_name(),
+        runtime_dir.display().to_string(),
+        cache_dir.display().to_string(),
+    )
+}
+
+pub struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts a daemon against `uris` with `extra` config appended.
+    pub fn start(uris: &[String], schema: Schema, extra: &str) -> Daemon {
+        Daemon::start_with(|run, cache| config(uris, schema, run, cache, extra))
+    }
+
+    /// Starts a daemon with the config `make(runtime_dir, cache_dir)` returns.
+    pub fn start_with(make: impl FnOnce(&Path, &Path) -> String) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("tf-daemon-")
+            .tempdir()
+            .expect("tempdir");
+        // Directories that the module (running as any user) can reach.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let cfg = make(&dir.path().join("run"), &dir.path().join("cache"));
+        std::fs::write(dir.path().join("config.toml"), cfg).expect("write config");
+        let mut d = Daemon { dir, child: None };
+        d.launch();
+        d
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("daemon log");
+        let child = spawn_tied(
+            Command::new(daemon_bin())
+                .arg("--config")
+                .arg(self.config_path())
+                .env("RUST_LOG", "info,toolforge_nssd=debug")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .expect("start toolforge-nssd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(self.socket()).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("toolforge-nssd exited with {status}; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "toolforge-nssd did not listen; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.runtime_dir().join("socket")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM and wait; returns whether it exited within 5 s.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        signal(c.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// SIGKILL (leaves a stale socket behind).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again with the same config and directories.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

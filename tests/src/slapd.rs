@@ -1,0 +1,171 @@
+//! A throwaway OpenLDAP server: a temp dir, a config with the RFC 2307 schemas, the fixture
+//! loaded with `slapadd`, and `slapd -d 256` in the foreground on a loopback port, its stats
+//! log (one line per search, with the filter) kept so tests can count queries.
+//!
+//! The server enforces a size limit of 1000 entries on plain searches (paged searches may
+//! return everything), so a listing that is not paged shows up as truncated.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixture::{Fixture, BASE};
+use crate::process::{free_port, signal, spawn_tied};
+
+pub struct Slapd {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn config(dir: &Path) -> String {
+    format!(
+        "include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/nis.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile {d}/slapd.pid
+argsfile {d}/slapd.args
+sizelimit size.soft=1000 size.hard=1000 size.prtotal=unlimited
+database mdb
+maxsize 268435456
+suffix \"{BASE}\"
+rootdn \"cn=admin,{BASE}\"
+rootpw secret
+directory {d}/db
+index objectClass eq
+index uid,uidNumber,gidNumber,memberUid,member,cn eq
+",
+        d = dir.display()
+    )
+}
+
+impl Slapd {
+    /// Loads `fixture` and starts serving it on a free port.
+    pub fn start(fixture: &Fixture) -> Slapd {
+        let dir = tempfile::Builder::new()
+            .prefix("tf-slapd-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("db")).expect("db dir");
+        std::fs::write(dir.path().join("slapd.conf"), config(dir.path()))
+            .expect("write slapd.conf");
+        std::fs::write(dir.path().join("data.ldif"), &fixture.ldif).expect("write ldif");
+        let out = Command::new("slapadd")
+            .args(["-q", "-f"])
+            .arg(dir.path().join("slapd.conf"))
+            .arg("-l")
+            .arg(dir.path().join("data.ldif"))
+            .output()
+            .expect("run slapadd (apt-get install slapd ldap-utils)");
+        assert!(
+            out.status.success(),
+            "slapadd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut s = Slapd {
+            port: 0,
+            dir,
+            child: None,
+        };
+        s.launch();
+        s
+    }
+
+    fn launch(&mut self) {
+        let port = if self.port == 0 {
+            free_port()
+        } else {
+            self.port
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("slapd log");
+        let child = spawn_tied(
+            Command::new("slapd")
+                .args(["-d", "256", "-f"])
+                .arg(self.dir.path().join("slapd.conf"))
+                .arg("-h")
+                .arg(format!("ldap://127.0.0.1:{port}/"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .expect("start slapd");
+        self.port = port;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "slapd did not listen on {port}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("slapd.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Filters of every search received so far.
+    pub fn search_filters(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" SRCH base="))
+            .filter_map(|l| {
+                l.split_once("filter=\"")
+                    .map(|(_, f)| f.trim_end_matches('"').to_owned())
+            })
+            .collect()
+    }
+
+    /// Searches whose filter contains `needle` (case-insensitive: slapd normalises filters).
+    pub fn searches_containing(&self, needle: &str) -> usize {
+        let n = needle.to_ascii_lowercase();
+        self.search_filters()
+            .iter()
+            .filter(|f| f.to_ascii_lowercase().contains(&n))
+            .count()
+    }
+
+    /// Stops the server (the data stays; [`Slapd::restart`] serves it again on the same port).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // A frozen server must be thawed before it can die of SIGTERM; SIGKILL needs neither.
+            signal(pid, libc::SIGKILL);
+        }
+        self.stop();
+    }
+}
