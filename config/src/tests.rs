@@ -148,6 +148,18 @@ fn bad_templates_and_schema_are_refused_at_parse_time() {
 }
 
 #[test]
+fn the_example_config_is_valid_and_documents_every_default() {
+    let c = parse(include_str!("../example.toml")).unwrap();
+    assert_eq!(c.daemon, DaemonConfig::default());
+    assert_eq!(c.cache, CacheConfig::default());
+    assert_eq!(c.policy, PolicyConfig::default());
+    assert_eq!(c.ldap.attributes, AttributeMap::default());
+    assert_eq!(c.ldap.connect_timeout_ms, 2000);
+    assert_eq!(c.ldap.search_timeout_ms, 5000);
+    assert_eq!(c.ldap.page_size, 500);
+}
+
+#[test]
 fn missing_file_names_the_file() {
     let e = Config::load(Path::new("/nonexistent/tf.toml"))
         .unwrap_err()

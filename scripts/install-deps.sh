@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs what building, testing and the demo need on a Debian machine, when missing:
+# slapd and ldap-utils (a throwaway directory server for tests and the demo; preseeded so the
+# package configures no system database and starts no system server), util-linux (unshare),
+# gcc (crates that build C). Needs root or sudo. Rust itself comes from rustup.
+set -eu
+need=""
+command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need="$need slapd"
+command -v ldapsearch >/dev/null 2>&1 || need="$need ldap-utils"
+command -v unshare >/dev/null 2>&1 || need="$need util-linux"
+command -v getent >/dev/null 2>&1 || need="$need libc-bin"
+command -v cc >/dev/null 2>&1 || need="$need gcc"
+[ -z "$need" ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing:$need" >&2
+echo "slapd slapd/no_configuration boolean true" | $SUDO debconf-set-selections 2>/dev/null || true
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
