@@ -50,9 +50,18 @@ pub struct LdapConfig {
     /// TCP connect (and TLS handshake) timeout. Default 2000 ms.
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// Timeout of one search or bind. Default 5000 ms.
+    /// Timeout of the bind after a connect. Default 2000 ms.
+    #[serde(default = "defaults::bind_timeout_ms")]
+    pub bind_timeout_ms: u64,
+    /// Timeout of one search. Default 5000 ms.
     #[serde(default = "defaults::search_timeout_ms")]
     pub search_timeout_ms: u64,
+    /// A failed server is skipped for a backoff that doubles per failure up to this. Default 30000 ms.
+    #[serde(default = "defaults::reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// While on a fallback server, how often to try the preferred ones again. Default 30 s.
+    #[serde(default = "defaults::failback_interval_secs")]
+    pub failback_interval_secs: u64,
     /// Page size for paged searches (enumeration, large listings). Default 500.
     #[serde(default = "defaults::page_size")]
     pub page_size: u32,
@@ -160,6 +169,18 @@ pub struct CacheConfig {
     /// `true`: `getent passwd`/`getent group` list the directory (paged search).
     /// `false` (default, as SSSD): they list what is cached.
     pub enumerate: bool,
+    /// While the directory is unreachable, expired answers are served (flagged stale) for
+    /// at most this long past their expiry. Default 7 days.
+    pub max_stale_secs: u64,
+    /// A hit past this percentage of its TTL is answered and refreshed in the background.
+    /// 0 disables refresh-ahead. Default 75.
+    pub refresh_ahead_percent: u8,
+    /// When an expired answer exists, wait at most this long for the directory before
+    /// serving it stale (the query goes on in the background). Default 250 ms.
+    pub stale_wait_ms: u64,
+    /// Write the cache to `cache_dir` this often (and at shutdown); 0 turns persistence off.
+    /// Default 60 s.
+    pub persist_interval_secs: u64,
 }
 
 impl Default for CacheConfig {
@@ -169,6 +190,10 @@ impl Default for CacheConfig {
             negative_ttl_secs: 60,
             max_entries: 50_000,
             enumerate: false,
+            max_stale_secs: 7 * 86_400,
+            refresh_ahead_percent: 75,
+            stale_wait_ms: 250,
+            persist_interval_secs: 60,
         }
     }
 }
@@ -214,6 +239,15 @@ mod defaults {
     }
     pub fn search_timeout_ms() -> u64 {
         5_000
+    }
+    pub fn bind_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn reconnect_max_ms() -> u64 {
+        30_000
+    }
+    pub fn failback_interval_secs() -> u64 {
+        30
     }
     pub fn page_size() -> u32 {
         500

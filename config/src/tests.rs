@@ -156,6 +156,9 @@ fn the_example_config_is_valid_and_documents_every_default() {
     assert_eq!(c.ldap.attributes, AttributeMap::default());
     assert_eq!(c.ldap.connect_timeout_ms, 2000);
     assert_eq!(c.ldap.search_timeout_ms, 5000);
+    assert_eq!(c.ldap.bind_timeout_ms, 2000);
+    assert_eq!(c.ldap.reconnect_max_ms, 30000);
+    assert_eq!(c.ldap.failback_interval_secs, 30);
     assert_eq!(c.ldap.page_size, 500);
 }
 

@@ -131,7 +131,15 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         (None, None) => {}
     }
     check_range("ldap.connect_timeout_ms", l.connect_timeout_ms, 10, 60_000)?;
+    check_range("ldap.bind_timeout_ms", l.bind_timeout_ms, 10, 60_000)?;
     check_range("ldap.search_timeout_ms", l.search_timeout_ms, 10, 300_000)?;
+    check_range("ldap.reconnect_max_ms", l.reconnect_max_ms, 100, 3_600_000)?;
+    check_range(
+        "ldap.failback_interval_secs",
+        l.failback_interval_secs,
+        1,
+        86_400,
+    )?;
     check_range("ldap.page_size", l.page_size as u64, 1, 100_000)?;
     check_map("ldap.users", &l.users)?;
     check_map("ldap.groups", &l.groups)?;
@@ -204,6 +212,20 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
     )?;
     check_range("cache.negative_ttl_secs", k.negative_ttl_secs, 0, 86_400)?;
     check_range("cache.max_entries", k.max_entries as u64, 1, 10_000_000)?;
+    check_range("cache.max_stale_secs", k.max_stale_secs, 0, 365 * 86_400)?;
+    check_range(
+        "cache.refresh_ahead_percent",
+        k.refresh_ahead_percent as u64,
+        0,
+        99,
+    )?;
+    check_range("cache.stale_wait_ms", k.stale_wait_ms, 0, 60_000)?;
+    check_range(
+        "cache.persist_interval_secs",
+        k.persist_interval_secs,
+        0,
+        86_400,
+    )?;
 
     let p = &c.policy;
     for (key, names) in [

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use ldap3::adapters::{EntriesOnly, PagedResults};
@@ -20,6 +20,7 @@ use crate::directory::{DirError, DirResult, Directory};
 use crate::filter;
 use crate::mapping::{Mapper, RawEntry};
 use crate::records::{GroupRecord, Membership, UserRecord};
+use crate::servers::{ServerHealth, Servers};
 
 /// Most member DNs of one group resolved by extra lookups (RFC 2307bis, non-`uid=` DNs).
 const MAX_MEMBER_DN_LOOKUPS: usize = 1000;
@@ -40,6 +41,7 @@ pub fn read_bind_password(path: &std::path::Path) -> Result<String, String> {
 
 struct Connection {
     ldap: Ldap,
+    index: usize,
     uri: String,
 }
 
@@ -49,6 +51,7 @@ pub struct LdapDirectory {
     user_bases: Vec<String>,
     group_bases: Vec<String>,
     bind_password: Option<String>,
+    servers: Servers,
     current: Mutex<Option<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
     /// OpenLDAP keeps one paged-results state per connection: paged searches take turns.
@@ -85,6 +88,7 @@ impl LdapDirectory {
             user_bases: cfg.user_bases(),
             group_bases: cfg.group_bases(),
             bind_password,
+            servers: Servers::new(cfg.uri.clone(), Duration::from_millis(cfg.reconnect_max_ms)),
             cfg: cfg.clone(),
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -100,7 +104,12 @@ impl LdapDirectory {
 
     /// The server in use, if connected.
     pub fn server_in_use(&self) -> Option<String> {
-        self.current.lock().ok()?.as_ref().map(|c| c.uri.clone())
+        self.cached_connection().map(|c| c.uri.clone())
+    }
+
+    /// Health of every configured server.
+    pub fn health(&self) -> Vec<ServerHealth> {
+        self.servers.health(Instant::now())
     }
 
     fn search_timeout(&self) -> Duration {
@@ -114,7 +123,10 @@ impl LdapDirectory {
         (!probe.is_closed()).then_some(conn)
     }
 
-    fn forget(&self, conn: &Arc<Connection>) {
+    /// Marks the connection's server failed (it enters backoff) and drops the connection.
+    fn connection_failed(&self, conn: &Arc<Connection>, error: &str) {
+        let backoff = self.servers.failed(conn.index, error, Instant::now());
+        warn!(server = %conn.uri, error, retry_in = ?backoff, "directory connection failed");
         let mut guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
             *guard = None;
@@ -129,7 +141,7 @@ impl LdapDirectory {
             .map_err(|e| e.to_string())?;
         ldap3::drive!(conn);
         if let (Some(dn), Some(pw)) = (&self.cfg.bind_dn, &self.bind_password) {
-            ldap.with_timeout(self.search_timeout())
+            ldap.with_timeout(Duration::from_millis(self.cfg.bind_timeout_ms))
                 .simple_bind(dn, pw)
                 .await
                 .and_then(|r| r.success())
@@ -138,7 +150,48 @@ impl LdapDirectory {
         Ok(ldap)
     }
 
-    /// The live connection, opening one on the first server that answers.
+    /// Opens a connection to the first server, in preference order, that is not in backoff
+    /// and answers; only servers before `before` when given (fail-back).
+    async fn connect_first(&self, before: Option<usize>) -> DirResult<Arc<Connection>> {
+        let now = Instant::now();
+        let candidates: Vec<usize> = self
+            .servers
+            .available(now)
+            .into_iter()
+            .filter(|&i| before.is_none_or(|b| i < b))
+            .collect();
+        if candidates.is_empty() {
+            return Err(DirError::Unreachable(format!(
+                "every server is in backoff; next attempt in {:?}",
+                self.servers.next_retry(now)
+            )));
+        }
+        let mut errors = Vec::new();
+        for i in candidates {
+            let uri = self.servers.uri(i).to_owned();
+            match self.open(&uri).await {
+                Ok(ldap) => {
+                    self.servers.succeeded(i);
+                    info!(server = %uri, "connected to directory");
+                    let conn = Arc::new(Connection {
+                        ldap,
+                        index: i,
+                        uri,
+                    });
+                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    let backoff = self.servers.failed(i, &e, Instant::now());
+                    warn!(server = %uri, error = %e, retry_in = ?backoff, "directory server unusable");
+                    errors.push(format!("{uri}: {e}"));
+                }
+            }
+        }
+        Err(DirError::Unreachable(errors.join("; ")))
+    }
+
+    /// The live connection, opening one if needed.
     async fn connection(&self) -> DirResult<Arc<Connection>> {
         if let Some(c) = self.cached_connection() {
             return Ok(c);
@@ -147,25 +200,27 @@ impl LdapDirectory {
         if let Some(c) = self.cached_connection() {
             return Ok(c);
         }
-        let mut errors = Vec::new();
-        for uri in &self.cfg.uri {
-            match self.open(uri).await {
-                Ok(ldap) => {
-                    info!(server = %uri, "connected to directory");
-                    let conn = Arc::new(Connection {
-                        ldap,
-                        uri: uri.clone(),
-                    });
-                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-                    return Ok(conn);
-                }
-                Err(e) => {
-                    warn!(server = %uri, error = %e, "directory server unusable");
-                    errors.push(format!("{uri}: {e}"));
-                }
-            }
+        self.connect_first(None).await
+    }
+
+    /// While on a fallback server, tries the preferred ones (those not in backoff) and moves
+    /// back to the first that answers. Called every `failback_interval_secs`.
+    pub async fn fail_back(&self) {
+        let Some(conn) = self.cached_connection() else {
+            return;
+        };
+        if conn.index == 0 {
+            return;
         }
-        Err(DirError::Unreachable(errors.join("; ")))
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Ok(better) = self.connect_first(Some(conn.index)).await {
+            info!(from = %conn.uri, to = %better.uri, "failed back to a preferred directory server");
+        }
+    }
+
+    /// The configured fail-back interval.
+    pub fn failback_interval(&self) -> Duration {
+        Duration::from_secs(self.cfg.failback_interval_secs)
     }
 
     /// One subtree search under `base`, retried once on a fresh connection after an I/O error.
@@ -183,8 +238,7 @@ impl LdapDirectory {
             match self.search_on(&conn, base, filter, attrs, paged).await {
                 Ok(entries) => return Ok(entries),
                 Err(e) if is_connection_error(&e) => {
-                    warn!(server = %conn.uri, error = %e, "directory connection failed");
-                    self.forget(&conn);
+                    self.connection_failed(&conn, &e.to_string());
                     if attempt == 1 {
                         return Err(DirError::Unreachable(format!("{}: {e}", conn.uri)));
                     }

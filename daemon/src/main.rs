@@ -1,15 +1,22 @@
 //! `toolforge-nssd --config FILE`: runs the daemon in the foreground, logging to stderr.
 //! `toolforge-nssd --check-config FILE`: validates a configuration and exits.
+//!
+//! Signals: SIGTERM/SIGINT stop gracefully (the cache is saved); SIGHUP re-reads the config
+//! (a bad one is refused and the running one kept).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
-use tracing::{error, info};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
 
 use toolforge_nss_config::Config;
 use toolforge_nssd::ldap::LdapDirectory;
+use toolforge_nssd::persist;
 use toolforge_nssd::resolver::Resolver;
 use toolforge_nssd::server::{self, Listener};
 
@@ -32,6 +39,8 @@ struct Args {
 /// Set in the daemon's own environment: the NSS module answers UNAVAIL when it sees it, so any
 /// lookup from inside the daemon can never recurse into the daemon.
 const DISABLE_ENV: &str = "TOOLFORGE_NSS_DISABLE";
+
+type Daemon = Resolver<LdapDirectory>;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -76,10 +85,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(run(args.config, config))
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(path: PathBuf, config: Config) -> ExitCode {
     let directory = match LdapDirectory::new(&config.ldap) {
         Ok(d) => d,
         Err(e) => {
@@ -87,7 +96,19 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let resolver = Arc::new(Resolver::new(directory, &config));
+    let resolver = Resolver::new(directory, &config);
+    let persisting = config.cache.persist_interval_secs > 0;
+    if persisting {
+        match persist::load(&resolver, &config.daemon.cache_dir) {
+            Ok(Some(l)) => info!(
+                records = l.records,
+                refused_by_policy = l.refused,
+                "loaded the persisted cache"
+            ),
+            Ok(None) => info!(dir = %config.daemon.cache_dir.display(), "no persisted cache yet"),
+            Err(e) => warn!("persisted cache unusable: {e}"),
+        }
+    }
     let listener = match Listener::bind(&config.daemon.runtime_dir) {
         Ok(l) => l,
         Err(e) => {
@@ -101,13 +122,109 @@ async fn run(config: Config) -> ExitCode {
         schema = ?config.ldap.schema,
         "toolforge-nssd started"
     );
-    server::serve(listener, resolver, &config, shutdown_signal()).await;
+    tokio::spawn(fail_back(resolver.clone()));
+    tokio::spawn(reload_on_sighup(resolver.clone(), path, config.clone()));
+    if persisting {
+        tokio::spawn(persist_periodically(
+            resolver.clone(),
+            config.daemon.cache_dir.clone(),
+            Duration::from_secs(config.cache.persist_interval_secs),
+        ));
+    }
+    server::serve(listener, resolver.clone(), &config, shutdown_signal()).await;
+    if persisting {
+        save(&resolver, &config.daemon.cache_dir).await;
+    }
     info!("stopped");
     ExitCode::SUCCESS
 }
 
+async fn fail_back(resolver: Arc<Daemon>) {
+    loop {
+        let dir = resolver.directory();
+        tokio::time::sleep(dir.failback_interval()).await;
+        dir.fail_back().await;
+    }
+}
+
+async fn save(resolver: &Arc<Daemon>, dir: &Path) {
+    let bytes = persist::encode(resolver);
+    let dir = dir.to_owned();
+    let len = bytes.len();
+    match tokio::task::spawn_blocking(move || persist::save(&bytes, &dir)).await {
+        Ok(Ok(())) => info!(bytes = len, "cache persisted"),
+        Ok(Err(e)) => warn!(error = %e, "cannot persist the cache"),
+        Err(e) => warn!(error = %e, "cache persistence task failed"),
+    }
+}
+
+async fn persist_periodically(resolver: Arc<Daemon>, dir: PathBuf, every: Duration) {
+    let mut saved = resolver.stats.generation.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = resolver.stats.generation.load(Ordering::Relaxed);
+        if now != saved {
+            save(&resolver, &dir).await;
+            saved = now;
+        }
+    }
+}
+
+async fn reload_on_sighup(resolver: Arc<Daemon>, path: PathBuf, mut running: Config) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler; reload needs a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        info!(config = %path.display(), "SIGHUP: reloading the configuration");
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload refused, keeping the running configuration: {e}");
+                continue;
+            }
+        };
+        let ldap_changed = new.ldap != running.ldap;
+        let directory = if ldap_changed {
+            match LdapDirectory::new(&new.ldap) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    error!("reload refused, keeping the running configuration: ldap.bind_password_file: {e}");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        if new.daemon != running.daemon {
+            warn!("[daemon] settings changed: they apply after a restart");
+        }
+        let (a, b) = (&new.cache, &running.cache);
+        if (
+            a.max_entries,
+            a.refresh_ahead_percent,
+            a.max_stale_secs,
+            a.persist_interval_secs,
+        ) != (
+            b.max_entries,
+            b.refresh_ahead_percent,
+            b.max_stale_secs,
+            b.persist_interval_secs,
+        ) {
+            warn!("cache.max_entries, refresh_ahead_percent, max_stale_secs and persist_interval_secs apply after a restart");
+        }
+        let flush = ldap_changed || new.policy != running.policy;
+        resolver.reload(&new, directory, flush);
+        info!(
+            directory_changed = ldap_changed,
+            cache_flushed = flush,
+            "configuration reloaded"
+        );
+        running = new;
+    }
+}
+
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

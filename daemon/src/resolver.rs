@@ -1,21 +1,25 @@
 //! Answers lookups: validate, apply policy, consult the cache, and on a miss ask the
 //! directory once per key however many clients wait (single-flight). Found entries are stored
-//! already encoded, so a warm hit costs a map lookup and a copy. When the directory cannot be
-//! reached, an expired answer is served (flagged stale) rather than nothing.
+//! already encoded, so a warm hit costs a map lookup and a copy.
+//!
+//! Degraded operation, per cache state: a `Due` hit is answered and refreshed in the
+//! background (refresh-ahead); an `Expired` entry waits at most `stale_wait` for the
+//! directory and is then served flagged stale while the query goes on; a `Miss` waits for the
+//! directory and answers `Unavailable` when it cannot be reached.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use toolforge_nss_config::Config;
 use toolforge_nss_protocol::names::is_valid_name;
-use toolforge_nss_protocol::{Request, Response, ResponseKind, MAX_RESPONSE_BODY};
+use toolforge_nss_protocol::{ErrorCode, Request, Response, ResponseKind, MAX_RESPONSE_BODY};
 
 use crate::cache::{Lookup, TtlLru};
 use crate::directory::{DirError, DirResult, Directory};
-use crate::enumeration::{Enumerations, Listing};
+use crate::enumeration::{Enumerations, Listing, Snapshot};
 use crate::policy::Policy;
 use crate::records::{GroupRecord, UserRecord};
 use crate::singleflight::SingleFlight;
@@ -63,14 +67,39 @@ impl BodyRef {
     }
 }
 
-/// Counters for status and tests.
+/// Counters for status, metrics and tests.
 #[derive(Default, Debug)]
 pub struct Stats {
     pub requests: AtomicU64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    pub refreshes: AtomicU64,
     pub stale_served: AtomicU64,
     pub unavailable: AtomicU64,
+    /// Bumped on every cache write: persistence saves only when it moved.
+    pub generation: AtomicU64,
+}
+
+/// The settings a SIGHUP may change.
+#[derive(Debug)]
+struct Settings {
+    policy: Policy,
+    positive_ttl: Duration,
+    negative_ttl: Duration,
+    stale_wait: Duration,
+    enumerate: bool,
+}
+
+impl Settings {
+    fn from(config: &Config) -> Settings {
+        Settings {
+            policy: Policy::new(&config.policy),
+            positive_ttl: Duration::from_secs(config.cache.positive_ttl_secs),
+            negative_ttl: Duration::from_secs(config.cache.negative_ttl_secs),
+            stale_wait: Duration::from_millis(config.cache.stale_wait_ms),
+            enumerate: config.cache.enumerate,
+        }
+    }
 }
 
 fn encode(resp: &Response) -> Vec<u8> {
@@ -79,7 +108,7 @@ fn encode(resp: &Response) -> Vec<u8> {
     body
 }
 
-/// The ids that occur exactly once in a listing.
+/// The ids that occur exactly once in a listing (the others are ambiguous: not indexed by id).
 fn unique_ids(ids: impl Iterator<Item = u32>) -> std::collections::HashSet<u32> {
     let mut seen = std::collections::HashMap::new();
     for id in ids {
@@ -91,22 +120,35 @@ fn unique_ids(ids: impl Iterator<Item = u32>) -> std::collections::HashSet<u32> 
         .collect()
 }
 
-pub struct Resolver<D: Directory> {
-    dir: D,
-    policy: Policy,
-    positive_ttl: Duration,
-    negative_ttl: Duration,
-    enumerate: bool,
-    users_by_name: TtlLru<String, UserEntry>,
-    users_by_uid: TtlLru<u32, UserEntry>,
-    groups_by_name: TtlLru<String, GroupEntry>,
-    groups_by_gid: TtlLru<u32, GroupEntry>,
-    initgroups: TtlLru<String, GroupIds>,
-    user_flights: SingleFlight<UserKey, DirResult<Option<UserEntry>>>,
-    group_flights: SingleFlight<GroupKey, DirResult<Option<GroupEntry>>>,
-    initgroups_flights: SingleFlight<String, DirResult<Option<GroupIds>>>,
-    enumerations: Enumerations,
-    pub stats: Stats,
+/// The five maps of the cache.
+pub struct Maps {
+    pub users_by_name: TtlLru<String, UserEntry>,
+    pub users_by_uid: TtlLru<u32, UserEntry>,
+    pub groups_by_name: TtlLru<String, GroupEntry>,
+    pub groups_by_gid: TtlLru<u32, GroupEntry>,
+    pub initgroups: TtlLru<String, GroupIds>,
+}
+
+impl Maps {
+    fn new(config: &Config) -> Maps {
+        let (cap, ahead) = (config.cache.max_entries, config.cache.refresh_ahead_percent);
+        let stale = Duration::from_secs(config.cache.max_stale_secs);
+        Maps {
+            users_by_name: TtlLru::new(cap, ahead, stale),
+            users_by_uid: TtlLru::new(cap, ahead, stale),
+            groups_by_name: TtlLru::new(cap, ahead, stale),
+            groups_by_gid: TtlLru::new(cap, ahead, stale),
+            initgroups: TtlLru::new(cap, ahead, stale),
+        }
+    }
+
+    fn clear(&self) {
+        self.users_by_name.clear();
+        self.users_by_uid.clear();
+        self.groups_by_name.clear();
+        self.groups_by_gid.clear();
+        self.initgroups.clear();
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -128,45 +170,72 @@ enum Outcome<V> {
     Unavailable,
 }
 
+pub struct Resolver<D: Directory> {
+    dir: RwLock<Arc<D>>,
+    settings: RwLock<Arc<Settings>>,
+    pub maps: Maps,
+    user_flights: SingleFlight<UserKey, DirResult<Option<UserEntry>>>,
+    group_flights: SingleFlight<GroupKey, DirResult<Option<GroupEntry>>>,
+    initgroups_flights: SingleFlight<String, DirResult<Option<GroupIds>>>,
+    enumerations: Enumerations,
+    pub stats: Stats,
+}
+
 impl<D: Directory> Resolver<D> {
-    pub fn new(dir: D, config: &Config) -> Self {
-        let cap = config.cache.max_entries;
-        Resolver {
-            dir,
-            policy: Policy::new(&config.policy),
-            positive_ttl: Duration::from_secs(config.cache.positive_ttl_secs),
-            negative_ttl: Duration::from_secs(config.cache.negative_ttl_secs),
-            enumerate: config.cache.enumerate,
-            users_by_name: TtlLru::new(cap),
-            users_by_uid: TtlLru::new(cap),
-            groups_by_name: TtlLru::new(cap),
-            groups_by_gid: TtlLru::new(cap),
-            initgroups: TtlLru::new(cap),
+    pub fn new(dir: D, config: &Config) -> Arc<Self> {
+        Arc::new(Resolver {
+            dir: RwLock::new(Arc::new(dir)),
+            settings: RwLock::new(Arc::new(Settings::from(config))),
+            maps: Maps::new(config),
             user_flights: SingleFlight::default(),
             group_flights: SingleFlight::default(),
             initgroups_flights: SingleFlight::default(),
             enumerations: Enumerations::new(Duration::from_secs(config.cache.positive_ttl_secs)),
             stats: Stats::default(),
-        }
+        })
     }
 
-    pub fn directory(&self) -> &D {
-        &self.dir
+    /// The directory in use.
+    pub fn directory(&self) -> Arc<D> {
+        self.dir.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies a reloaded configuration. A new directory (`Some`) means the `[ldap]` section
+    /// changed; then, or when `[policy]` changed, cached answers no longer hold and are dropped.
+    pub fn reload(&self, config: &Config, dir: Option<D>, flush: bool) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Settings::from(config));
+        if let Some(d) = dir {
+            *self.dir.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(d);
+        }
+        if flush {
+            self.maps.clear();
+            self.stats.generation.fetch_add(1, Ordering::Relaxed);
+            info!("cache flushed: directory or policy settings changed");
+        }
     }
 
     /// Entries per map: passwd by name, by uid, group by name, by gid, initgroups.
     pub fn cache_sizes(&self) -> [usize; 5] {
+        let m = &self.maps;
         [
-            self.users_by_name.len(),
-            self.users_by_uid.len(),
-            self.groups_by_name.len(),
-            self.groups_by_gid.len(),
-            self.initgroups.len(),
+            m.users_by_name.len(),
+            m.users_by_uid.len(),
+            m.groups_by_name.len(),
+            m.groups_by_gid.len(),
+            m.initgroups.len(),
         ]
     }
 
     /// Answers one request.
-    pub async fn resolve(&self, req: Request) -> Reply {
+    pub async fn resolve(self: &Arc<Self>, req: Request) -> Reply {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         match req {
             Request::GetPwNam(name) => {
@@ -205,59 +274,73 @@ impl<D: Directory> Resolver<D> {
         wrap: impl FnOnce(V) -> BodyRef,
     ) -> Reply {
         match o {
-            Outcome::Found(v, stale) => {
-                if stale {
-                    self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                }
-                Reply::Body {
-                    kind,
-                    body: wrap(v),
-                    stale,
-                }
-            }
+            Outcome::Found(v, stale) => Reply::Body {
+                kind,
+                body: wrap(v),
+                stale,
+            },
             Outcome::NotFound => Reply::Message(Response::NotFound),
-            Outcome::Unavailable => {
-                self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
-                Reply::Message(Response::Unavailable)
-            }
+            Outcome::Unavailable => Reply::Message(Response::Unavailable),
         }
     }
 
-    /// Shared shape of every keyed lookup: fresh hit, else one flight to the directory, else
-    /// the expired answer when the directory is unreachable.
-    async fn cached<V: Clone>(
-        &self,
+    /// The shape of every keyed lookup, by cache state (see the module doc).
+    async fn lookup<V, F, Fut>(
+        self: &Arc<Self>,
         cached: Lookup<V>,
-        fetch: impl std::future::Future<Output = DirResult<Option<V>>>,
+        fetch: F,
         what: &(dyn std::fmt::Debug + Sync),
-    ) -> Outcome<V> {
-        let expired = match cached {
-            Lookup::Fresh(Some(v)) => {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return Outcome::Found(v, false);
-            }
-            Lookup::Fresh(None) => {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return Outcome::NotFound;
-            }
-            Lookup::Expired(v) => Some(v),
-            Lookup::Miss => None,
+    ) -> Outcome<V>
+    where
+        V: Clone + Send + 'static,
+        F: FnOnce(Arc<Self>) -> Fut,
+        Fut: std::future::Future<Output = DirResult<Option<V>>> + Send + 'static,
+    {
+        let stats = &self.stats;
+        let found = |v: Option<V>, stale: bool| match v {
+            Some(v) => Outcome::Found(v, stale),
+            None => Outcome::NotFound,
         };
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        match (fetch.await, expired) {
-            (Ok(Some(v)), _) => Outcome::Found(v, false),
-            (Ok(None), _) => Outcome::NotFound,
-            (Err(e), Some(Some(v))) => {
-                warn!(lookup = ?what, error = %e, "directory unavailable; serving expired entry");
-                Outcome::Found(v, true)
+        let expired = match cached {
+            Lookup::Fresh(v) => {
+                stats.hits.fetch_add(1, Ordering::Relaxed);
+                return found(v, false);
             }
-            (Err(e), Some(None)) => {
-                debug!(lookup = ?what, error = %e, "directory unavailable; serving expired negative entry");
-                Outcome::NotFound
+            Lookup::Due(v) => {
+                stats.hits.fetch_add(1, Ordering::Relaxed);
+                stats.refreshes.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(fetch(self.clone()));
+                return found(v, false);
             }
-            (Err(e), None) => {
-                warn!(lookup = ?what, error = %e, "directory unavailable and nothing cached");
-                Outcome::Unavailable
+            Lookup::Expired(v) => v,
+            Lookup::Miss => {
+                stats.misses.fetch_add(1, Ordering::Relaxed);
+                return match fetch(self.clone()).await {
+                    Ok(v) => found(v, false),
+                    Err(e) => {
+                        warn!(lookup = ?what, error = %e, "directory unavailable and nothing cached");
+                        stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Unavailable
+                    }
+                };
+            }
+        };
+        // Expired: give the directory `stale_wait`; the query carries on in the background
+        // and refreshes the cache whenever it completes.
+        stats.misses.fetch_add(1, Ordering::Relaxed);
+        let query = tokio::spawn(fetch(self.clone()));
+        match tokio::time::timeout(self.settings().stale_wait, query).await {
+            Ok(Ok(Ok(v))) => found(v, false),
+            outcome => {
+                if let Ok(Ok(Err(e))) = &outcome {
+                    debug!(lookup = ?what, error = %e, "directory unavailable; serving the expired answer");
+                } else {
+                    debug!(lookup = ?what, "directory slow; serving the expired answer");
+                }
+                if expired.is_some() {
+                    stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                }
+                found(expired, true)
             }
         }
     }
@@ -265,38 +348,49 @@ impl<D: Directory> Resolver<D> {
     /// Caches a user by name, and by uid only when the lookup that found it established that
     /// no other user claims the uid (`by_id`): a lookup by name does not, so it must not decide
     /// what `getpwuid` answers.
-    fn store_user(&self, rec: UserRecord, by_id: bool, now: Instant) -> UserEntry {
+    fn store_user(&self, s: &Settings, rec: UserRecord, by_id: bool, now: Instant) -> UserEntry {
         let body = encode(&Response::Passwd(rec.passwd.clone()));
         let e = Arc::new(Encoded { record: rec, body });
-        let ttl = self.positive_ttl;
-        self.users_by_name
-            .put(e.record.passwd.name.clone(), Some(e.clone()), ttl, now);
+        self.maps.users_by_name.put(
+            e.record.passwd.name.clone(),
+            Some(e.clone()),
+            s.positive_ttl,
+            now,
+        );
         if by_id {
-            self.users_by_uid
-                .put(e.record.passwd.uid, Some(e.clone()), ttl, now);
+            self.maps
+                .users_by_uid
+                .put(e.record.passwd.uid, Some(e.clone()), s.positive_ttl, now);
         }
+        self.stats.generation.fetch_add(1, Ordering::Relaxed);
         e
     }
 
     /// As [`Resolver::store_user`], for groups and gids.
-    fn store_group(&self, rec: GroupRecord, by_id: bool, now: Instant) -> GroupEntry {
+    fn store_group(&self, s: &Settings, rec: GroupRecord, by_id: bool, now: Instant) -> GroupEntry {
         let body = encode(&Response::Group(rec.group.clone()));
         let e = Arc::new(Encoded { record: rec, body });
-        let ttl = self.positive_ttl;
-        self.groups_by_name
-            .put(e.record.group.name.clone(), Some(e.clone()), ttl, now);
+        self.maps.groups_by_name.put(
+            e.record.group.name.clone(),
+            Some(e.clone()),
+            s.positive_ttl,
+            now,
+        );
         if by_id {
-            self.groups_by_gid
-                .put(e.record.group.gid, Some(e.clone()), ttl, now);
+            self.maps
+                .groups_by_gid
+                .put(e.record.group.gid, Some(e.clone()), s.positive_ttl, now);
         }
+        self.stats.generation.fetch_add(1, Ordering::Relaxed);
         e
     }
 
     /// Policy, then cache: `None` when the entry is refused (logged with its DN).
-    fn admit_user(&self, rec: UserRecord, by_id: bool, now: Instant) -> Option<UserEntry> {
+    pub fn admit_user(&self, rec: UserRecord, by_id: bool, now: Instant) -> Option<UserEntry> {
+        let s = self.settings();
         let dn = rec.dn.clone();
-        match self.policy.user(rec) {
-            Ok(u) => Some(self.store_user(u, by_id, now)),
+        match s.policy.user(rec) {
+            Ok(u) => Some(self.store_user(&s, u, by_id, now)),
             Err(why) => {
                 warn!(dn = %dn, reason = %why, "not serving user");
                 None
@@ -304,11 +398,12 @@ impl<D: Directory> Resolver<D> {
         }
     }
 
-    fn admit_group(&self, rec: GroupRecord, by_id: bool, now: Instant) -> Option<GroupEntry> {
+    pub fn admit_group(&self, rec: GroupRecord, by_id: bool, now: Instant) -> Option<GroupEntry> {
+        let s = self.settings();
         let dn = rec.dn.clone();
-        match self.policy.group(rec) {
+        match s.policy.group(rec) {
             Ok(g) if Response::group_encoded_len(&g.group) <= MAX_RESPONSE_BODY as usize => {
-                Some(self.store_group(g, by_id, now))
+                Some(self.store_group(&s, g, by_id, now))
             }
             Ok(g) => {
                 warn!(dn = %dn, members = g.group.members.len(), "group too large to serve");
@@ -321,120 +416,232 @@ impl<D: Directory> Resolver<D> {
         }
     }
 
-    async fn user(&self, key: UserKey) -> Outcome<UserEntry> {
-        let now = Instant::now();
-        let cached = match &key {
-            UserKey::Name(n) => {
-                if !is_valid_name(n.as_bytes()) || !self.policy.user_name_allowed(n) {
-                    return Outcome::NotFound;
-                }
-                self.users_by_name.get(n, now)
+    /// Caches gids for initgroups (`None`: the user is in no group).
+    pub fn store_groups_of(
+        &self,
+        name: String,
+        gids: Option<Vec<u32>>,
+        now: Instant,
+    ) -> Option<GroupIds> {
+        let s = self.settings();
+        self.stats.generation.fetch_add(1, Ordering::Relaxed);
+        match gids.filter(|g| !g.is_empty()) {
+            None => {
+                self.maps.initgroups.put(name, None, s.negative_ttl, now);
+                None
             }
-            UserKey::Uid(u) => {
-                if !self.policy.id_allowed(*u) {
-                    return Outcome::NotFound;
-                }
-                self.users_by_uid.get(u, now)
+            Some(gids) => {
+                let body = encode(&Response::GroupIds(gids.clone()));
+                let e = Arc::new(Encoded { record: gids, body });
+                self.maps
+                    .initgroups
+                    .put(name, Some(e.clone()), s.positive_ttl, now);
+                Some(e)
             }
-        };
-        let fetch = self.user_flights.run(key.clone(), || async {
-            let found = match &key {
-                UserKey::Name(n) => self.dir.user_by_name(n).await?,
-                UserKey::Uid(u) => self.dir.user_by_uid(*u).await?,
-            };
-            let now = Instant::now();
-            let entry =
-                found.and_then(|rec| self.admit_user(rec, matches!(key, UserKey::Uid(_)), now));
-            if entry.is_none() {
-                match &key {
-                    UserKey::Name(n) => {
-                        self.users_by_name
-                            .put(n.clone(), None, self.negative_ttl, now)
-                    }
-                    UserKey::Uid(u) => self.users_by_uid.put(*u, None, self.negative_ttl, now),
-                }
-            }
-            Ok(entry)
-        });
-        self.cached(cached, fetch, &key).await
+        }
     }
 
-    async fn group(&self, key: GroupKey) -> Outcome<GroupEntry> {
-        let now = Instant::now();
-        let cached = match &key {
-            GroupKey::Name(n) => {
-                if !is_valid_name(n.as_bytes()) || !self.policy.group_name_allowed(n) {
-                    return Outcome::NotFound;
-                }
-                self.groups_by_name.get(n, now)
-            }
-            GroupKey::Gid(g) => {
-                if !self.policy.id_allowed(*g) {
-                    return Outcome::NotFound;
-                }
-                self.groups_by_gid.get(g, now)
-            }
+    /// Restores a persisted user (policy applied again); `false` when policy refuses it.
+    pub fn restore_user(
+        &self,
+        rec: UserRecord,
+        by_name: bool,
+        by_id: bool,
+        expires: Instant,
+    ) -> bool {
+        let Ok(u) = self.settings().policy.user(rec) else {
+            return false;
         };
-        let fetch = self.group_flights.run(key.clone(), || async {
-            let found = match &key {
-                GroupKey::Name(n) => self.dir.group_by_name(n).await?,
-                GroupKey::Gid(g) => self.dir.group_by_gid(*g).await?,
-            };
-            let now = Instant::now();
-            let entry =
-                found.and_then(|rec| self.admit_group(rec, matches!(key, GroupKey::Gid(_)), now));
-            if entry.is_none() {
-                match &key {
-                    GroupKey::Name(n) => {
-                        self.groups_by_name
-                            .put(n.clone(), None, self.negative_ttl, now)
-                    }
-                    GroupKey::Gid(g) => self.groups_by_gid.put(*g, None, self.negative_ttl, now),
-                }
-            }
-            Ok(entry)
-        });
-        self.cached(cached, fetch, &key).await
+        let body = encode(&Response::Passwd(u.passwd.clone()));
+        let e = Arc::new(Encoded { record: u, body });
+        if by_name {
+            self.maps
+                .users_by_name
+                .restore(e.record.passwd.name.clone(), Some(e.clone()), expires);
+        }
+        if by_id {
+            self.maps
+                .users_by_uid
+                .restore(e.record.passwd.uid, Some(e), expires);
+        }
+        true
     }
 
-    async fn groups_of(&self, name: String) -> Outcome<GroupIds> {
-        if !is_valid_name(name.as_bytes()) || !self.policy.user_name_allowed(&name) {
+    /// Restores a persisted group (policy applied again); `false` when policy refuses it.
+    pub fn restore_group(
+        &self,
+        rec: GroupRecord,
+        by_name: bool,
+        by_id: bool,
+        expires: Instant,
+    ) -> bool {
+        let Ok(g) = self.settings().policy.group(rec) else {
+            return false;
+        };
+        let body = encode(&Response::Group(g.group.clone()));
+        let e = Arc::new(Encoded { record: g, body });
+        if by_name {
+            self.maps
+                .groups_by_name
+                .restore(e.record.group.name.clone(), Some(e.clone()), expires);
+        }
+        if by_id {
+            self.maps
+                .groups_by_gid
+                .restore(e.record.group.gid, Some(e), expires);
+        }
+        true
+    }
+
+    /// Restores persisted initgroups gids (policy on names cannot be re-checked here; ids are).
+    pub fn restore_groups_of(
+        &self,
+        name: String,
+        gids: Option<Vec<u32>>,
+        expires: Instant,
+    ) -> bool {
+        let s = self.settings();
+        if !s.policy.user_name_allowed(&name) {
+            return false;
+        }
+        let value = gids.map(|mut g| {
+            g.retain(|id| s.policy.id_allowed(*id));
+            let body = encode(&Response::GroupIds(g.clone()));
+            Arc::new(Encoded { record: g, body })
+        });
+        self.maps.initgroups.restore(name, value, expires);
+        true
+    }
+
+    /// Drops every cached answer.
+    pub fn maps_clear(&self) {
+        self.maps.clear();
+    }
+
+    async fn fetch_user(self: Arc<Self>, key: UserKey) -> DirResult<Option<UserEntry>> {
+        let this = self.clone();
+        self.user_flights
+            .run(key.clone(), || async move {
+                let dir = this.directory();
+                let found = match &key {
+                    UserKey::Name(n) => dir.user_by_name(n).await?,
+                    UserKey::Uid(u) => dir.user_by_uid(*u).await?,
+                };
+                let now = Instant::now();
+                let entry =
+                    found.and_then(|rec| this.admit_user(rec, matches!(key, UserKey::Uid(_)), now));
+                if entry.is_none() {
+                    let ttl = this.settings().negative_ttl;
+                    match &key {
+                        UserKey::Name(n) => this.maps.users_by_name.put(n.clone(), None, ttl, now),
+                        UserKey::Uid(u) => this.maps.users_by_uid.put(*u, None, ttl, now),
+                    }
+                    this.stats.generation.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(entry)
+            })
+            .await
+    }
+
+    async fn user(self: &Arc<Self>, key: UserKey) -> Outcome<UserEntry> {
+        let now = Instant::now();
+        let policy = &self.settings().policy;
+        let cached = match &key {
+            UserKey::Name(n) if !is_valid_name(n.as_bytes()) || !policy.user_name_allowed(n) => {
+                return Outcome::NotFound
+            }
+            UserKey::Uid(u) if !policy.id_allowed(*u) => return Outcome::NotFound,
+            UserKey::Name(n) => self.maps.users_by_name.get(n, now),
+            UserKey::Uid(u) => self.maps.users_by_uid.get(u, now),
+        };
+        let k = key.clone();
+        self.lookup(cached, move |this| this.fetch_user(k), &key)
+            .await
+    }
+
+    async fn fetch_group(self: Arc<Self>, key: GroupKey) -> DirResult<Option<GroupEntry>> {
+        let this = self.clone();
+        self.group_flights
+            .run(key.clone(), || async move {
+                let dir = this.directory();
+                let found = match &key {
+                    GroupKey::Name(n) => dir.group_by_name(n).await?,
+                    GroupKey::Gid(g) => dir.group_by_gid(*g).await?,
+                };
+                let now = Instant::now();
+                let entry = found
+                    .and_then(|rec| this.admit_group(rec, matches!(key, GroupKey::Gid(_)), now));
+                if entry.is_none() {
+                    let ttl = this.settings().negative_ttl;
+                    match &key {
+                        GroupKey::Name(n) => {
+                            this.maps.groups_by_name.put(n.clone(), None, ttl, now)
+                        }
+                        GroupKey::Gid(g) => this.maps.groups_by_gid.put(*g, None, ttl, now),
+                    }
+                    this.stats.generation.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(entry)
+            })
+            .await
+    }
+
+    async fn group(self: &Arc<Self>, key: GroupKey) -> Outcome<GroupEntry> {
+        let now = Instant::now();
+        let policy = &self.settings().policy;
+        let cached = match &key {
+            GroupKey::Name(n) if !is_valid_name(n.as_bytes()) || !policy.group_name_allowed(n) => {
+                return Outcome::NotFound
+            }
+            GroupKey::Gid(g) if !policy.id_allowed(*g) => return Outcome::NotFound,
+            GroupKey::Name(n) => self.maps.groups_by_name.get(n, now),
+            GroupKey::Gid(g) => self.maps.groups_by_gid.get(g, now),
+        };
+        let k = key.clone();
+        self.lookup(cached, move |this| this.fetch_group(k), &key)
+            .await
+    }
+
+    async fn fetch_groups_of(self: Arc<Self>, name: String) -> DirResult<Option<GroupIds>> {
+        let this = self.clone();
+        self.initgroups_flights
+            .run(name.clone(), || async move {
+                let dir = this.directory();
+                let dn = if dir.memberships_need_dn() {
+                    match this.user(UserKey::Name(name.clone())).await {
+                        Outcome::Found(u, _) => Some(u.record.dn.clone()),
+                        Outcome::NotFound => {
+                            return Ok(this.store_groups_of(name, None, Instant::now()))
+                        }
+                        Outcome::Unavailable => {
+                            return Err(DirError::Unreachable("user lookup failed".into()))
+                        }
+                    }
+                } else {
+                    None
+                };
+                let groups = dir.memberships(&name, dn.as_deref()).await?;
+                let policy = &this.settings().policy;
+                let mut gids: Vec<u32> = groups
+                    .iter()
+                    .filter(|m| policy.membership_allowed(m))
+                    .map(|m| m.gid)
+                    .collect();
+                gids.sort_unstable();
+                gids.dedup();
+                Ok(this.store_groups_of(name, Some(gids), Instant::now()))
+            })
+            .await
+    }
+
+    async fn groups_of(self: &Arc<Self>, name: String) -> Outcome<GroupIds> {
+        if !is_valid_name(name.as_bytes()) || !self.settings().policy.user_name_allowed(&name) {
             return Outcome::NotFound;
         }
-        let cached = self.initgroups.get(&name, Instant::now());
-        let fetch = self.initgroups_flights.run(name.clone(), || async {
-            let dn = if self.dir.memberships_need_dn() {
-                match self.user(UserKey::Name(name.clone())).await {
-                    Outcome::Found(u, _) => Some(u.record.dn.clone()),
-                    Outcome::NotFound => return Ok(None),
-                    Outcome::Unavailable => {
-                        return Err(DirError::Unreachable("user lookup failed".into()))
-                    }
-                }
-            } else {
-                None
-            };
-            let groups = self.dir.memberships(&name, dn.as_deref()).await?;
-            let mut gids: Vec<u32> = groups
-                .iter()
-                .filter(|m| self.policy.membership_allowed(m))
-                .map(|m| m.gid)
-                .collect();
-            gids.sort_unstable();
-            gids.dedup();
-            let now = Instant::now();
-            if gids.is_empty() {
-                self.initgroups
-                    .put(name.clone(), None, self.negative_ttl, now);
-                return Ok(None);
-            }
-            let body = encode(&Response::GroupIds(gids.clone()));
-            let e = Arc::new(Encoded { record: gids, body });
-            self.initgroups
-                .put(name.clone(), Some(e.clone()), self.positive_ttl, now);
-            Ok(Some(e))
-        });
-        self.cached(cached, fetch, &name).await
+        let cached = self.maps.initgroups.get(&name, Instant::now());
+        let n = name.clone();
+        self.lookup(cached, move |this| this.fetch_groups_of(n), &name)
+            .await
     }
 
     /// Enumeration: batches from a snapshot taken at cursor 0 of generation 0.
@@ -452,7 +659,7 @@ impl<D: Directory> Resolver<D> {
                 Some(s) => s,
                 None => {
                     return Reply::Message(Response::Error {
-                        code: toolforge_nss_protocol::ErrorCode::EnumerationExpired,
+                        code: ErrorCode::EnumerationExpired,
                         message: format!("enumeration {generation} expired; start again"),
                     })
                 }
@@ -466,14 +673,15 @@ impl<D: Directory> Resolver<D> {
         }
     }
 
-    async fn snapshot(&self, what: Listing) -> DirResult<Arc<crate::enumeration::Snapshot>> {
+    async fn snapshot(&self, what: Listing) -> DirResult<Arc<Snapshot>> {
         if let Some(s) = self.enumerations.recent(what) {
             return Ok(s);
         }
         let now = Instant::now();
-        let bodies: Vec<BodyRef> = match (what, self.enumerate) {
+        let enumerate = self.settings().enumerate;
+        let bodies: Vec<BodyRef> = match (what, enumerate) {
             (Listing::Users, true) => {
-                let users = self.dir.all_users().await?;
+                let users = self.directory().all_users().await?;
                 let unique = unique_ids(users.iter().map(|u| u.passwd.uid));
                 users
                     .into_iter()
@@ -485,7 +693,7 @@ impl<D: Directory> Resolver<D> {
                     .collect()
             }
             (Listing::Groups, true) => {
-                let groups = self.dir.all_groups().await?;
+                let groups = self.directory().all_groups().await?;
                 let unique = unique_ids(groups.iter().map(|g| g.group.gid));
                 groups
                     .into_iter()
@@ -497,16 +705,16 @@ impl<D: Directory> Resolver<D> {
                     .collect()
             }
             (Listing::Users, false) => {
-                let mut v = self.users_by_name.fresh_values(now);
+                let mut v = self.maps.users_by_name.fresh_values(now);
                 v.sort_by_key(|e| e.record.passwd.uid);
                 v.into_iter().map(BodyRef::User).collect()
             }
             (Listing::Groups, false) => {
-                let mut v = self.groups_by_name.fresh_values(now);
+                let mut v = self.maps.groups_by_name.fresh_values(now);
                 v.sort_by_key(|e| e.record.group.gid);
                 v.into_iter().map(BodyRef::Group).collect()
             }
         };
-        Ok(self.enumerations.publish(what, bodies, self.enumerate))
+        Ok(self.enumerations.publish(what, bodies, enumerate))
     }
 }
