@@ -9,4 +9,5 @@ mod lifecycle;
 mod maps;
 mod module_abi;
 mod protocol_abuse;
+mod resilience;
 mod singleflight;

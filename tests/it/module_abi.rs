@@ -138,8 +138,8 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// Runs the ignored test `name` in a child process with `env`; it must pass.
-fn in_child(name: &str, env: &[(&str, String)]) {
+/// The command that runs the ignored test `name` in a child process with `env`.
+fn child(name: &str, env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--ignored",
@@ -151,7 +151,15 @@ fn in_child(name: &str, env: &[(&str, String)]) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
+    cmd
+}
+
+/// Runs the ignored test `name` in a child process with `env`; it must pass.
+fn in_child(name: &str, env: &[(&str, String)]) {
+    check_child(name, child(name, env).output().unwrap());
+}
+
+fn check_child(name: &str, out: std::process::Output) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("1 passed"),
@@ -186,6 +194,67 @@ fn erange_retry_needs_no_second_round_trip() {
         ],
     );
     toolforge_nss_tests::process::signal(pid, libc::SIGCONT);
+}
+
+#[test]
+fn daemon_killed_and_restarted_under_load_reconnects_without_leaking_fds() {
+    let env = shared(Schema::Rfc2307);
+    let mut d = Daemon::start(&[env.slapd.uri()], Schema::Rfc2307, "");
+    let running = child(
+        "child_reconnect",
+        &[("TOOLFORGE_NSS_DIR", d.runtime_dir().display().to_string())],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    d.kill(); // SIGKILL: stale socket, refused connections
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(d.stop()); // SIGTERM: socket removed
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart();
+    check_child("child_reconnect", running.wait_with_output().unwrap());
+}
+
+#[test]
+#[ignore = "runs in a child process started by daemon_killed_and_restarted_under_load_reconnects_without_leaking_fds"]
+fn child_reconnect() {
+    let f = fixture();
+    let m = Module::load();
+    let u = f.developer(false);
+    assert_eq!(pwnam(&m, &u.name, 1024, false).0, SUCCESS);
+    let fds = open_fds();
+    let (mut ok, mut unavailable, mut most_fds) = (0u32, 0u32, fds);
+    let mut recent = std::collections::VecDeque::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(3500) {
+        let st = pwnam(&m, &u.name, 1024, false).0;
+        match st {
+            SUCCESS => ok += 1,
+            UNAVAIL => unavailable += 1,
+            other => panic!("unexpected status {other}"),
+        }
+        recent.push_back(st);
+        if recent.len() > 50 {
+            recent.pop_front();
+        }
+        most_fds = most_fds.max(open_fds());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!("ok={ok} unavailable={unavailable} fds={fds} most={most_fds}");
+    assert!(unavailable > 0, "the daemon really went away");
+    assert!(
+        recent.iter().all(|&s| s == SUCCESS),
+        "reconnected after the restarts"
+    );
+    assert!(
+        most_fds <= fds + 1,
+        "no fd leak: {fds} -> at most {most_fds}"
+    );
+    assert!(open_fds() <= fds, "back to one cached connection");
 }
 
 fn fixture() -> Fixture {

@@ -11,16 +11,18 @@ use crate::paths::daemon_bin;
 use crate::process::{signal, spawn_tied};
 
 /// Builds a config for `uris` and `schema`; `extra` is appended verbatim (more sections).
+/// (`ldap_extra` goes into the `[ldap]` section.)
 pub fn config(
     uris: &[String],
     schema: Schema,
     runtime_dir: &Path,
     cache_dir: &Path,
+    ldap_extra: &str,
     extra: &str,
 ) -> String {
     let uris: Vec<String> = uris.iter().map(|u| format!("{u:?}")).collect();
     format!(
-        "[ldap]\nuri = [{}]\nbase = \"{BASE}\"\nschema = \"{}\"\n\
+        "[ldap]\nuri = [{}]\nbase = \"{BASE}\"\nschema = \"{}\"\n{ldap_extra}\
          [ldap.users]\nbases = [\"ou=people,{BASE}\", \"ou=people,ou=servicegroups,{BASE}\"]\nfilter = \"(objectClass=posixAccount)\"\n\
          [ldap.groups]\nbases = [\"ou=groups,{BASE}\", \"ou=servicegroups,{BASE}\"]\nfilter = \"(objectClass=posixGroup)\"\n\
          [daemon]\nruntime_dir = {:?}\ncache_dir = {:?}\n{extra}",
@@ -39,7 +41,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon against `uris` with `extra` config appended.
     pub fn start(uris: &[String], schema: Schema, extra: &str) -> Daemon {
-        Daemon::start_with(|run, cache| config(uris, schema, run, cache, extra))
+        Daemon::start_tuned(uris, schema, "", extra)
+    }
+
+    /// As [`Daemon::start`], with `ldap_extra` keys in the `[ldap]` section.
+    pub fn start_tuned(uris: &[String], schema: Schema, ldap_extra: &str, extra: &str) -> Daemon {
+        Daemon::start_with(|run, cache| config(uris, schema, run, cache, ldap_extra, extra))
     }
 
     /// Starts a daemon with the config `make(runtime_dir, cache_dir)` returns.
@@ -110,6 +117,29 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Replaces the config file (for reload tests) and returns the old text.
+    pub fn rewrite_config(&self, edit: impl FnOnce(&str) -> String) -> String {
+        let old = std::fs::read_to_string(self.config_path()).expect("read config");
+        std::fs::write(self.config_path(), edit(&old)).expect("write config");
+        old
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// Waits until the log contains `needle` (up to `timeout`).
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -72,6 +72,18 @@ pub struct Shape {
     pub big_group: usize,
 }
 
+impl Shape {
+    /// A small directory for tests that need a server of their own.
+    pub fn small() -> Shape {
+        Shape {
+            developers: 300,
+            tools: 10,
+            projects: 4,
+            big_group: 100,
+        }
+    }
+}
+
 impl Default for Shape {
     fn default() -> Self {
         Shape {

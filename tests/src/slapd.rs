@@ -155,6 +155,19 @@ impl Slapd {
         self.launch();
     }
 
+    /// Stops the server with SIGSTOP (it keeps its sockets but answers nothing).
+    pub fn freeze(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, libc::SIGSTOP);
+        }
+    }
+
+    pub fn thaw(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, libc::SIGCONT);
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -162,10 +175,7 @@ impl Slapd {
 
 impl Drop for Slapd {
     fn drop(&mut self) {
-        if let Some(pid) = self.pid() {
-            // A frozen server must be thawed before it can die of SIGTERM; SIGKILL needs neither.
-            signal(pid, libc::SIGKILL);
-        }
+        // SIGKILL works on a frozen server too.
         self.stop();
     }
 }
