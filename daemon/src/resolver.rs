@@ -285,9 +285,11 @@ impl<D: Directory> Resolver<D> {
     }
 
     /// The shape of every keyed lookup, by cache state (see the module doc).
+    /// `refreshing`: a query for this key is already under way (a `Due` hit then starts none).
     async fn lookup<V, F, Fut>(
         self: &Arc<Self>,
         cached: Lookup<V>,
+        refreshing: bool,
         fetch: F,
         what: &(dyn std::fmt::Debug + Sync),
     ) -> Outcome<V>
@@ -308,8 +310,10 @@ impl<D: Directory> Resolver<D> {
             }
             Lookup::Due(v) => {
                 stats.hits.fetch_add(1, Ordering::Relaxed);
-                stats.refreshes.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(fetch(self.clone()));
+                if !refreshing {
+                    stats.refreshes.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(fetch(self.clone()));
+                }
                 return found(v, false);
             }
             Lookup::Expired(v) => v,
@@ -522,6 +526,10 @@ impl<D: Directory> Resolver<D> {
         let this = self.clone();
         self.user_flights
             .run(key.clone(), || async move {
+                // Refreshed by another query since this one was scheduled: nothing to ask.
+                if let Lookup::Fresh(v) = this.cached_user(&key, Instant::now()) {
+                    return Ok(v);
+                }
                 let dir = this.directory();
                 let found = match &key {
                     UserKey::Name(n) => dir.user_by_name(n).await?,
@@ -551,18 +559,35 @@ impl<D: Directory> Resolver<D> {
                 return Outcome::NotFound
             }
             UserKey::Uid(u) if !policy.id_allowed(*u) => return Outcome::NotFound,
+            _ => self.cached_user(&key, now),
+        };
+        let refreshing = self.user_flights.running(&key);
+        let k = key.clone();
+        self.lookup(cached, refreshing, move |this| this.fetch_user(k), &key)
+            .await
+    }
+
+    fn cached_user(&self, key: &UserKey, now: Instant) -> Lookup<UserEntry> {
+        match key {
             UserKey::Name(n) => self.maps.users_by_name.get(n, now),
             UserKey::Uid(u) => self.maps.users_by_uid.get(u, now),
-        };
-        let k = key.clone();
-        self.lookup(cached, move |this| this.fetch_user(k), &key)
-            .await
+        }
+    }
+
+    fn cached_group(&self, key: &GroupKey, now: Instant) -> Lookup<GroupEntry> {
+        match key {
+            GroupKey::Name(n) => self.maps.groups_by_name.get(n, now),
+            GroupKey::Gid(g) => self.maps.groups_by_gid.get(g, now),
+        }
     }
 
     async fn fetch_group(self: Arc<Self>, key: GroupKey) -> DirResult<Option<GroupEntry>> {
         let this = self.clone();
         self.group_flights
             .run(key.clone(), || async move {
+                if let Lookup::Fresh(v) = this.cached_group(&key, Instant::now()) {
+                    return Ok(v);
+                }
                 let dir = this.directory();
                 let found = match &key {
                     GroupKey::Name(n) => dir.group_by_name(n).await?,
@@ -594,11 +619,11 @@ impl<D: Directory> Resolver<D> {
                 return Outcome::NotFound
             }
             GroupKey::Gid(g) if !policy.id_allowed(*g) => return Outcome::NotFound,
-            GroupKey::Name(n) => self.maps.groups_by_name.get(n, now),
-            GroupKey::Gid(g) => self.maps.groups_by_gid.get(g, now),
+            _ => self.cached_group(&key, now),
         };
+        let refreshing = self.group_flights.running(&key);
         let k = key.clone();
-        self.lookup(cached, move |this| this.fetch_group(k), &key)
+        self.lookup(cached, refreshing, move |this| this.fetch_group(k), &key)
             .await
     }
 
@@ -606,6 +631,9 @@ impl<D: Directory> Resolver<D> {
         let this = self.clone();
         self.initgroups_flights
             .run(name.clone(), || async move {
+                if let Lookup::Fresh(v) = this.maps.initgroups.get(&name, Instant::now()) {
+                    return Ok(v);
+                }
                 let dir = this.directory();
                 let dn = if dir.memberships_need_dn() {
                     match this.user(UserKey::Name(name.clone())).await {
@@ -639,9 +667,15 @@ impl<D: Directory> Resolver<D> {
             return Outcome::NotFound;
         }
         let cached = self.maps.initgroups.get(&name, Instant::now());
+        let refreshing = self.initgroups_flights.running(&name);
         let n = name.clone();
-        self.lookup(cached, move |this| this.fetch_groups_of(n), &name)
-            .await
+        self.lookup(
+            cached,
+            refreshing,
+            move |this| this.fetch_groups_of(n),
+            &name,
+        )
+        .await
     }
 
     /// Enumeration: batches from a snapshot taken at cursor 0 of generation 0.

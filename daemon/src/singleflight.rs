@@ -45,6 +45,11 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a query for `key` is under way.
+    pub fn running(&self, key: &K) -> bool {
+        self.lock().contains_key(key)
+    }
+
     /// Keys with a query under way (for tests and status).
     pub fn in_flight(&self) -> usize {
         self.lock().len()

@@ -113,6 +113,9 @@ fn absent_and_hostile(schema: Schema) {
         Request::GetGrGid(0),
         // Two entries claim this uid: neither is served by uid.
         Request::GetPwUid(f.ambiguous_uid()),
+        // The uids of entries with a negative uid number, an invalid name, gid 0.
+        Request::GetPwUid(4245),
+        Request::GetPwUid(4243),
     ] {
         assert_eq!(query(&sock, &req), Response::NotFound, "{schema:?} {req:?}");
     }
@@ -141,6 +144,14 @@ fn absent_and_hostile(schema: Schema) {
     assert!(
         log.contains("not serving user") && log.contains("uid=evil-uid0,"),
         "refusals name the DN:\n{log}"
+    );
+    assert!(
+        log.contains("skipped user entry") && log.contains("uid=bad*name,"),
+        "malformed entries name the DN:\n{log}"
+    );
+    assert!(
+        log.contains("several users claim this uid"),
+        "duplicate uids are named:\n{log}"
     );
 }
 

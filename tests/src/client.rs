@@ -25,6 +25,37 @@ pub fn query(socket: &Path, req: &Request) -> Response {
     query_with_header(socket, req).1
 }
 
+/// A persistent connection, as a long-running process keeps one.
+pub struct Session {
+    stream: UnixStream,
+    next_id: u32,
+}
+
+impl Session {
+    pub fn connect(socket: &Path) -> std::io::Result<Session> {
+        let stream = UnixStream::connect(socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Session { stream, next_id: 1 })
+    }
+
+    /// One request and its answer; an I/O error means the connection is gone.
+    pub fn ask(&mut self, req: &Request) -> std::io::Result<(Header, Response)> {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.stream
+            .write_all(&req.encode(self.next_id, Capabilities::ALL))?;
+        let mut head = [0u8; HEADER_LEN];
+        self.stream.read_exact(&mut head)?;
+        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let h = Header::decode(&head, MAX_RESPONSE_BODY).map_err(|e| bad(e.to_string()))?;
+        let mut body = vec![0u8; h.body_len as usize];
+        self.stream.read_exact(&mut body)?;
+        let resp = ResponseRef::decode(h.kind, &body)
+            .and_then(|r| r.to_owned())
+            .map_err(|e| bad(e.to_string()))?;
+        Ok((h, resp))
+    }
+}
+
 /// Reads one response frame.
 pub fn read_response(s: &mut UnixStream) -> (Header, Response) {
     let mut head = [0u8; HEADER_LEN];

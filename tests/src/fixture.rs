@@ -293,6 +293,8 @@ impl Fixture {
         hostile_user(w, "evil-uid0", "0", "500");
         hostile_user(w, "evil-gid0", "4243", "0");
         hostile_user(w, "evil-negative", "-5", "500");
+        // A name that fails validation: found by uid, never served.
+        hostile_user(w, "bad*name", "4245", "500");
         // A second entry claiming the uid of the first developer.
         let first = users
             .values()
