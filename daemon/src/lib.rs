@@ -5,7 +5,8 @@
 //! one client; [`resolver`] answers a request (policy, cache, single-flight, directory);
 //! [`cache`] is one bounded TTL map; [`singleflight`] merges concurrent misses;
 //! [`enumeration`] pages listings; [`directory`] is the query interface and [`ldap`] its LDAP
-//! implementation; [`mapping`] turns entries into records; [`policy`] decides what is served;
+//! implementation; [`servers`] tracks server health and backoff; [`persist`] keeps the cache
+//! on disk; [`mapping`] turns entries into records; [`policy`] decides what is served;
 //! [`filter`] builds escaped LDAP filters; [`records`] holds the record types.
 //!
 //! The daemon never resolves users or groups through NSS itself.
