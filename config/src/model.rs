@@ -133,8 +133,11 @@ pub struct DaemonConfig {
     pub runtime_dir: PathBuf,
     /// Where the cache persists across restarts. Default `/var/cache/toolforge-nss`.
     pub cache_dir: PathBuf,
-    /// Most client connections served at once; further ones get a `Busy` error. Default 1024.
+    /// Most client connections served at once; further ones get a `Busy` error. Default 4096.
     pub max_connections: usize,
+    /// Most connections from one peer uid (SO_PEERCRED), so one tool cannot take every
+    /// slot; further ones get a `Busy` error. Default 256.
+    pub max_connections_per_uid: usize,
     /// A connection idle this long is closed (clients reconnect). Default 30000 ms.
     pub idle_timeout_ms: u64,
     /// Most time a client may take to send a whole request once it started. Default 1000 ms.
@@ -148,7 +151,8 @@ impl Default for DaemonConfig {
         DaemonConfig {
             runtime_dir: "/run/toolforge-nss".into(),
             cache_dir: "/var/cache/toolforge-nss".into(),
-            max_connections: 1024,
+            max_connections: 4096,
+            max_connections_per_uid: 256,
             idle_timeout_ms: 30_000,
             request_timeout_ms: 1_000,
             worker_threads: 2,

@@ -194,6 +194,12 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         1,
         1_000_000,
     )?;
+    check_range(
+        "daemon.max_connections_per_uid",
+        d.max_connections_per_uid as u64,
+        1,
+        d.max_connections as u64,
+    )?;
     check_range("daemon.idle_timeout_ms", d.idle_timeout_ms, 100, 3_600_000)?;
     check_range(
         "daemon.request_timeout_ms",

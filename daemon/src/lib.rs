@@ -18,6 +18,7 @@ pub mod enumeration;
 pub mod filter;
 pub mod ldap;
 pub mod mapping;
+pub mod peers;
 pub mod persist;
 pub mod policy;
 pub mod records;

@@ -1,7 +1,8 @@
 //! The listening side: prepares `runtime_dir` and its socket (created 0666 under a temporary
 //! name, then renamed over the old one, so clients never see it missing; a live daemon on the
 //! same socket is refused, a stale socket replaced), accepts connections up to
-//! `max_connections` (beyond, a `Busy` error and close), and shuts down gracefully: stop
+//! `max_connections` in all and `max_connections_per_uid` per peer uid (beyond, a `Busy`
+//! error and close), and shuts down gracefully: stop
 //! accepting, let connections finish their current request, remove the socket.
 
 use std::io;
@@ -19,6 +20,7 @@ use toolforge_nss_protocol::{Capabilities, ErrorCode, Response};
 
 use crate::connection::{self, Limits};
 use crate::directory::Directory;
+use crate::peers::PeerLimits;
 use crate::resolver::Resolver;
 
 /// The lookup socket's file name inside `runtime_dir`.
@@ -94,6 +96,16 @@ impl Listener {
     }
 }
 
+/// Answers a refused client with a `Busy` error (bounded in time) and hangs up.
+fn refuse(stream: tokio::net::UnixStream, limits: Limits, why: &str) {
+    let busy = Response::Error { code: ErrorCode::Busy, message: why.into() }.encode(0, 0, Capabilities::default());
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut s = stream;
+        let _ = tokio::time::timeout(limits.request_timeout, s.write_all(&busy)).await;
+    });
+}
+
 /// Serves lookups until `shutdown` resolves.
 pub async fn serve<D: Directory>(
     listener: Listener,
@@ -107,6 +119,7 @@ pub async fn serve<D: Directory>(
     };
     let max = config.daemon.max_connections;
     let permits = Arc::new(Semaphore::new(max));
+    let peers = PeerLimits::new(config.daemon.max_connections_per_uid);
     let (stop_tx, stop_rx) = watch::channel(false);
     info!(socket = %listener.path().display(), max_connections = max, "serving lookups");
     tokio::pin!(shutdown);
@@ -124,34 +137,24 @@ pub async fn serve<D: Directory>(
                 continue;
             }
         };
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let (resolver, stop) = (resolver.clone(), stop_rx.clone());
-                tokio::spawn(async move {
-                    connection::serve(stream, resolver, limits, stop).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                warn!(
-                    max_connections = max,
-                    "connection limit reached; refusing a client"
-                );
-                tokio::spawn(async move {
-                    let busy = Response::Error {
-                        code: ErrorCode::Busy,
-                        message: "daemon busy".into(),
-                    }
-                    .encode(0, 0, Capabilities::default());
-                    let _ = tokio::time::timeout(limits.request_timeout, async {
-                        use tokio::io::AsyncWriteExt;
-                        let mut s = stream;
-                        s.write_all(&busy).await
-                    })
-                    .await;
-                });
-            }
-        }
+        let Some(uid) = stream.peer_cred().ok().map(|c| c.uid()) else {
+            refuse(stream, limits, "cannot identify the peer");
+            continue;
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(max_connections = max, "connection limit reached; refusing a client");
+            refuse(stream, limits, "daemon busy");
+            continue;
+        };
+        let Some(slot) = peers.admit(uid) else {
+            refuse(stream, limits, "too many connections from this uid");
+            continue;
+        };
+        let (resolver, stop) = (resolver.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            connection::serve(stream, resolver, limits, stop).await;
+            drop((slot, permit));
+        });
     }
     info!("shutting down: no new connections");
     drop(listener);

@@ -10,4 +10,5 @@ mod maps;
 mod module_abi;
 mod protocol_abuse;
 mod resilience;
+mod security;
 mod singleflight;
