@@ -44,6 +44,14 @@ pub struct LdapConfig {
     /// File holding the bind password (first line); required with `bind_dn`.
     #[serde(default)]
     pub bind_password_file: Option<PathBuf>,
+    /// PEM file of the CA(s) that sign the servers' certificates, for `ldaps://` and
+    /// StartTLS. Default: the system bundle `/etc/ssl/certs/ca-certificates.crt`.
+    /// Certificates and host names are always verified.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Upgrade `ldap://` connections with StartTLS (refused if the server cannot).
+    #[serde(default)]
+    pub starttls: bool,
     /// `rfc2307` (default) or `rfc2307bis`.
     #[serde(default)]
     pub schema: Schema,

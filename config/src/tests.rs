@@ -111,6 +111,11 @@ fn invalid_values_name_key_value_and_reason() {
             "balanced",
         ),
         (
+            "[ldap]\nuri = [\"ldaps://x\"]\nbase = \"dc=x\"\nstarttls = true",
+            "ldap.starttls",
+            "already TLS",
+        ),
+        (
             "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[policy]\nmin_id = 0",
             "policy.min_id",
             "id 0",

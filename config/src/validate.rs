@@ -112,6 +112,15 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         &l.base,
         "is not a DN (attr=value,...)",
     )?;
+    if l.starttls {
+        if let Some(u) = l.uri.iter().find(|u| u.starts_with("ldaps://")) {
+            return Err(bad(
+                "ldap.starttls",
+                true,
+                format!("is for ldap:// URIs; {u} is already TLS"),
+            ));
+        }
+    }
     match (&l.bind_dn, &l.bind_password_file) {
         (Some(dn), Some(_)) => check(looks_like_dn(dn), "ldap.bind_dn", dn, "is not a DN")?,
         (Some(dn), None) => {

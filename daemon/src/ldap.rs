@@ -39,6 +39,33 @@ pub fn read_bind_password(path: &std::path::Path) -> Result<String, String> {
     Ok(text.lines().next().unwrap_or("").to_owned())
 }
 
+/// The system CA bundle, used when `tls_ca_file` is not set.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A TLS client config trusting exactly the certificates of `path` (verification is never
+/// turned off). Built once at start so a bad file refuses the start, not every connection.
+pub fn tls_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: holds no PEM certificate", path.display()));
+    }
+    Ok(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
 struct Connection {
     ldap: Ldap,
     index: usize,
@@ -51,6 +78,7 @@ pub struct LdapDirectory {
     user_bases: Vec<String>,
     group_bases: Vec<String>,
     bind_password: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     servers: Servers,
     current: Mutex<Option<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
@@ -80,10 +108,23 @@ fn parse_entry(re: ResultEntry) -> Option<RawEntry> {
 impl LdapDirectory {
     pub fn new(cfg: &LdapConfig) -> Result<LdapDirectory, String> {
         let bind_password = match &cfg.bind_password_file {
-            Some(p) => Some(read_bind_password(p)?),
+            Some(p) => {
+                Some(read_bind_password(p).map_err(|e| format!("ldap.bind_password_file: {e}"))?)
+            }
             None => None,
         };
+        let uses_tls = cfg.starttls || cfg.uri.iter().any(|u| u.starts_with("ldaps://"));
+        let tls = if uses_tls {
+            let ca = cfg
+                .tls_ca_file
+                .clone()
+                .unwrap_or_else(|| SYSTEM_CA_BUNDLE.into());
+            Some(tls_config(&ca).map_err(|e| format!("ldap.tls_ca_file: {e}"))?)
+        } else {
+            None
+        };
         Ok(LdapDirectory {
+            tls,
             mapper: Mapper::new(cfg.schema, &cfg.attributes),
             user_bases: cfg.user_bases(),
             group_bases: cfg.group_bases(),
@@ -134,8 +175,12 @@ impl LdapDirectory {
     }
 
     async fn open(&self, uri: &str) -> Result<Ldap, String> {
-        let settings = LdapConnSettings::new()
-            .set_conn_timeout(Duration::from_millis(self.cfg.connect_timeout_ms));
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(Duration::from_millis(self.cfg.connect_timeout_ms))
+            .set_starttls(self.cfg.starttls);
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, uri)
             .await
             .map_err(|e| e.to_string())?;

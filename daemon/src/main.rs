@@ -92,7 +92,7 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
     let directory = match LdapDirectory::new(&config.ldap) {
         Ok(d) => d,
         Err(e) => {
-            error!("refusing to start: ldap.bind_password_file: {e}");
+            error!("refusing to start: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -189,7 +189,7 @@ async fn reload_on_sighup(resolver: Arc<Daemon>, path: PathBuf, mut running: Con
             match LdapDirectory::new(&new.ldap) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    error!("reload refused, keeping the running configuration: ldap.bind_password_file: {e}");
+                    error!("reload refused, keeping the running configuration: {e}");
                     continue;
                 }
             }

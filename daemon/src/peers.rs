@@ -35,7 +35,11 @@ impl Drop for PeerSlot {
 
 impl PeerLimits {
     pub fn new(per_uid: usize) -> Arc<PeerLimits> {
-        Arc::new(PeerLimits { per_uid, counts: Mutex::new(HashMap::new()), last_warning: AtomicU64::new(0) })
+        Arc::new(PeerLimits {
+            per_uid,
+            counts: Mutex::new(HashMap::new()),
+            last_warning: AtomicU64::new(0),
+        })
     }
 
     /// A slot for `uid`, or `None` when it holds `per_uid` connections already.
@@ -48,20 +52,37 @@ impl PeerLimits {
             return None;
         }
         *n += 1;
-        Some(PeerSlot { limits: self.clone(), uid })
+        Some(PeerSlot {
+            limits: self.clone(),
+            uid,
+        })
     }
 
     /// Connections per uid now.
     pub fn connections(&self) -> HashMap<u32, usize> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// At most one warning every ten seconds, however hard a client pushes.
     fn warn_limited(&self, uid: u32) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let last = self.last_warning.load(Ordering::Relaxed);
-        if now >= last + 10 && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            warn!(uid, max_connections_per_uid = self.per_uid, "per-uid connection limit reached; refusing");
+        if now >= last + 10
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(
+                uid,
+                max_connections_per_uid = self.per_uid,
+                "per-uid connection limit reached; refusing"
+            );
         }
     }
 }

@@ -98,7 +98,11 @@ impl Listener {
 
 /// Answers a refused client with a `Busy` error (bounded in time) and hangs up.
 fn refuse(stream: tokio::net::UnixStream, limits: Limits, why: &str) {
-    let busy = Response::Error { code: ErrorCode::Busy, message: why.into() }.encode(0, 0, Capabilities::default());
+    let busy = Response::Error {
+        code: ErrorCode::Busy,
+        message: why.into(),
+    }
+    .encode(0, 0, Capabilities::default());
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let mut s = stream;
@@ -142,7 +146,10 @@ pub async fn serve<D: Directory>(
             continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(max_connections = max, "connection limit reached; refusing a client");
+            warn!(
+                max_connections = max,
+                "connection limit reached; refusing a client"
+            );
             refuse(stream, limits, "daemon busy");
             continue;
         };

@@ -12,3 +12,4 @@ mod protocol_abuse;
 mod resilience;
 mod security;
 mod singleflight;
+mod tls;

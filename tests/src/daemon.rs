@@ -36,6 +36,7 @@ pub fn config(
 pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    log_filter: String,
 }
 
 impl Daemon {
@@ -51,6 +52,11 @@ impl Daemon {
 
     /// Starts a daemon with the config `make(runtime_dir, cache_dir)` returns.
     pub fn start_with(make: impl FnOnce(&Path, &Path) -> String) -> Daemon {
+        Daemon::start_logged(make, "info,toolforge_nssd=debug")
+    }
+
+    /// As [`Daemon::start_with`], logging with the `RUST_LOG` filter `log_filter`.
+    pub fn start_logged(make: impl FnOnce(&Path, &Path) -> String, log_filter: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("tf-daemon-")
             .tempdir()
@@ -63,7 +69,11 @@ impl Daemon {
         .expect("chmod");
         let cfg = make(&dir.path().join("run"), &dir.path().join("cache"));
         std::fs::write(dir.path().join("config.toml"), cfg).expect("write config");
-        let mut d = Daemon { dir, child: None };
+        let mut d = Daemon {
+            dir,
+            child: None,
+            log_filter: log_filter.to_owned(),
+        };
         d.launch();
         d
     }
@@ -78,7 +88,7 @@ impl Daemon {
             Command::new(daemon_bin())
                 .arg("--config")
                 .arg(self.config_path())
-                .env("RUST_LOG", "info,toolforge_nssd=debug")
+                .env("RUST_LOG", &self.log_filter)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log),
@@ -97,6 +107,39 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Runs the daemon on a config it must refuse; returns its exit status and output.
+    pub fn refuses(
+        uris: &[String],
+        schema: Schema,
+        ldap_extra: &str,
+    ) -> (std::process::ExitStatus, String) {
+        let dir = tempfile::Builder::new()
+            .prefix("tf-daemon-")
+            .tempdir()
+            .expect("tempdir");
+        let cfg = config(
+            uris,
+            schema,
+            &dir.path().join("run"),
+            &dir.path().join("cache"),
+            ldap_extra,
+            "",
+        );
+        std::fs::write(dir.path().join("config.toml"), cfg).expect("write config");
+        let out = Command::new(daemon_bin())
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("run toolforge-nssd");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, text)
     }
 
     pub fn config_path(&self) -> PathBuf {

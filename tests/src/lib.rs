@@ -11,3 +11,4 @@ pub mod nss;
 pub mod paths;
 pub mod process;
 pub mod slapd;
+pub mod tls;

@@ -12,13 +12,30 @@ use std::time::{Duration, Instant};
 use crate::fixture::{Fixture, BASE};
 use crate::process::{free_port, signal, spawn_tied};
 
+/// The directory's administrator (rootdn) and its password: distinctive, so a test can prove
+/// it never appears in a log.
+pub const ADMIN_DN: &str = "cn=admin,dc=wikimedia,dc=org";
+pub const ADMIN_PASSWORD: &str = "Zq7-never-log-this-bind-password";
+
 pub struct Slapd {
     pub port: u16,
+    /// The `ldaps://` port, when started with a certificate.
+    pub tls_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
-fn config(dir: &Path) -> String {
+fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>) -> String {
+    let tls = tls
+        .map(|(ca, cert, key)| {
+            format!(
+                "TLSCACertificateFile {}\nTLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            )
+        })
+        .unwrap_or_default();
     format!(
         "include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
@@ -29,11 +46,11 @@ moduleload back_mdb
 pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
 sizelimit size.soft=1000 size.hard=1000 size.prtotal=unlimited
-database mdb
+{tls}database mdb
 maxsize 268435456
 suffix \"{BASE}\"
 rootdn \"cn=admin,{BASE}\"
-rootpw secret
+rootpw {ADMIN_PASSWORD}
 directory {d}/db
 index objectClass eq
 index uid,uidNumber,gidNumber,memberUid,member,cn eq
@@ -45,12 +62,18 @@ index uid,uidNumber,gidNumber,memberUid,member,cn eq
 impl Slapd {
     /// Loads `fixture` and starts serving it on a free port.
     pub fn start(fixture: &Fixture) -> Slapd {
+        Slapd::start_tls(fixture, None)
+    }
+
+    /// As [`Slapd::start`]; with `(ca, cert, key)` it also serves `ldaps://` on `tls_port`
+    /// and offers StartTLS on the plain port.
+    pub fn start_tls(fixture: &Fixture, tls: Option<(&Path, &Path, &Path)>) -> Slapd {
         let dir = tempfile::Builder::new()
             .prefix("tf-slapd-")
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("db")).expect("db dir");
-        std::fs::write(dir.path().join("slapd.conf"), config(dir.path()))
+        std::fs::write(dir.path().join("slapd.conf"), config(dir.path(), tls))
             .expect("write slapd.conf");
         std::fs::write(dir.path().join("data.ldif"), &fixture.ldif).expect("write ldif");
         let out = Command::new("slapadd")
@@ -65,8 +88,10 @@ impl Slapd {
             "slapadd failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let tls_port = if tls.is_some() { free_port() } else { 0 };
         let mut s = Slapd {
             port: 0,
+            tls_port,
             dir,
             child: None,
         };
@@ -90,7 +115,7 @@ impl Slapd {
                 .args(["-d", "256", "-f"])
                 .arg(self.dir.path().join("slapd.conf"))
                 .arg("-h")
-                .arg(format!("ldap://127.0.0.1:{port}/"))
+                .arg(self.listen_urls(port))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log),
@@ -107,6 +132,19 @@ impl Slapd {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn listen_urls(&self, port: u16) -> String {
+        let mut urls = format!("ldap://127.0.0.1:{port}/");
+        if self.tls_port != 0 {
+            urls.push_str(&format!(" ldaps://127.0.0.1:{}/", self.tls_port));
+        }
+        urls
+    }
+
+    /// `ldaps://127.0.0.1:PORT` (servers started with a certificate).
+    pub fn ldaps_uri(&self) -> String {
+        format!("ldaps://127.0.0.1:{}", self.tls_port)
     }
 
     pub fn uri(&self) -> String {
