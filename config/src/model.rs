@@ -141,6 +141,14 @@ pub struct DaemonConfig {
     pub runtime_dir: PathBuf,
     /// Where the cache persists across restarts. Default `/var/cache/toolforge-nss`.
     pub cache_dir: PathBuf,
+    /// Holds the admin socket (`admin.socket`, 0600): a directory only root may enter
+    /// (0700). Never mounted into pods. Default `/run/toolforge-nss-admin`.
+    pub admin_dir: PathBuf,
+    /// After binding its sockets, run as this uid (numeric: the daemon never resolves users
+    /// through NSS). Unset: keep the uid it was started with.
+    pub run_as_uid: Option<u32>,
+    /// Group for `run_as_uid` (default: the same number).
+    pub run_as_gid: Option<u32>,
     /// Most client connections served at once; further ones get a `Busy` error. Default 4096.
     pub max_connections: usize,
     /// Most connections from one peer uid (SO_PEERCRED), so one tool cannot take every
@@ -159,6 +167,9 @@ impl Default for DaemonConfig {
         DaemonConfig {
             runtime_dir: "/run/toolforge-nss".into(),
             cache_dir: "/var/cache/toolforge-nss".into(),
+            admin_dir: "/run/toolforge-nss-admin".into(),
+            run_as_uid: None,
+            run_as_gid: None,
             max_connections: 4096,
             max_connections_per_uid: 256,
             idle_timeout_ms: 30_000,

@@ -203,6 +203,30 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         1,
         1_000_000,
     )?;
+    check(
+        d.admin_dir.is_absolute(),
+        "daemon.admin_dir",
+        &d.admin_dir,
+        "must be an absolute path",
+    )?;
+    check(
+        d.admin_dir != d.runtime_dir,
+        "daemon.admin_dir",
+        &d.admin_dir,
+        "must not be the runtime_dir (which pods mount)",
+    )?;
+    check(
+        d.run_as_uid != Some(0),
+        "daemon.run_as_uid",
+        d.run_as_uid,
+        "0 is root; leave it unset to keep the starting uid",
+    )?;
+    check(
+        d.run_as_gid.is_none() || d.run_as_uid.is_some(),
+        "daemon.run_as_gid",
+        d.run_as_gid,
+        "needs daemon.run_as_uid",
+    )?;
     check_range(
         "daemon.max_connections_per_uid",
         d.max_connections_per_uid as u64,

@@ -111,8 +111,9 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
         );
     }
 
-    pub fn remove(&self, key: &K) {
-        self.lock().pop(key);
+    /// Removes `key`; returns what it held (`Some(None)`: a negative entry).
+    pub fn remove(&self, key: &K) -> Option<Option<V>> {
+        self.lock().pop(key).map(|s| s.value)
     }
 
     pub fn clear(&self) {

@@ -11,6 +11,7 @@
 //!
 //! The daemon never resolves users or groups through NSS itself.
 
+pub mod admin;
 pub mod cache;
 pub mod connection;
 pub mod directory;
@@ -21,6 +22,7 @@ pub mod mapping;
 pub mod peers;
 pub mod persist;
 pub mod policy;
+pub mod privileges;
 pub mod records;
 pub mod resolver;
 pub mod server;

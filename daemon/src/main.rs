@@ -16,9 +16,9 @@ use tracing::{error, info, warn};
 
 use toolforge_nss_config::Config;
 use toolforge_nssd::ldap::LdapDirectory;
-use toolforge_nssd::persist;
 use toolforge_nssd::resolver::Resolver;
 use toolforge_nssd::server::{self, Listener};
+use toolforge_nssd::{admin, persist, privileges};
 
 /// Caching LDAP name-service daemon for containers (serves libnss_toolforge.so.2).
 #[derive(Parser, Debug)]
@@ -116,6 +116,32 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin = match privileges::check_private_dir(&config.daemon.admin_dir).and_then(|()| {
+        Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+            .map_err(|e| e.to_string())
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(uid) = config.daemon.run_as_uid {
+        let gid = config.daemon.run_as_gid.unwrap_or(uid);
+        let own = [
+            config.daemon.runtime_dir.as_path(),
+            config.daemon.cache_dir.as_path(),
+        ];
+        match privileges::drop_to(uid, gid, &own) {
+            Ok(()) => info!(uid, gid, "running unprivileged"),
+            Err(e) => {
+                error!("refusing to start: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    tokio::spawn(admin::serve(admin, resolver.clone(), started));
     info!(
         version = env!("CARGO_PKG_VERSION"),
         servers = ?config.ldap.uri,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use toolforge_nss_config::Config;
+use toolforge_nss_protocol::admin::Scope;
 use toolforge_nss_protocol::names::is_valid_name;
 use toolforge_nss_protocol::{ErrorCode, Request, Response, ResponseKind, MAX_RESPONSE_BODY};
 
@@ -220,6 +221,16 @@ impl<D: Directory> Resolver<D> {
             self.stats.generation.fetch_add(1, Ordering::Relaxed);
             info!("cache flushed: directory or policy settings changed");
         }
+    }
+
+    /// Entries past their TTL, in all maps.
+    pub fn expired_entries(&self) -> usize {
+        let (m, now) = (&self.maps, Instant::now());
+        m.users_by_name.expired_count(now)
+            + m.users_by_uid.expired_count(now)
+            + m.groups_by_name.expired_count(now)
+            + m.groups_by_gid.expired_count(now)
+            + m.initgroups.expired_count(now)
     }
 
     /// Entries per map: passwd by name, by uid, group by name, by gid, initgroups.
@@ -520,6 +531,46 @@ impl<D: Directory> Resolver<D> {
     /// Drops every cached answer.
     pub fn maps_clear(&self) {
         self.maps.clear();
+    }
+
+    /// Drops cached answers (as `sss_cache`): everything, one user (by name and uid, and its
+    /// groups list), or one group (by name and gid, and the groups lists of its members).
+    /// Returns how many entries went.
+    pub fn invalidate(&self, scope: &Scope) -> u32 {
+        let m = &self.maps;
+        let n = match scope {
+            Scope::All => {
+                let n: usize = self.cache_sizes().iter().sum();
+                m.clear();
+                n as u32
+            }
+            Scope::User(name) => {
+                let mut n = 0;
+                if let Some(v) = m.users_by_name.remove(name) {
+                    n += 1;
+                    if let Some(e) = v {
+                        n += u32::from(m.users_by_uid.remove(&e.record.passwd.uid).is_some());
+                    }
+                }
+                n + u32::from(m.initgroups.remove(name).is_some())
+            }
+            Scope::Group(name) => {
+                let mut n = 0;
+                if let Some(v) = m.groups_by_name.remove(name) {
+                    n += 1;
+                    if let Some(e) = v {
+                        n += u32::from(m.groups_by_gid.remove(&e.record.group.gid).is_some());
+                        for member in &e.record.group.members {
+                            n += u32::from(m.initgroups.remove(member).is_some());
+                        }
+                    }
+                }
+                n
+            }
+        };
+        self.stats.generation.fetch_add(1, Ordering::Relaxed);
+        info!(?scope, entries = n, "cache invalidated");
+        n
     }
 
     async fn fetch_user(self: Arc<Self>, key: UserKey) -> DirResult<Option<UserEntry>> {

@@ -49,18 +49,34 @@ impl Listener {
         &self.path
     }
 
+    /// Accepts one connection.
+    pub async fn accept(&self) -> io::Result<tokio::net::UnixStream> {
+        self.listener.accept().await.map(|(s, _)| s)
+    }
+
     /// Creates `runtime_dir` if needed and binds `runtime_dir/socket`.
     pub fn bind(runtime_dir: &Path) -> io::Result<Listener> {
+        Listener::bind_at(runtime_dir, 0o755, SOCKET_NAME, 0o666)
+    }
+
+    /// Binds `dir/name` with mode `socket_mode`, creating `dir` with `dir_mode` if missing.
+    pub fn bind_at(
+        dir: &Path,
+        dir_mode: u32,
+        name: &str,
+        socket_mode: u32,
+    ) -> io::Result<Listener> {
+        let runtime_dir = dir;
         let context = |what: &str, p: &Path, e: io::Error| {
             io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
         };
         if !runtime_dir.exists() {
             std::fs::create_dir_all(runtime_dir)
                 .map_err(|e| context("cannot create", runtime_dir, e))?;
-            std::fs::set_permissions(runtime_dir, std::fs::Permissions::from_mode(0o755))
+            std::fs::set_permissions(runtime_dir, std::fs::Permissions::from_mode(dir_mode))
                 .map_err(|e| context("cannot chmod", runtime_dir, e))?;
         }
-        let path = runtime_dir.join(SOCKET_NAME);
+        let path = runtime_dir.join(name);
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
             if !meta.file_type().is_socket() {
                 return Err(io::Error::new(
@@ -79,11 +95,11 @@ impl Listener {
             }
             info!(socket = %path.display(), "replacing stale socket");
         }
-        let tmp = runtime_dir.join(format!(".{SOCKET_NAME}.{}", std::process::id()));
+        let tmp = runtime_dir.join(format!(".{name}.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let std_listener = std::os::unix::net::UnixListener::bind(&tmp)
             .map_err(|e| context("cannot bind", &tmp, e))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666))
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(socket_mode))
             .map_err(|e| context("cannot chmod", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| context("cannot rename socket to", &path, e))?;
         let inode = std::fs::symlink_metadata(&path)?.ino();

@@ -10,6 +10,7 @@
 //! * [`message`]: requests and responses and their bodies.
 //! * [`names`]: the name rules both sides apply before a name is sent or searched.
 
+pub mod admin;
 pub mod frame;
 pub mod message;
 pub mod names;

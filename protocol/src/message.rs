@@ -258,6 +258,20 @@ fn encode_frame(
     out
 }
 
+/// A whole frame around an already-encoded body.
+pub(crate) fn encode_frame_raw(
+    kind: u16,
+    request_id: u32,
+    version: u16,
+    flags: u16,
+    capabilities: Capabilities,
+    body: &[u8],
+) -> Vec<u8> {
+    encode_frame(kind, request_id, version, flags, capabilities, |out| {
+        out.extend_from_slice(body)
+    })
+}
+
 impl Response {
     pub fn kind(&self) -> ResponseKind {
         match self {

@@ -1,6 +1,7 @@
 //! The integration and end-to-end tests: one binary, one small harness (`toolforge_nss_tests`).
 //! Each module owns one area; `env` holds the slapd + daemon pairs shared by read-only tests.
 
+mod admin;
 mod cli;
 mod e2e;
 mod enumerate;

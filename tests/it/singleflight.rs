@@ -17,10 +17,11 @@ fn single_base_daemon(uri: String) -> Daemon {
     Daemon::start_with(|run, cache| {
         format!(
             "[ldap]\nuri = [{uri:?}]\nbase = \"dc=wikimedia,dc=org\"\n\
-             [daemon]\nruntime_dir = {:?}\ncache_dir = {:?}\n\
+             [daemon]\nruntime_dir = {:?}\ncache_dir = {:?}\nadmin_dir = {:?}\n\
              [cache]\npositive_ttl_secs = 2\nnegative_ttl_secs = 1\n",
             run.display().to_string(),
-            cache.display().to_string()
+            cache.display().to_string(),
+            run.with_file_name("admin").display().to_string()
         )
     })
 }

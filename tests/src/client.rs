@@ -105,6 +105,27 @@ pub fn enumerate(socket: &Path, users: bool) -> Vec<Response> {
     }
 }
 
+/// One admin request on the admin socket.
+pub fn admin(
+    socket: &Path,
+    req: &toolforge_nss_protocol::admin::AdminRequest,
+) -> Result<toolforge_nss_protocol::admin::AdminResponse, String> {
+    let mut s =
+        UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    // A refusing daemon answers and hangs up without reading: read its answer regardless.
+    let written = s.write_all(&req.encode(5));
+    let mut head = [0u8; HEADER_LEN];
+    if s.read_exact(&mut head).is_err() {
+        return Err(written.err().map_or("no answer".into(), |e| e.to_string()));
+    }
+    let h = Header::decode(&head, MAX_RESPONSE_BODY).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; h.body_len as usize];
+    s.read_exact(&mut body).map_err(|e| e.to_string())?;
+    toolforge_nss_protocol::admin::AdminResponse::decode(h.kind, &body)
+}
+
 /// Sends raw bytes and returns whatever comes back until the daemon closes or 2 s pass.
 pub fn raw_exchange(socket: &Path, bytes: &[u8]) -> Vec<u8> {
     let mut s = UnixStream::connect(socket).expect("connect");

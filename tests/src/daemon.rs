@@ -25,11 +25,12 @@ pub fn config(
         "[ldap]\nuri = [{}]\nbase = \"{BASE}\"\nschema = \"{}\"\n{ldap_extra}\
          [ldap.users]\nbases = [\"ou=people,{BASE}\", \"ou=people,ou=servicegroups,{BASE}\"]\nfilter = \"(objectClass=posixAccount)\"\n\
          [ldap.groups]\nbases = [\"ou=groups,{BASE}\", \"ou=servicegroups,{BASE}\"]\nfilter = \"(objectClass=posixGroup)\"\n\
-         [daemon]\nruntime_dir = {:?}\ncache_dir = {:?}\n{extra}",
+         [daemon]\nruntime_dir = {:?}\ncache_dir = {:?}\nadmin_dir = {:?}\n{extra}",
         uris.join(", "),
         schema.config_name(),
         runtime_dir.display().to_string(),
         cache_dir.display().to_string(),
+        runtime_dir.with_file_name("admin").display().to_string(),
     )
 }
 
@@ -148,6 +149,11 @@ impl Daemon {
 
     pub fn runtime_dir(&self) -> PathBuf {
         self.dir.path().join("run")
+    }
+
+    /// The admin socket (root only).
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("admin").join("admin.socket")
     }
 
     pub fn socket(&self) -> PathBuf {

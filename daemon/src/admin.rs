@@ -1,0 +1,251 @@
+//! The admin socket: status, cache invalidation and a cache dump, for root only. It lives in
+//! `admin_dir` (0700, never mounted into pods), the socket is 0600, and every connection's
+//! peer uid (SO_PEERCRED) must be 0. One request per connection, bounded in size and time.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::time::timeout;
+use tracing::{info, warn};
+
+use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse};
+use toolforge_nss_protocol::{
+    Capabilities, ErrorCode, Header, Response, HEADER_LEN, MAX_REQUEST_BODY,
+};
+
+use crate::ldap::LdapDirectory;
+use crate::resolver::Resolver;
+use crate::server::Listener;
+
+/// The admin socket's file name inside `admin_dir`.
+pub const SOCKET_NAME: &str = "admin.socket";
+const DEADLINE: Duration = Duration::from_secs(5);
+/// Most lines a dump returns.
+const MAX_DUMP_LINES: usize = 50_000;
+
+type Daemon = Resolver<LdapDirectory>;
+
+/// Serves admin requests for the life of the process.
+pub async fn serve(listener: Listener, resolver: Arc<Daemon>, started: Instant) {
+    info!(socket = %listener.path().display(), "serving admin requests (uid 0 only)");
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let resolver = resolver.clone();
+        tokio::spawn(async move {
+            let _ = timeout(DEADLINE, handle(stream, resolver, started)).await;
+        });
+    }
+}
+
+fn error(code: ErrorCode, message: &str) -> Vec<u8> {
+    Response::Error {
+        code,
+        message: message.into(),
+    }
+    .encode(0, 0, Capabilities::default())
+}
+
+async fn handle(
+    mut stream: UnixStream,
+    resolver: Arc<Daemon>,
+    started: Instant,
+) -> std::io::Result<()> {
+    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+    if uid != Some(0) {
+        warn!(peer_uid = ?uid, "admin request refused: not root");
+        return stream
+            .write_all(&error(
+                ErrorCode::BadRequest,
+                "permission denied: admin requests need uid 0",
+            ))
+            .await;
+    }
+    let mut head = [0u8; HEADER_LEN];
+    stream.read_exact(&mut head).await?;
+    let header = match Header::decode(&head, MAX_REQUEST_BODY) {
+        Ok(h) if h.version_supported() => h,
+        Ok(h) => {
+            return stream
+                .write_all(&error(
+                    ErrorCode::UnsupportedVersion,
+                    &format!("version {}", h.version),
+                ))
+                .await
+        }
+        Err(e) => {
+            return stream
+                .write_all(&error(ErrorCode::BadRequest, &e.to_string()))
+                .await
+        }
+    };
+    let mut body = vec![0u8; header.body_len as usize];
+    stream.read_exact(&mut body).await?;
+    let answer = match AdminRequest::decode(header.kind, &body) {
+        Ok(AdminRequest::Status) => AdminResponse::Text(status(&resolver, started)),
+        Ok(AdminRequest::Invalidate(scope)) => AdminResponse::Done(resolver.invalidate(&scope)),
+        Ok(AdminRequest::Dump) => AdminResponse::Text(dump(&resolver)),
+        Err(e) => {
+            return stream
+                .write_all(&error(ErrorCode::BadRequest, &e.to_string()))
+                .await
+        }
+    };
+    stream.write_all(&answer.encode(header.request_id)).await
+}
+
+/// `key: value` lines, stable for scripts and probes.
+pub fn status(r: &Daemon, started: Instant) -> String {
+    let mut s = String::new();
+    let dir = r.directory();
+    let st = &r.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let (hits, misses) = (load(&st.hits), load(&st.misses));
+    let server = dir.server_in_use();
+    let _ = writeln!(s, "version: {}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(s, "uptime_secs: {}", started.elapsed().as_secs());
+    let _ = writeln!(
+        s,
+        "directory: {}",
+        if server.is_some() {
+            "online"
+        } else {
+            "offline"
+        }
+    );
+    let _ = writeln!(s, "server_in_use: {}", server.as_deref().unwrap_or("-"));
+    for h in dir.health() {
+        let _ = writeln!(
+            s,
+            "server: {} failures={} retry_in_ms={} last_error={}",
+            h.uri,
+            h.failures,
+            h.retry_in.map_or(0, |d| d.as_millis()),
+            h.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    let [a, b, c, d, e] = r.cache_sizes();
+    let _ = writeln!(s, "cache_entries: passwd_by_name={a} passwd_by_uid={b} group_by_name={c} group_by_gid={d} initgroups={e}");
+    let _ = writeln!(s, "cache_expired_entries: {}", r.expired_entries());
+    let _ = writeln!(
+        s,
+        "requests: {} hits: {hits} misses: {misses} refreshes: {} stale_served: {} unavailable: {}",
+        load(&st.requests),
+        load(&st.refreshes),
+        load(&st.stale_served),
+        load(&st.unavailable)
+    );
+    let ratio = if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    };
+    let _ = writeln!(s, "hit_ratio: {ratio:.4}");
+    let _ = writeln!(s, "directory_searches: {}", dir.search_count());
+    s
+}
+
+/// One line per cached entry: map, key, answer, seconds to expiry (negative: expired).
+pub fn dump(r: &Daemon) -> String {
+    let mut s = String::new();
+    let now = Instant::now();
+    let left = |t: Instant| {
+        if t >= now {
+            (t - now).as_secs() as i64
+        } else {
+            -((now - t).as_secs() as i64)
+        }
+    };
+    let mut lines = 0;
+    let mut line = |s: &mut String, text: String| {
+        if lines < MAX_DUMP_LINES {
+            s.push_str(&text);
+            s.push('\n');
+        }
+        lines += 1;
+    };
+    let m = &r.maps;
+    for e in m.users_by_name.snapshot(now) {
+        let what = e.value.map_or("absent".to_string(), |u| {
+            format!("uid={} home={}", u.record.passwd.uid, u.record.passwd.dir)
+        });
+        line(
+            &mut s,
+            format!(
+                "passwd name={} {what} expires_in_secs={}",
+                e.key,
+                left(e.expires)
+            ),
+        );
+    }
+    for e in m.users_by_uid.snapshot(now) {
+        let what = e.value.map_or("absent".to_string(), |u| {
+            format!("name={}", u.record.passwd.name)
+        });
+        line(
+            &mut s,
+            format!(
+                "passwd uid={} {what} expires_in_secs={}",
+                e.key,
+                left(e.expires)
+            ),
+        );
+    }
+    for e in m.groups_by_name.snapshot(now) {
+        let what = e.value.map_or("absent".to_string(), |g| {
+            format!(
+                "gid={} members={}",
+                g.record.group.gid,
+                g.record.group.members.len()
+            )
+        });
+        line(
+            &mut s,
+            format!(
+                "group name={} {what} expires_in_secs={}",
+                e.key,
+                left(e.expires)
+            ),
+        );
+    }
+    for e in m.groups_by_gid.snapshot(now) {
+        let what = e.value.map_or("absent".to_string(), |g| {
+            format!("name={}", g.record.group.name)
+        });
+        line(
+            &mut s,
+            format!(
+                "group gid={} {what} expires_in_secs={}",
+                e.key,
+                left(e.expires)
+            ),
+        );
+    }
+    for e in m.initgroups.snapshot(now) {
+        let what = e
+            .value
+            .map_or("absent".to_string(), |g| format!("gids={:?}", g.record));
+        line(
+            &mut s,
+            format!(
+                "initgroups name={} {what} expires_in_secs={}",
+                e.key,
+                left(e.expires)
+            ),
+        );
+    }
+    if lines > MAX_DUMP_LINES {
+        let _ = writeln!(s, "... {} more entries not shown", lines - MAX_DUMP_LINES);
+    }
+    s
+}
