@@ -17,6 +17,28 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: an optional Prometheus text endpoint.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `ADDRESS:PORT` to serve `GET /metrics` on (keep it on loopback or a node-local
+    /// address); unset: no endpoint.
+    pub listen: Option<String>,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (without timestamps under journald, which adds its own).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Directory schema: how group membership is stored.
@@ -149,6 +171,12 @@ pub struct DaemonConfig {
     pub run_as_uid: Option<u32>,
     /// Group for `run_as_uid` (default: the same number).
     pub run_as_gid: Option<u32>,
+    /// Users looked up (with their groups) at start, so they answer from cache at once.
+    pub prefetch_users: Vec<String>,
+    /// Groups looked up at start.
+    pub prefetch_groups: Vec<String>,
+    /// `text` (default) or `json`. The level comes from `RUST_LOG` (default `info`).
+    pub log_format: LogFormat,
     /// Most client connections served at once; further ones get a `Busy` error. Default 4096.
     pub max_connections: usize,
     /// Most connections from one peer uid (SO_PEERCRED), so one tool cannot take every
@@ -170,6 +198,9 @@ impl Default for DaemonConfig {
             admin_dir: "/run/toolforge-nss-admin".into(),
             run_as_uid: None,
             run_as_gid: None,
+            prefetch_users: vec![],
+            prefetch_groups: vec![],
+            log_format: LogFormat::Text,
             max_connections: 4096,
             max_connections_per_uid: 256,
             idle_timeout_ms: 30_000,

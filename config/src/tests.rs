@@ -158,6 +158,7 @@ fn the_example_config_is_valid_and_documents_every_default() {
     assert_eq!(c.daemon, DaemonConfig::default());
     assert_eq!(c.cache, CacheConfig::default());
     assert_eq!(c.policy, PolicyConfig::default());
+    assert_eq!(c.metrics, MetricsConfig::default());
     assert_eq!(c.ldap.attributes, AttributeMap::default());
     assert_eq!(c.ldap.connect_timeout_ms, 2000);
     assert_eq!(c.ldap.search_timeout_ms, 5000);

@@ -242,6 +242,27 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
     )?;
     check_range("daemon.worker_threads", d.worker_threads as u64, 1, 256)?;
 
+    for (key, names) in [
+        ("daemon.prefetch_users", &d.prefetch_users),
+        ("daemon.prefetch_groups", &d.prefetch_groups),
+    ] {
+        for n in names {
+            check(
+                is_valid_name(n.as_bytes()),
+                key,
+                n,
+                "is not a valid user or group name",
+            )?;
+        }
+    }
+    if let Some(addr) = &c.metrics.listen {
+        check(
+            addr.parse::<std::net::SocketAddr>().is_ok(),
+            "metrics.listen",
+            addr,
+            "must be ADDRESS:PORT, e.g. 127.0.0.1:9477",
+        )?;
+    }
     let k = &c.cache;
     check_range(
         "cache.positive_ttl_secs",

@@ -12,13 +12,14 @@ use tokio::net::UnixStream;
 use tokio::time::timeout;
 use tracing::{info, warn};
 
-use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse};
+use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse, Map};
 use toolforge_nss_protocol::{
-    Capabilities, ErrorCode, Header, Response, HEADER_LEN, MAX_REQUEST_BODY,
+    Capabilities, ErrorCode, Header, Request, Response, ResponseKind, ResponseRef, HEADER_LEN,
+    MAX_REQUEST_BODY,
 };
 
 use crate::ldap::LdapDirectory;
-use crate::resolver::Resolver;
+use crate::resolver::{Reply, Resolver};
 use crate::server::Listener;
 
 /// The admin socket's file name inside `admin_dir`.
@@ -95,6 +96,9 @@ async fn handle(
         Ok(AdminRequest::Status) => AdminResponse::Text(status(&resolver, started)),
         Ok(AdminRequest::Invalidate(scope)) => AdminResponse::Done(resolver.invalidate(&scope)),
         Ok(AdminRequest::Dump) => AdminResponse::Text(dump(&resolver)),
+        Ok(AdminRequest::Explain(map, key)) => {
+            AdminResponse::Text(explain(&resolver, map, key).await)
+        }
         Err(e) => {
             return stream
                 .write_all(&error(ErrorCode::BadRequest, &e.to_string()))
@@ -102,6 +106,130 @@ async fn handle(
         }
     };
     stream.write_all(&answer.encode(header.request_id)).await
+}
+
+/// Whether the daemon can answer: a server answered once, or a persisted cache was loaded.
+pub fn ready(r: &Daemon) -> bool {
+    r.directory().ever_connected() || r.stats.loaded_from_disk.load(Ordering::Relaxed)
+}
+
+fn secs_left(t: Instant) -> i64 {
+    let now = Instant::now();
+    if t >= now {
+        (t - now).as_secs() as i64
+    } else {
+        -((now - t).as_secs() as i64)
+    }
+}
+
+/// A lookup as the daemon makes it, with where the answer came from.
+pub async fn explain(r: &Arc<Daemon>, map: Map, key: String) -> String {
+    let numeric = key.parse::<u32>().ok();
+    let req = match (map, numeric) {
+        (Map::Passwd, Some(uid)) => Request::GetPwUid(uid),
+        (Map::Passwd, None) => Request::GetPwNam(key),
+        (Map::Group, Some(gid)) => Request::GetGrGid(gid),
+        (Map::Group, None) => Request::GetGrNam(key),
+        (Map::InitGroups, _) => Request::InitGroups(key),
+    };
+    let dir = r.directory();
+    let (before, positive, expires) = r.cache_state(&req);
+    let searches = dir.search_count();
+    let started = Instant::now();
+    let reply = r.resolve(req.clone()).await;
+    let took = started.elapsed();
+    let asked = dir.search_count() - searches;
+    let mut s = String::new();
+    let _ = writeln!(s, "request: {req:?}");
+    let (answer, stale) = match &reply {
+        Reply::Body { kind, body, stale } => (describe_answer(*kind, body.bytes()), *stale),
+        Reply::Message(Response::NotFound) => ("not found".to_string(), false),
+        Reply::Message(Response::Unavailable) => (
+            "unavailable (directory unreachable, nothing cached)".to_string(),
+            false,
+        ),
+        Reply::Message(other) => (format!("{other:?}"), false),
+    };
+    let _ = writeln!(s, "answer: {answer}");
+    let source = match (asked, before, stale) {
+        (_, _, true) => {
+            "daemon cache, expired: the directory did not answer in time (served stale)".to_string()
+        }
+        (n @ 1.., _, _) => format!("directory ({n} search{})", if n == 1 { "" } else { "es" }),
+        (0, "fresh", _) => "daemon cache (fresh)".to_string(),
+        (0, "due", _) => "daemon cache (fresh; refresh started in the background)".to_string(),
+        (0, "miss", _) => {
+            "policy: refused without a query (invalid or filtered name, or id out of range)"
+                .to_string()
+        }
+        (0, state, _) => format!("daemon cache ({state})"),
+    };
+    let _ = writeln!(s, "source: {source}");
+    let _ = writeln!(
+        s,
+        "cache_state_before: {before}{}",
+        positive.map_or("", |p| if p { " (found)" } else { " (absent)" })
+    );
+    if let Some(exp) = expires {
+        let left = secs_left(exp);
+        let _ = writeln!(s, "expires_in_secs_before: {left}");
+        if positive == Some(true) {
+            let _ = writeln!(s, "age_secs: {}", r.positive_ttl().as_secs() as i64 - left);
+        }
+    }
+    if let (_, _, Some(after)) = r.cache_state(&req) {
+        let _ = writeln!(s, "expires_in_secs: {}", secs_left(after));
+    }
+    let _ = writeln!(
+        s,
+        "server: {}",
+        dir.server_in_use()
+            .as_deref()
+            .unwrap_or("- (not connected)")
+    );
+    let user_dn = match &req {
+        Request::InitGroups(n) => r
+            .maps
+            .users_by_name
+            .peek(n, Instant::now())
+            .and_then(|(_, v, _)| v)
+            .map(|u| u.record.dn.clone()),
+        _ => None,
+    };
+    for q in dir.describe(&req, user_dn.as_deref()) {
+        let _ = writeln!(s, "query: {q}");
+    }
+    let _ = writeln!(s, "directory_searches: {asked}");
+    let _ = writeln!(s, "took_us: {}", took.as_micros());
+    s
+}
+
+fn describe_answer(kind: ResponseKind, body: &[u8]) -> String {
+    match ResponseRef::decode(kind as u16, body).and_then(|r| r.to_owned()) {
+        Ok(Response::Passwd(p)) => format!(
+            "{}:{}:{}:{}:{}:{}:{}",
+            p.name, p.passwd, p.uid, p.gid, p.gecos, p.dir, p.shell
+        ),
+        Ok(Response::Group(g)) => {
+            let shown: Vec<&str> = g.members.iter().take(20).map(String::as_str).collect();
+            let more = g.members.len().saturating_sub(20);
+            let tail = if more > 0 {
+                format!(",... ({more} more)")
+            } else {
+                String::new()
+            };
+            format!(
+                "{}:{}:{}:{}{tail}",
+                g.name,
+                g.passwd,
+                g.gid,
+                shown.join(",")
+            )
+        }
+        Ok(Response::GroupIds(ids)) => format!("gids {ids:?}"),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("undecodable answer: {e}"),
+    }
 }
 
 /// `key: value` lines, stable for scripts and probes.
@@ -114,14 +242,15 @@ pub fn status(r: &Daemon, started: Instant) -> String {
     let server = dir.server_in_use();
     let _ = writeln!(s, "version: {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(s, "uptime_secs: {}", started.elapsed().as_secs());
+    let _ = writeln!(s, "ready: {}", ready(r));
+    let (up, since) = dir.reachable_since();
+    let since_secs = std::time::SystemTime::now()
+        .duration_since(since)
+        .map_or(0, |d| d.as_secs());
     let _ = writeln!(
         s,
-        "directory: {}",
-        if server.is_some() {
-            "online"
-        } else {
-            "offline"
-        }
+        "directory: {} (for {since_secs} s)",
+        if up { "online" } else { "offline" }
     );
     let _ = writeln!(s, "server_in_use: {}", server.as_deref().unwrap_or("-"));
     for h in dir.health() {

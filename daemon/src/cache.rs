@@ -82,6 +82,23 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
         }
     }
 
+    /// The state of `key` without changing its LRU position: `fresh`, `due`, `expired` or
+    /// `too-stale`, its value (`None`: absent), and its expiry.
+    pub fn peek(&self, key: &K, now: Instant) -> Option<(&'static str, Option<V>, Instant)> {
+        let map = self.lock();
+        let slot = map.peek(key)?;
+        let state = if now < slot.refresh_at {
+            "fresh"
+        } else if now < slot.expires {
+            "due"
+        } else if now.saturating_duration_since(slot.expires) <= self.max_stale {
+            "expired"
+        } else {
+            "too-stale"
+        };
+        Some((state, slot.value.clone(), slot.expires))
+    }
+
     /// Stores an answer (`None`: known absent) valid for `ttl` from `now`. A zero TTL stores
     /// nothing (negative caching off).
     pub fn put(&self, key: K, value: Option<V>, ttl: Duration, now: Instant) {

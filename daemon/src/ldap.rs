@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::try_join_all;
 use ldap3::adapters::{EntriesOnly, PagedResults};
@@ -18,6 +18,7 @@ use toolforge_nss_config::{LdapConfig, Schema};
 
 use crate::directory::{DirError, DirResult, Directory};
 use crate::filter;
+use crate::histogram::Histogram;
 use crate::mapping::{Mapper, RawEntry};
 use crate::records::{GroupRecord, Membership, UserRecord};
 use crate::servers::{ServerHealth, Servers};
@@ -85,6 +86,12 @@ pub struct LdapDirectory {
     /// OpenLDAP keeps one paged-results state per connection: paged searches take turns.
     paging: tokio::sync::Mutex<()>,
     searches: AtomicU64,
+    /// Latency of searches that got an answer.
+    pub search_times: Histogram,
+    /// Whether a server has ever answered (readiness), and since when the directory is
+    /// reachable (`true`) or not.
+    connected_once: AtomicBool,
+    state: Mutex<(bool, SystemTime)>,
 }
 
 fn is_connection_error(e: &LdapError) -> bool {
@@ -135,6 +142,9 @@ impl LdapDirectory {
             connecting: tokio::sync::Mutex::new(()),
             paging: tokio::sync::Mutex::new(()),
             searches: AtomicU64::new(0),
+            search_times: Histogram::default(),
+            connected_once: AtomicBool::new(false),
+            state: Mutex::new((false, SystemTime::now())),
         })
     }
 
@@ -146,6 +156,95 @@ impl LdapDirectory {
     /// The server in use, if connected.
     pub fn server_in_use(&self) -> Option<String> {
         self.cached_connection().map(|c| c.uri.clone())
+    }
+
+    /// The searches a request makes (base and filter), for `toolforge-nssctl lookup --explain`.
+    /// `user_dn` is the user's DN for RFC 2307bis initgroups, when known.
+    pub fn describe(
+        &self,
+        req: &toolforge_nss_protocol::Request,
+        user_dn: Option<&str>,
+    ) -> Vec<String> {
+        use toolforge_nss_protocol::Request as R;
+        let a = self.mapper.attributes();
+        let (bases, map_filter, attr, value) = match req {
+            R::GetPwNam(n) => (
+                &self.user_bases,
+                &self.cfg.users.filter,
+                &a.user_name,
+                n.clone(),
+            ),
+            R::GetPwUid(u) => (
+                &self.user_bases,
+                &self.cfg.users.filter,
+                &a.uid_number,
+                u.to_string(),
+            ),
+            R::GetGrNam(n) => (
+                &self.group_bases,
+                &self.cfg.groups.filter,
+                &a.group_name,
+                n.clone(),
+            ),
+            R::GetGrGid(g) => (
+                &self.group_bases,
+                &self.cfg.groups.filter,
+                &a.group_gid_number,
+                g.to_string(),
+            ),
+            R::InitGroups(n) => {
+                let value = match self.mapper.schema() {
+                    Schema::Rfc2307 => n.clone(),
+                    Schema::Rfc2307bis => {
+                        user_dn.map_or_else(|| format!("<DN of {n}>"), str::to_owned)
+                    }
+                };
+                let attr = self.mapper.membership_attr().to_owned();
+                let f = filter::equality(&self.cfg.groups.filter, &attr, &value);
+                return self
+                    .group_bases
+                    .iter()
+                    .map(|b| format!("base={b} scope=sub filter={f}"))
+                    .collect();
+            }
+            R::PwEnt { .. } => (
+                &self.user_bases,
+                &self.cfg.users.filter,
+                &a.user_name,
+                "*".into(),
+            ),
+            R::GrEnt { .. } => (
+                &self.group_bases,
+                &self.cfg.groups.filter,
+                &a.group_name,
+                "*".into(),
+            ),
+        };
+        let f = filter::equality(map_filter, attr, &value);
+        bases
+            .iter()
+            .map(|b| format!("base={b} scope=sub filter={f}"))
+            .collect()
+    }
+
+    /// Whether any server has answered since start.
+    pub fn ever_connected(&self) -> bool {
+        self.connected_once.load(Ordering::Relaxed)
+    }
+
+    /// Whether the directory is reachable now, and since when.
+    pub fn reachable_since(&self) -> (bool, SystemTime) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_reachable(&self, up: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0 != up {
+            *s = (up, SystemTime::now());
+        }
+        if up {
+            self.connected_once.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Health of every configured server.
@@ -166,6 +265,7 @@ impl LdapDirectory {
 
     /// Marks the connection's server failed (it enters backoff) and drops the connection.
     fn connection_failed(&self, conn: &Arc<Connection>, error: &str) {
+        self.set_reachable(false);
         let backoff = self.servers.failed(conn.index, error, Instant::now());
         warn!(server = %conn.uri, error, retry_in = ?backoff, "directory connection failed");
         let mut guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -206,6 +306,7 @@ impl LdapDirectory {
             .filter(|&i| before.is_none_or(|b| i < b))
             .collect();
         if candidates.is_empty() {
+            self.set_reachable(false);
             return Err(DirError::Unreachable(format!(
                 "every server is in backoff; next attempt in {:?}",
                 self.servers.next_retry(now)
@@ -217,6 +318,7 @@ impl LdapDirectory {
             match self.open(&uri).await {
                 Ok(ldap) => {
                     self.servers.succeeded(i);
+                    self.set_reachable(true);
                     info!(server = %uri, "connected to directory");
                     let conn = Arc::new(Connection {
                         ldap,
@@ -233,6 +335,7 @@ impl LdapDirectory {
                 }
             }
         }
+        self.set_reachable(false);
         Err(DirError::Unreachable(errors.join("; ")))
     }
 
@@ -280,8 +383,12 @@ impl LdapDirectory {
             let conn = self.connection().await?;
             self.searches.fetch_add(1, Ordering::Relaxed);
             debug!(server = %conn.uri, base, filter, "search");
+            let started = Instant::now();
             match self.search_on(&conn, base, filter, attrs, paged).await {
-                Ok(entries) => return Ok(entries),
+                Ok(entries) => {
+                    self.search_times.record(started.elapsed());
+                    return Ok(entries);
+                }
                 Err(e) if is_connection_error(&e) => {
                     self.connection_failed(&conn, &e.to_string());
                     if attempt == 1 {

@@ -14,11 +14,11 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use toolforge_nss_config::Config;
+use toolforge_nss_config::{Config, LogFormat};
 use toolforge_nssd::ldap::LdapDirectory;
 use toolforge_nssd::resolver::Resolver;
 use toolforge_nssd::server::{self, Listener};
-use toolforge_nssd::{admin, persist, privileges};
+use toolforge_nssd::{admin, metrics, persist, privileges};
 
 /// Caching LDAP name-service daemon for containers (serves libnss_toolforge.so.2).
 #[derive(Parser, Debug)]
@@ -58,21 +58,14 @@ fn main() -> ExitCode {
     }
     // Before any thread exists.
     std::env::set_var(DISABLE_ENV, "1");
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            error!("refusing to start: {e}");
+            eprintln!("toolforge-nssd: refusing to start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    init_logging(config.daemon.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.daemon.worker_threads)
         .thread_name("toolforge-nssd")
@@ -100,11 +93,19 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
     let persisting = config.cache.persist_interval_secs > 0;
     if persisting {
         match persist::load(&resolver, &config.daemon.cache_dir) {
-            Ok(Some(l)) => info!(
-                records = l.records,
-                refused_by_policy = l.refused,
-                "loaded the persisted cache"
-            ),
+            Ok(Some(l)) => {
+                info!(
+                    records = l.records,
+                    refused_by_policy = l.refused,
+                    "loaded the persisted cache"
+                );
+                if l.records > l.refused {
+                    resolver
+                        .stats
+                        .loaded_from_disk
+                        .store(true, Ordering::Relaxed);
+                }
+            }
             Ok(None) => info!(dir = %config.daemon.cache_dir.display(), "no persisted cache yet"),
             Err(e) => warn!("persisted cache unusable: {e}"),
         }
@@ -126,6 +127,16 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics = match &config.metrics.listen {
+        Some(addr) => match metrics::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                error!("refusing to start: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     if let Some(uid) = config.daemon.run_as_uid {
         let gid = config.daemon.run_as_gid.unwrap_or(uid);
         let own = [
@@ -142,6 +153,16 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
     }
     let started = std::time::Instant::now();
     tokio::spawn(admin::serve(admin, resolver.clone(), started));
+    if let Some(l) = metrics {
+        tokio::spawn(metrics::serve(l, resolver.clone()));
+    }
+    let (users, groups) = (
+        config.daemon.prefetch_users.clone(),
+        config.daemon.prefetch_groups.clone(),
+    );
+    if !users.is_empty() || !groups.is_empty() {
+        tokio::spawn(prefetch(resolver.clone(), users, groups));
+    }
     info!(
         version = env!("CARGO_PKG_VERSION"),
         servers = ?config.ldap.uri,
@@ -163,6 +184,38 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
     }
     info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Logs to stderr: text (no colours unless a terminal; no timestamps under journald, which
+/// adds its own) or JSON lines. The level comes from `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            builder.with_ansi(false).without_time().init()
+        }
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Looks the configured users (with their groups) and groups up once at start.
+async fn prefetch(resolver: Arc<Daemon>, users: Vec<String>, groups: Vec<String>) {
+    use toolforge_nss_protocol::Request;
+    let n = users.len() + groups.len();
+    for u in users {
+        resolver.resolve(Request::GetPwNam(u.clone())).await;
+        resolver.resolve(Request::InitGroups(u)).await;
+    }
+    for g in groups {
+        resolver.resolve(Request::GetGrNam(g)).await;
+    }
+    info!(entries = n, "prefetch done");
 }
 
 async fn fail_back(resolver: Arc<Daemon>) {

@@ -79,7 +79,18 @@ pub struct Stats {
     pub unavailable: AtomicU64,
     /// Bumped on every cache write: persistence saves only when it moved.
     pub generation: AtomicU64,
+    /// Answers by map ([`MAPS`]) and result ([`RESULTS`]).
+    pub lookups: [[AtomicU64; 3]; 4],
+    /// Client connections open now.
+    pub connections: AtomicU64,
+    /// A persisted cache was loaded at start (readiness).
+    pub loaded_from_disk: std::sync::atomic::AtomicBool,
 }
+
+/// Map names for [`Stats::lookups`].
+pub const MAPS: [&str; 4] = ["passwd", "group", "initgroups", "enumeration"];
+/// Result names for [`Stats::lookups`].
+pub const RESULTS: [&str; 3] = ["found", "notfound", "unavailable"];
 
 /// The settings a SIGHUP may change.
 #[derive(Debug)]
@@ -248,6 +259,52 @@ impl<D: Directory> Resolver<D> {
     /// Answers one request.
     pub async fn resolve(self: &Arc<Self>, req: Request) -> Reply {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let map = match &req {
+            Request::GetPwNam(_) | Request::GetPwUid(_) => 0,
+            Request::GetGrNam(_) | Request::GetGrGid(_) => 1,
+            Request::InitGroups(_) => 2,
+            Request::PwEnt { .. } | Request::GrEnt { .. } => 3,
+        };
+        let reply = self.answer(req).await;
+        let result = match &reply {
+            Reply::Body { .. } => 0,
+            Reply::Message(Response::NotFound) => 1,
+            Reply::Message(_) => 2,
+        };
+        self.stats.lookups[map][result].fetch_add(1, Ordering::Relaxed);
+        reply
+    }
+
+    /// The cache state of a request's key, without touching its LRU position: state name,
+    /// whether the entry is positive, and its expiry.
+    pub fn cache_state(&self, req: &Request) -> (&'static str, Option<bool>, Option<Instant>) {
+        let now = Instant::now();
+        let m = &self.maps;
+        fn found<V>(
+            (state, v, exp): (&'static str, Option<V>, Instant),
+        ) -> (&'static str, bool, Instant) {
+            (state, v.is_some(), exp)
+        }
+        let peeked = match req {
+            Request::GetPwNam(n) => m.users_by_name.peek(n, now).map(found),
+            Request::GetPwUid(u) => m.users_by_uid.peek(u, now).map(found),
+            Request::GetGrNam(n) => m.groups_by_name.peek(n, now).map(found),
+            Request::GetGrGid(g) => m.groups_by_gid.peek(g, now).map(found),
+            Request::InitGroups(n) => m.initgroups.peek(n, now).map(found),
+            Request::PwEnt { .. } | Request::GrEnt { .. } => None,
+        };
+        match peeked {
+            Some((state, positive, expires)) => (state, Some(positive), Some(expires)),
+            None => ("miss", None, None),
+        }
+    }
+
+    /// The positive TTL in force.
+    pub fn positive_ttl(&self) -> Duration {
+        self.settings().positive_ttl
+    }
+
+    async fn answer(self: &Arc<Self>, req: Request) -> Reply {
         match req {
             Request::GetPwNam(name) => {
                 let o = self.user(UserKey::Name(name)).await;

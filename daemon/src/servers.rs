@@ -12,7 +12,10 @@ const BASE_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Debug, Default)]
 struct State {
+    /// Failures since the last success (drives the backoff).
     failures: u32,
+    /// Failures since start (metrics).
+    errors_total: u64,
     down_until: Option<Instant>,
     last_error: Option<String>,
 }
@@ -22,6 +25,7 @@ struct State {
 pub struct ServerHealth {
     pub uri: String,
     pub failures: u32,
+    pub errors_total: u64,
     pub retry_in: Option<Duration>,
     pub last_error: Option<String>,
 }
@@ -100,6 +104,7 @@ impl Servers {
         let mut st = self.lock();
         let s = &mut st[i];
         s.failures = s.failures.saturating_add(1);
+        s.errors_total += 1;
         let exp = BASE_BACKOFF.saturating_mul(1u32 << (s.failures - 1).min(16));
         let capped = exp.min(self.max_backoff);
         // Jitter: between 75% and 125% of the capped value.
@@ -112,7 +117,10 @@ impl Servers {
     /// Records a success: the server is healthy again.
     pub fn succeeded(&self, i: usize) {
         let mut st = self.lock();
-        st[i] = State::default();
+        st[i] = State {
+            errors_total: st[i].errors_total,
+            ..State::default()
+        };
     }
 
     pub fn health(&self, now: Instant) -> Vec<ServerHealth> {
@@ -123,6 +131,7 @@ impl Servers {
             .map(|(uri, s)| ServerHealth {
                 uri: uri.clone(),
                 failures: s.failures,
+                errors_total: s.errors_total,
                 retry_in: s
                     .down_until
                     .map(|t| t.saturating_duration_since(now))

@@ -7,6 +7,8 @@
 //! Invalidate      u8 scope (0 all, 1 user, 2 group), str name (empty for all)
 //!                                              -> AdminDone   u32 entries removed
 //! Dump            (empty)                      -> AdminText   one line per cached entry
+//! Explain         u8 map (0 passwd, 1 group, 2 initgroups), str key
+//!                                              -> AdminText   "key: value" lines
 //! ```
 //! Errors come back as the usual `Error` response. Framing, versions and limits are those
 //! of [`crate::frame`].
@@ -18,6 +20,7 @@ use crate::wire::{Reader, Writer};
 pub const KIND_STATUS: u16 = 0x41;
 pub const KIND_INVALIDATE: u16 = 0x42;
 pub const KIND_DUMP: u16 = 0x43;
+pub const KIND_EXPLAIN: u16 = 0x44;
 pub const KIND_TEXT: u16 = 0xc1;
 pub const KIND_DONE: u16 = 0xc2;
 
@@ -29,11 +32,21 @@ pub enum Scope {
     Group(String),
 }
 
+/// Which map a lookup to explain goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Map {
+    Passwd,
+    Group,
+    InitGroups,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminRequest {
     Status,
     Invalidate(Scope),
     Dump,
+    /// Look `key` up in `map` and say where the answer came from.
+    Explain(Map, String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +60,13 @@ impl AdminRequest {
         let (kind, body): (u16, Vec<u8>) = match self {
             AdminRequest::Status => (KIND_STATUS, vec![]),
             AdminRequest::Dump => (KIND_DUMP, vec![]),
+            AdminRequest::Explain(map, key) => {
+                let mut b = Vec::new();
+                let mut w = Writer { out: &mut b };
+                w.u16(*map as u16);
+                w.str(key.as_bytes());
+                (KIND_EXPLAIN, b)
+            }
             AdminRequest::Invalidate(scope) => {
                 let mut b = Vec::new();
                 let mut w = Writer { out: &mut b };
@@ -78,6 +98,17 @@ impl AdminRequest {
         let req = match kind {
             KIND_STATUS => AdminRequest::Status,
             KIND_DUMP => AdminRequest::Dump,
+            KIND_EXPLAIN => {
+                let map = match r.u16()? {
+                    0 => Map::Passwd,
+                    1 => Map::Group,
+                    2 => Map::InitGroups,
+                    _ => return Err(DecodeError::Invalid("explain map")),
+                };
+                let key =
+                    String::from_utf8(r.str()?.to_vec()).map_err(|_| DecodeError::InvalidUtf8)?;
+                AdminRequest::Explain(map, key)
+            }
             KIND_INVALIDATE => {
                 let tag = r.u16()?;
                 let name =
@@ -156,6 +187,8 @@ mod tests {
             AdminRequest::Invalidate(Scope::All),
             AdminRequest::Invalidate(Scope::User("alice".into())),
             AdminRequest::Invalidate(Scope::Group("wikidev".into())),
+            AdminRequest::Explain(Map::Passwd, "alice".into()),
+            AdminRequest::Explain(Map::InitGroups, "1234".into()),
         ] {
             let f = req.encode(3);
             let h = Header::decode(&f, MAX_REQUEST_BODY).unwrap();
@@ -173,7 +206,7 @@ mod tests {
 
     #[test]
     fn lookup_decoding_does_not_know_admin_kinds() {
-        for kind in [KIND_STATUS, KIND_INVALIDATE, KIND_DUMP] {
+        for kind in [KIND_STATUS, KIND_INVALIDATE, KIND_DUMP, KIND_EXPLAIN] {
             assert_eq!(
                 Request::decode(kind, &[]),
                 Err(DecodeError::UnknownKind(kind))

@@ -9,6 +9,7 @@ mod env;
 mod lifecycle;
 mod maps;
 mod module_abi;
+mod ops;
 mod protocol_abuse;
 mod resilience;
 mod security;

@@ -28,6 +28,11 @@ pub fn daemon_bin() -> PathBuf {
     artefact("toolforge-nssd")
 }
 
+/// The operator CLI.
+pub fn ctl_bin() -> PathBuf {
+    artefact("toolforge-nssctl")
+}
+
 /// The NSS module as Cargo builds it (installed as `libnss_toolforge.so.2`).
 pub fn module_so() -> PathBuf {
     artefact("libnss_toolforge.so")

@@ -1,0 +1,203 @@
+//! An optional Prometheus text endpoint (`[metrics] listen`): `GET /metrics` answers the
+//! counters below; anything else gets 404. Requests are bounded (8 KiB, 2 s) like any other
+//! input, and the endpoint only reads.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::admin::ready;
+use crate::ldap::LdapDirectory;
+use crate::resolver::{Resolver, MAPS, RESULTS};
+
+type Daemon = Resolver<LdapDirectory>;
+
+fn metric(s: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        s,
+        "# HELP toolforge_nss_{name} {help}\n# TYPE toolforge_nss_{name} {kind}"
+    );
+}
+
+/// The exposition text.
+pub fn render(r: &Daemon) -> String {
+    let mut s = String::with_capacity(4096);
+    let st = &r.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let dir = r.directory();
+
+    metric(
+        &mut s,
+        "lookups_total",
+        "counter",
+        "Lookups answered, by map and result.",
+    );
+    for (m, map) in MAPS.iter().enumerate() {
+        for (k, result) in RESULTS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "toolforge_nss_lookups_total{{map=\"{map}\",result=\"{result}\"}} {}",
+                load(&st.lookups[m][k])
+            );
+        }
+    }
+    for (name, help, v) in [
+        (
+            "cache_hits_total",
+            "Answers from the cache within their TTL.",
+            load(&st.hits),
+        ),
+        (
+            "cache_misses_total",
+            "Lookups that asked the directory.",
+            load(&st.misses),
+        ),
+        (
+            "cache_refreshes_total",
+            "Background refreshes started (refresh-ahead).",
+            load(&st.refreshes),
+        ),
+        (
+            "cache_stale_total",
+            "Expired answers served because the directory did not answer.",
+            load(&st.stale_served),
+        ),
+        (
+            "cache_generation",
+            "Changes to the cache since start (persistence saves when it moves).",
+            load(&st.generation),
+        ),
+        (
+            "directory_searches_total",
+            "LDAP searches sent.",
+            dir.search_count(),
+        ),
+    ] {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        metric(&mut s, name, kind, help);
+        let _ = writeln!(s, "toolforge_nss_{name} {v}");
+    }
+    metric(&mut s, "cache_entries", "gauge", "Entries per cache map.");
+    let names = [
+        "passwd_by_name",
+        "passwd_by_uid",
+        "group_by_name",
+        "group_by_gid",
+        "initgroups",
+    ];
+    for (name, n) in names.iter().zip(r.cache_sizes()) {
+        let _ = writeln!(s, "toolforge_nss_cache_entries{{map=\"{name}\"}} {n}");
+    }
+    metric(
+        &mut s,
+        "directory_search_seconds",
+        "histogram",
+        "Latency of LDAP searches that got an answer.",
+    );
+    let (buckets, count, sum) = dir.search_times.read();
+    for (le, n) in buckets {
+        let _ = writeln!(
+            s,
+            "toolforge_nss_directory_search_seconds_bucket{{le=\"{le}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "toolforge_nss_directory_search_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(s, "toolforge_nss_directory_search_seconds_sum {sum}");
+    let _ = writeln!(s, "toolforge_nss_directory_search_seconds_count {count}");
+    metric(
+        &mut s,
+        "directory_errors_total",
+        "counter",
+        "Connect, bind, I/O and timeout failures, by server.",
+    );
+    for h in dir.health() {
+        let _ = writeln!(
+            s,
+            "toolforge_nss_directory_errors_total{{server=\"{}\"}} {}",
+            h.uri, h.errors_total
+        );
+    }
+    metric(
+        &mut s,
+        "directory_up",
+        "gauge",
+        "1 when a directory server is reachable.",
+    );
+    let _ = writeln!(
+        s,
+        "toolforge_nss_directory_up {}",
+        u8::from(dir.reachable_since().0)
+    );
+    metric(&mut s, "connections", "gauge", "Client connections open.");
+    let _ = writeln!(s, "toolforge_nss_connections {}", load(&st.connections));
+    metric(
+        &mut s,
+        "ready",
+        "gauge",
+        "1 when the daemon can answer (directory reached once or cache loaded).",
+    );
+    let _ = writeln!(s, "toolforge_nss_ready {}", u8::from(ready(r)));
+    s
+}
+
+/// Serves `GET /metrics` on `listener` for the life of the process.
+pub async fn serve(listener: TcpListener, resolver: Arc<Daemon>) {
+    info!(address = ?listener.local_addr().ok(), "serving metrics");
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let resolver = resolver.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            let read = tokio::time::timeout(Duration::from_secs(2), async {
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let response = if buf[..n].starts_with(b"GET /metrics ")
+                || buf[..n].starts_with(b"GET /metrics?")
+            {
+                let body = render(&resolver);
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                stream.write_all(response.as_bytes()),
+            )
+            .await;
+        });
+    }
+}
+
+/// Binds the metrics address (a bind failure refuses the start, as any bad config would).
+pub async fn bind(addr: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("metrics.listen = {addr:?}: {e}"))
+        .inspect_err(|e| warn!("{e}"))
+}
