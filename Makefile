@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test deps build release lint bench fuzz
+.PHONY: demo test deps build release lint bench fuzz package package-test
 
 deps:
 	./scripts/install-deps.sh
@@ -26,8 +26,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: deps release
-	./bench/run.sh
+# A .deb with the daemon, the CLI, the module (as libnss_toolforge.so.2), the unit and the
+# example config; package-test builds it and checks what it ships.
+package: release
+	command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
+	$(CARGO) deb -p toolforge-nssd --no-build
+
+package-test: deps
+	./scripts/test-deb.sh
+
+load: deps release
+	./target/release/toolforge-nss-load --threads 200 --seconds 30
 
 fuzz:
-	cd protocol/fuzz && $(CARGO) fuzz run decode_response -- -max_total_time=60
+	cd protocol/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode_response -- -max_total_time=60

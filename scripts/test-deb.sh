@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the .deb with cargo-deb and checks it: the files it ships, its metadata, that the
+# daemon and CLI run from an unpacked root, that the shipped config is valid, and that the
+# module has the right SONAME. Installs cargo-deb when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
+# cargo deb builds the daemon package; the CLI and module are built with the workspace.
+cargo build --release --workspace
+deb=$(cargo deb -p toolforge-nssd --no-build 2>/dev/null | tail -n 1)
+[ -f "$deb" ] || { echo "no package built" >&2; exit 1; }
+echo "package: $deb"
+dpkg-deb -c "$deb" | awk '{print $6}' | sort | tee /tmp/toolforge-nss-deb-files.txt
+fail=0
+for f in ./usr/sbin/toolforge-nssd ./usr/bin/toolforge-nssctl \
+         ./usr/lib/x86_64-linux-gnu/libnss_toolforge.so.2 ./lib/systemd/system/toolforge-nssd.service \
+         ./etc/toolforge-nss/config.toml ./usr/share/doc/toolforge-nss/examples/config.toml; do
+    grep -qx "$f" /tmp/toolforge-nss-deb-files.txt || { echo "missing from the package: $f" >&2; fail=1; }
+done
+dpkg-deb -f "$deb" Package Depends Section
+dpkg-deb -e "$deb" /tmp/toolforge-nss-deb-control.$$
+grep -q '/etc/toolforge-nss/config.toml' /tmp/toolforge-nss-deb-control.$$/conffiles || { echo "config is not a conffile" >&2; fail=1; }
+if grep -Eq 'sed|>>? */etc/nsswitch' /tmp/toolforge-nss-deb-control.$$/postinst; then echo "postinst edits nsswitch.conf" >&2; fail=1; fi
+rm -rf /tmp/toolforge-nss-deb-control.$$
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+dpkg -x "$deb" "$root"
+"$root/usr/sbin/toolforge-nssd" --version
+"$root/usr/bin/toolforge-nssctl" --version
+"$root/usr/sbin/toolforge-nssd" --check-config "$root/etc/toolforge-nss/config.toml"
+readelf -d "$root/usr/lib/x86_64-linux-gnu/libnss_toolforge.so.2" | grep -q 'SONAME.*libnss_toolforge.so.2' || { echo "wrong SONAME" >&2; fail=1; }
+[ $fail = 0 ] && echo "package ok: 1 passed, 0 failed" || { echo "package: 0 passed, 1 failed"; exit 1; }
