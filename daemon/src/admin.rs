@@ -256,9 +256,10 @@ pub fn status(r: &Daemon, started: Instant) -> String {
     for h in dir.health() {
         let _ = writeln!(
             s,
-            "server: {} failures={} retry_in_ms={} last_error={}",
+            "server: {} failures={} errors_total={} retry_in_ms={} last_error={}",
             h.uri,
             h.failures,
+            h.errors_total,
             h.retry_in.map_or(0, |d| d.as_millis()),
             h.last_error.as_deref().unwrap_or("-")
         );
@@ -281,6 +282,7 @@ pub fn status(r: &Daemon, started: Instant) -> String {
     };
     let _ = writeln!(s, "hit_ratio: {ratio:.4}");
     let _ = writeln!(s, "directory_searches: {}", dir.search_count());
+    let _ = writeln!(s, "connections: {}", load(&st.connections));
     s
 }
 

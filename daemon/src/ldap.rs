@@ -227,6 +227,14 @@ impl LdapDirectory {
             .collect()
     }
 
+    /// Connects now rather than on the first lookup, so readiness and status are true from
+    /// the start.
+    pub async fn warm_up(&self) {
+        if let Err(e) = self.connection().await {
+            warn!(error = %e, "no directory server reachable at start; serving from cache until one is");
+        }
+    }
+
     /// Whether any server has answered since start.
     pub fn ever_connected(&self) -> bool {
         self.connected_once.load(Ordering::Relaxed)

@@ -153,6 +153,8 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
     }
     let started = std::time::Instant::now();
     tokio::spawn(admin::serve(admin, resolver.clone(), started));
+    let warm = resolver.directory();
+    tokio::spawn(async move { warm.warm_up().await });
     if let Some(l) = metrics {
         tokio::spawn(metrics::serve(l, resolver.clone()));
     }

@@ -8,6 +8,7 @@
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,8 +175,10 @@ pub async fn serve<D: Directory>(
             continue;
         };
         let (resolver, stop) = (resolver.clone(), stop_rx.clone());
+        resolver.stats.connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            connection::serve(stream, resolver, limits, stop).await;
+            connection::serve(stream, resolver.clone(), limits, stop).await;
+            resolver.stats.connections.fetch_sub(1, Ordering::Relaxed);
             drop((slot, permit));
         });
     }

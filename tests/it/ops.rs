@@ -136,6 +136,16 @@ fn nssctl_status_lookup_explain_invalidate_and_dump() {
         assert!(m.contains(needle), "{needle} in\n{m}");
     }
     assert!(http_get(port, "/").starts_with("HTTP/1.1 404"));
+    // Connections are counted while open.
+    let _open = toolforge_nss_tests::client::Session::connect(&d.socket()).unwrap();
+    let _also = toolforge_nss_tests::client::Session::connect(&d.socket()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        ctl(&d, &["status"]).1.contains("connections: 2"),
+        "{}",
+        ctl(&d, &["status"]).1
+    );
+    assert!(http_get(port, "/metrics").contains("toolforge_nss_connections 2"));
 }
 
 #[test]
