@@ -35,6 +35,18 @@ fn check_range(key: &str, v: u64, min: u64, max: u64) -> Result<(), Violation> {
     )
 }
 
+/// Every entry of a list of user or group names must be a valid name.
+fn check_names(key: &str, names: &[String]) -> Result<(), Violation> {
+    names.iter().try_for_each(|n| {
+        check(
+            is_valid_name(n.as_bytes()),
+            key,
+            n,
+            "is not a valid user or group name",
+        )
+    })
+}
+
 /// A DN must be non-empty and made of `attr=value` components.
 fn looks_like_dn(dn: &str) -> bool {
     !dn.is_empty()
@@ -242,19 +254,8 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
     )?;
     check_range("daemon.worker_threads", d.worker_threads as u64, 1, 256)?;
 
-    for (key, names) in [
-        ("daemon.prefetch_users", &d.prefetch_users),
-        ("daemon.prefetch_groups", &d.prefetch_groups),
-    ] {
-        for n in names {
-            check(
-                is_valid_name(n.as_bytes()),
-                key,
-                n,
-                "is not a valid user or group name",
-            )?;
-        }
-    }
+    check_names("daemon.prefetch_users", &d.prefetch_users)?;
+    check_names("daemon.prefetch_groups", &d.prefetch_groups)?;
     if let Some(addr) = &c.metrics.listen {
         check(
             addr.parse::<std::net::SocketAddr>().is_ok(),
@@ -288,19 +289,8 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
     )?;
 
     let p = &c.policy;
-    for (key, names) in [
-        ("policy.filter_users", &p.filter_users),
-        ("policy.filter_groups", &p.filter_groups),
-    ] {
-        for n in names {
-            check(
-                is_valid_name(n.as_bytes()),
-                key,
-                n,
-                "is not a valid user or group name",
-            )?;
-        }
-    }
+    check_names("policy.filter_users", &p.filter_users)?;
+    check_names("policy.filter_groups", &p.filter_groups)?;
     check(
         p.min_id >= 1,
         "policy.min_id",
