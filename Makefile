@@ -35,6 +35,10 @@ package: release
 package-test: deps
 	./scripts/test-deb.sh
 
+# toolforge-nss beside SSSD, nslcd and nscd (those installed) on one directory, in one run.
+bench: deps release
+	./bench/run.sh
+
 load: deps release
 	./target/release/toolforge-nss-load --threads 200 --seconds 30
 

@@ -14,12 +14,24 @@ fn main() {
             "rfc2307" => schema = Schema::Rfc2307,
             "rfc2307bis" => schema = Schema::Rfc2307bis,
             "--names" => names_dir = it.next().cloned(),
+            "--tools" => {
+                shape.tools = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(shape.tools)
+            }
+            "--projects" => {
+                shape.projects = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(shape.projects)
+            }
             n if n.parse::<usize>().is_ok() => {
                 shape.developers = n.parse().unwrap_or(shape.developers);
                 shape.big_group = shape.big_group.min(shape.developers);
             }
             other => {
-                eprintln!("usage: toolforge-nss-fixture [rfc2307|rfc2307bis] [DEVELOPERS] [--names DIR]\nunknown argument {other:?}");
+                eprintln!("usage: toolforge-nss-fixture [rfc2307|rfc2307bis] [DEVELOPERS] [--tools N] [--projects N] [--names DIR]\nunknown argument {other:?}");
                 std::process::exit(2);
             }
         }

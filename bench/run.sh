@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# bench/run.sh [DEVELOPERS]: toolforge-nss side by side with SSSD, nslcd and nscd (those that
+# are installed: apt-get install sssd-ldap libnss-sss nslcd libnss-ldapd nscd), on one
+# throwaway slapd holding the same generated directory, with the same keys, in one run.
+# Prints one line per provider and scenario, then a table of p50 latencies and ratios.
+#
+# Needs root for mount namespaces. It never touches the host's configuration: it runs in a
+# private mount namespace with tmpfs over /run and SSSD's state directories, and its own
+# nsswitch.conf, sssd.conf and nslcd.conf bind-mounted in. Build first:
+#   cargo build --release --workspace
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+rel=$top/target/release
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh needs root (mount namespaces)" >&2; exit 2; }
+for b in toolforge-nssd libnss_toolforge.so toolforge-nss-fixture toolforge-nss-nssbench; do
+  [ -e "$rel/$b" ] || { echo "missing $rel/$b: run cargo build --release --workspace" >&2; exit 2; }
+done
+if [ -z "${TF_BENCH_IN_NS:-}" ]; then
+  exec unshare --mount --propagation private env TF_BENCH_IN_NS=1 "$0" "$@"
+fi
+
+devs=${1:-20000}
+W=$(mktemp -d /tmp/tf-bench.XXXXXX); chmod 755 "$W"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.2; rm -rf "$W"; }
+trap cleanup EXIT
+mount -t tmpfs tmpfs /run
+B=$rel/toolforge-nss-nssbench
+
+# --- the directory
+"$rel/toolforge-nss-fixture" rfc2307 "$devs" --tools 3000 --projects 200 --names "$W/names" > "$W/data.ldif"
+port=""
+for p in $(seq 34100 34200); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { port=$p; break; }; done
+mkdir -p "$W/ldap"
+cat > "$W/slapd.conf" <<EOC
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/nis.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile $W/slapd.pid
+sizelimit unlimited
+database mdb
+maxsize 2147483648
+suffix "dc=wikimedia,dc=org"
+directory $W/ldap
+index objectClass eq
+index uid,uidNumber,gidNumber,memberUid,cn eq
+EOC
+slapadd -q -f "$W/slapd.conf" -l "$W/data.ldif"
+slapd -f "$W/slapd.conf" -h "ldap://127.0.0.1:$port/"
+for i in $(seq 100); do ldapsearch -x -H "ldap://127.0.0.1:$port" -b dc=wikimedia,dc=org -s base >/dev/null 2>&1 && break; sleep 0.1; done
+pids+=("$(cat "$W/slapd.pid")")
+echo "directory: $(grep -c . "$W/names/users.txt") users, $(grep -c . "$W/names/groups.txt") groups on ldap://127.0.0.1:$port" >&2
+
+# --- keys: each provider gets its own cold slice, so no one warms another's cache
+grep 'dev ' "$W/names/users.txt" > "$W/devs.txt"
+sed -n '10001,12000p;' "$W/devs.txt" > "$W/warm.txt"; [ -s "$W/warm.txt" ] || head -2000 "$W/devs.txt" > "$W/warm.txt"
+cold() { sed -n "$(( $1 * 1000 + 1 )),$(( $1 * 1000 + 1000 ))p" "$W/devs.txt" > "$W/cold$1.txt"; echo "$W/cold$1.txt"; }
+for k in $(seq 1000); do echo "nosuch$k $((900000 + k))"; done > "$W/nokeys.txt"
+awk '$3 < 1000' "$W/names/groups.txt" > "$W/groups.txt"
+
+providers="toolforge"
+# --- toolforge-nss
+mkdir -p "$W/tf/lib"
+cp "$rel/libnss_toolforge.so" "$W/tf/lib/libnss_toolforge.so.2"
+cat > "$W/tf/config.toml" <<EOC
+[ldap]
+uri = ["ldap://127.0.0.1:$port"]
+base = "dc=wikimedia,dc=org"
+[daemon]
+runtime_dir = "$W/tf/run"
+cache_dir = "$W/tf/cache"
+admin_dir = "$W/tf/admin"
+[cache]
+persist_interval_secs = 0
+EOC
+"$rel/toolforge-nssd" --config "$W/tf/config.toml" 2> "$W/tf/log" & pids+=($!)
+for i in $(seq 100); do [ -S "$W/tf/run/socket" ] && break; sleep 0.05; done
+# --- SSSD (its memory-mapped cache on, as deployed)
+if command -v sssd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/libnss_sss.so.2 ]; then
+  for d in /var/lib/sss/db /var/lib/sss/pipes /var/lib/sss/mc; do mkdir -p "$d"; mount -t tmpfs tmpfs "$d"; done
+  mkdir -p /var/lib/sss/pipes/private /run/sssd
+  cat > "$W/sssd.conf" <<EOC
+[sssd]
+services = nss
+domains = wm
+[nss]
+memcache_timeout = 300
+[domain/wm]
+id_provider = ldap
+auth_provider = none
+ldap_uri = ldap://127.0.0.1:$port
+ldap_search_base = dc=wikimedia,dc=org
+ldap_schema = rfc2307
+enumerate = false
+cache_credentials = false
+entry_cache_timeout = 300
+EOC
+  chmod 600 "$W/sssd.conf"
+  if sssd -c "$W/sssd.conf" -D 2> "$W/sssd.log"; then providers="$providers sss"; else echo "sssd did not start: $(cat "$W/sssd.log")" >&2; fi
+else echo "skipping SSSD (apt-get install sssd-ldap libnss-sss)" >&2; fi
+# --- nslcd, and nscd in front of it
+if command -v nslcd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/libnss_ldap.so.2 ]; then
+  printf "uid nslcd\ngid nslcd\nuri ldap://127.0.0.1:%s/\nbase dc=wikimedia,dc=org\n" "$port" > "$W/nslcd.conf"
+  chmod 640 "$W/nslcd.conf"; chgrp nslcd "$W/nslcd.conf"
+  mount --bind "$W/nslcd.conf" /etc/nslcd.conf
+  mkdir -p /run/nslcd; chown nslcd:nslcd /run/nslcd
+  nslcd && providers="$providers ldap"
+  command -v nscd >/dev/null && providers="$providers nscd"
+else echo "skipping nslcd and nscd (apt-get install nslcd libnss-ldapd nscd)" >&2; fi
+sleep 1
+
+scenarios() { # scenarios COLDFILE: every measurement, warm-up first
+  "$B" pwnam "$1" 1000 | sed 's/^/cold /'
+  "$B" pwnam "$W/warm.txt" 2000 >/dev/null; "$B" pwuid "$W/warm.txt" 2000 >/dev/null
+  # (the key stride is prime: COUNT lookups over COUNT keys touch every key once)
+  "$B" grnam "$W/groups.txt" "$(grep -c . "$W/groups.txt")" >/dev/null; "$B" initgroups "$W/warm.txt" 2000 >/dev/null
+  "$B" pwnam "$W/warm.txt" 20000 | sed 's/^/warm /'
+  "$B" pwuid "$W/warm.txt" 20000 | sed 's/^/warm /'
+  "$B" grnam "$W/groups.txt" 2000 | sed 's/^/warm /'
+  "$B" initgroups "$W/warm.txt" 2000 | sed 's/^/warm /'
+  "$B" pwnam "$W/warm.txt" 40000 2 | sed 's/^/warm2t /'
+  "$B" pwnam "$W/nokeys.txt" 20000 | sed 's/^/miss /'
+}
+export -f scenarios; export B W
+i=0
+for p in $providers; do
+  i=$((i + 1)); c=$(cold $i)
+  src=$p; [ "$p" = nscd ] && src=ldap
+  printf "passwd: %s\ngroup: %s\n" "$src" "$src" > "$W/nsswitch.$p"
+  if [ "$p" = nscd ]; then
+    # a private nscd caching "ldap", in its own namespace so that no other run sees it
+    unshare --mount bash -c "mount -t tmpfs tmpfs /run/nscd 2>/dev/null || { mkdir -p /run/nscd; mount -t tmpfs tmpfs /run/nscd; }
+      mount -t tmpfs tmpfs /var/cache/nscd; mount --bind $W/nsswitch.$p /etc/nsswitch.conf
+      nscd; sleep 0.5; scenarios $c; nscd -K 2>/dev/null || kill \$(cat /run/nscd/nscd.pid)"
+  else
+    env_tf=""; [ "$p" = toolforge ] && env_tf="TOOLFORGE_NSS_DIR=$W/tf/run LD_LIBRARY_PATH=$W/tf/lib"
+    unshare --mount bash -c "mount --bind $W/nsswitch.$p /etc/nsswitch.conf; env $env_tf bash -c 'scenarios $c'"
+  fi | sed "s/^/$p /"
+done | tee "$W/results.txt"
+ps -o rss=,comm= -C sssd,sssd_nss,sssd_be,nslcd,toolforge-nssd | awk '{print "rss_kb", $2, $1}' | tee -a "$W/results.txt"
+
+# --- table: p50 in microseconds, and each anchor's p50 over toolforge's
+echo
+awk '
+  $1 == "rss_kb" { rss[$2] = $3; next }
+  { prov = $1; scen = $2 " " substr($3, 4)
+    for (i = 4; i <= NF; i++) if ($i ~ /^p50_ns=/) { split($i, a, "="); p50[prov, scen] = a[2] }
+    if (!(scen in seen)) { seen[scen] = 1; order[n++] = scen }
+    if (!(prov in pseen)) { pseen[prov] = 1; provs[m++] = prov } }
+  END {
+    printf "%-18s", "p50 (us)"; for (j = 0; j < m; j++) printf "%12s", provs[j]; for (j = 1; j < m; j++) printf "%14s", provs[j] "/tf"; printf "\n"
+    for (i = 0; i < n; i++) { s = order[i]; printf "%-18s", s
+      for (j = 0; j < m; j++) printf "%12.2f", p50[provs[j], s] / 1000
+      for (j = 1; j < m; j++) { t = p50["toolforge", s]; printf "%14s", (t > 0 ? sprintf("%.1fx", p50[provs[j], s] / t) : "-") }
+      printf "\n" }
+    printf "%-18s", "rss (MB)"; printf "%12.1f", rss["toolforge-nssd"] / 1024
+    printf "%12s", "sssd " sprintf("%.0f", (rss["sssd"] + rss["sssd_nss"] + rss["sssd_be"]) / 1024); printf "%12s\n", "nslcd " sprintf("%.0f", rss["nslcd"] / 1024)
+  }' "$W/results.txt"
