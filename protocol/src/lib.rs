@@ -9,9 +9,12 @@
 //! * [`frame`]: the header, limits, version and capability negotiation.
 //! * [`message`]: requests and responses and their bodies.
 //! * [`names`]: the name rules both sides apply before a name is sent or searched.
+//! * [`admin`]: the admin socket's messages.
+//! * [`mapfile`]: the shared read-only cache file the daemon publishes and the module maps.
 
 pub mod admin;
 pub mod frame;
+pub mod mapfile;
 pub mod message;
 pub mod names;
 mod wire;

@@ -1,0 +1,77 @@
+//! Properties of the shared cache file: whatever is built is found exactly; arbitrary bytes,
+//! truncations and corruptions of a valid file never panic and never read out of bounds.
+
+use proptest::prelude::*;
+use toolforge_nss_protocol::mapfile::{MapBuilder, MapView, Table};
+use toolforge_nss_protocol::ResponseKind;
+
+const TABLES: [Table; 5] = [
+    Table::PasswdByName,
+    Table::PasswdByUid,
+    Table::GroupByName,
+    Table::GroupByGid,
+    Table::InitGroups,
+];
+
+fn entries() -> impl Strategy<Value = Vec<(usize, Vec<u8>, u64, Vec<u8>)>> {
+    prop::collection::vec(
+        (
+            0usize..5,
+            prop::collection::vec(any::<u8>(), 1..20),
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ),
+        0..200,
+    )
+}
+
+proptest! {
+    #[test]
+    fn built_files_answer_exactly_what_was_added(es in entries(), seed in any::<u64>(), generation in any::<u64>()) {
+        let mut b = MapBuilder::new(generation, seed);
+        let mut first = std::collections::HashMap::new();
+        for (t, k, exp, body) in &es {
+            b.add(TABLES[*t], k, *exp, ResponseKind::Passwd, body);
+            first.entry((*t, k.clone())).or_insert((*exp, body.clone()));
+        }
+        let bytes = b.build();
+        let v = MapView::new(&bytes).expect("a built file is valid");
+        prop_assert_eq!(v.generation(), generation);
+        for ((t, k), (exp, body)) in &first {
+            let hit = v.get(TABLES[*t], k).expect("added keys are found");
+            prop_assert_eq!(hit.expires_unix_secs, *exp);
+            prop_assert_eq!(hit.body, body.as_slice());
+        }
+        prop_assert!(v.get(Table::PasswdByName, b"never-added-key-with-a-long-name").is_none()
+            || first.contains_key(&(0, b"never-added-key-with-a-long-name".to_vec())));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048), key in prop::collection::vec(any::<u8>(), 0..16)) {
+        if let Some(v) = MapView::new(&bytes) {
+            for t in TABLES {
+                let _ = v.get(t, &key);
+            }
+        }
+    }
+
+    #[test]
+    fn corrupted_valid_files_never_panic(es in entries(), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..16), cut in any::<prop::sample::Index>()) {
+        let mut b = MapBuilder::new(1, 42);
+        for (t, k, exp, body) in &es {
+            b.add(TABLES[*t], k, *exp, ResponseKind::Group, body);
+        }
+        let mut bytes = b.build();
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= v;
+        }
+        for len in [bytes.len(), cut.index(bytes.len() + 1)] {
+            if let Some(v) = MapView::new(&bytes[..len]) {
+                for (t, k, _, _) in &es {
+                    let _ = v.get(TABLES[*t], k);
+                }
+            }
+        }
+    }
+}
