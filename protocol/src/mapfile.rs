@@ -66,11 +66,14 @@ fn hash(seed: u64, key: &[u8]) -> u64 {
     h
 }
 
+/// One entry to write: key, expiry, kind, body.
+type Entry = (Vec<u8>, u64, ResponseKind, Vec<u8>);
+
 /// Builds a file. Entries added later for the same table and key are ignored.
 pub struct MapBuilder {
     generation: u64,
     seed: u64,
-    tables: [Vec<(Vec<u8>, u64, ResponseKind, Vec<u8>)>; TABLES],
+    tables: [Vec<Entry>; TABLES],
 }
 
 impl MapBuilder {
