@@ -145,7 +145,7 @@ impl MapBuilder {
                     let at = slot_offsets[t] + idx * 8;
                     let slot = u64::from_le_bytes(out[at..at + 8].try_into().unwrap_or([0; 8]));
                     if slot == 0 {
-                        while out.len() % 8 != 0 {
+                        while !out.len().is_multiple_of(8) {
                             out.push(0);
                         }
                         let rec = out.len();
@@ -180,7 +180,7 @@ impl MapBuilder {
                 let _ = placed;
             }
         }
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
         let len = out.len() as u64;
@@ -235,7 +235,7 @@ impl<'a> MapView<'a> {
                 return None;
             }
             let end = off.checked_add(count as usize * 8)?;
-            if off < DATA_START || end > bytes.len() || off % 8 != 0 {
+            if off < DATA_START || end > bytes.len() || !off.is_multiple_of(8) {
                 return None;
             }
         }
