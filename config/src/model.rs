@@ -235,6 +235,12 @@ pub struct CacheConfig {
     /// Write the cache to `cache_dir` this often (and at shutdown); 0 turns persistence off.
     /// Default 60 s.
     pub persist_interval_secs: u64,
+    /// Largest size of the shared cache file (`runtime_dir/cache.map`) the module reads
+    /// directly; 0 publishes no file (every lookup then asks the daemon). Default 64 MiB.
+    pub map_file_max_mib: u64,
+    /// Publish the cache file at most this often after the cache changed (an invalidation
+    /// publishes at once). Default 1000 ms.
+    pub map_publish_interval_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -248,6 +254,8 @@ impl Default for CacheConfig {
             refresh_ahead_percent: 75,
             stale_wait_ms: 250,
             persist_interval_secs: 60,
+            map_file_max_mib: 64,
+            map_publish_interval_ms: 1_000,
         }
     }
 }

@@ -287,6 +287,13 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         0,
         86_400,
     )?;
+    check_range("cache.map_file_max_mib", k.map_file_max_mib, 0, 4_095)?;
+    check_range(
+        "cache.map_publish_interval_ms",
+        k.map_publish_interval_ms,
+        100,
+        60_000,
+    )?;
 
     let p = &c.policy;
     check_names("policy.filter_users", &p.filter_users)?;

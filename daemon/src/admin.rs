@@ -3,6 +3,7 @@
 //! peer uid (SO_PEERCRED) must be 0. One request per connection, bounded in size and time.
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,17 +11,20 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::timeout;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse, Map};
+use toolforge_nss_protocol::mapfile::{MapView, Table};
 use toolforge_nss_protocol::{
     Capabilities, ErrorCode, Header, Request, Response, ResponseKind, ResponseRef, HEADER_LEN,
     MAX_REQUEST_BODY,
 };
 
 use crate::ldap::LdapDirectory;
+use crate::publish::Publisher;
 use crate::resolver::{Reply, Resolver};
 use crate::server::Listener;
+use crate::wallclock::Clock;
 
 /// The admin socket's file name inside `admin_dir`.
 pub const SOCKET_NAME: &str = "admin.socket";
@@ -31,7 +35,12 @@ const MAX_DUMP_LINES: usize = 50_000;
 type Daemon = Resolver<LdapDirectory>;
 
 /// Serves admin requests for the life of the process.
-pub async fn serve(listener: Listener, resolver: Arc<Daemon>, started: Instant) {
+pub async fn serve(
+    listener: Listener,
+    resolver: Arc<Daemon>,
+    started: Instant,
+    publisher: Option<Arc<Publisher>>,
+) {
     info!(socket = %listener.path().display(), "serving admin requests (uid 0 only)");
     loop {
         let stream = match listener.accept().await {
@@ -42,9 +51,9 @@ pub async fn serve(listener: Listener, resolver: Arc<Daemon>, started: Instant) 
                 continue;
             }
         };
-        let resolver = resolver.clone();
+        let (resolver, publisher) = (resolver.clone(), publisher.clone());
         tokio::spawn(async move {
-            let _ = timeout(DEADLINE, handle(stream, resolver, started)).await;
+            let _ = timeout(DEADLINE, handle(stream, resolver, started, publisher)).await;
         });
     }
 }
@@ -61,6 +70,7 @@ async fn handle(
     mut stream: UnixStream,
     resolver: Arc<Daemon>,
     started: Instant,
+    publisher: Option<Arc<Publisher>>,
 ) -> std::io::Result<()> {
     let uid = stream.peer_cred().map(|c| c.uid()).ok();
     if uid != Some(0) {
@@ -94,10 +104,19 @@ async fn handle(
     stream.read_exact(&mut body).await?;
     let answer = match AdminRequest::decode(header.kind, &body) {
         Ok(AdminRequest::Status) => AdminResponse::Text(status(&resolver, started)),
-        Ok(AdminRequest::Invalidate(scope)) => AdminResponse::Done(resolver.invalidate(&scope)),
+        Ok(AdminRequest::Invalidate(scope)) => {
+            let removed = resolver.invalidate(&scope);
+            // The answer waits for the cache file: once the command returns, no process
+            // reads an invalidated entry from it.
+            if let Some(p) = publisher {
+                publish_now(p, resolver.clone()).await;
+            }
+            AdminResponse::Done(removed)
+        }
         Ok(AdminRequest::Dump) => AdminResponse::Text(dump(&resolver)),
         Ok(AdminRequest::Explain(map, key)) => {
-            AdminResponse::Text(explain(&resolver, map, key).await)
+            let file = publisher.map(|p| p.path());
+            AdminResponse::Text(explain(&resolver, map, key, file).await)
         }
         Err(e) => {
             return stream
@@ -106,6 +125,19 @@ async fn handle(
         }
     };
     stream.write_all(&answer.encode(header.request_id)).await
+}
+
+/// Publishes the cache file now (after an invalidation).
+pub async fn publish_now(publisher: Arc<Publisher>, resolver: Arc<Daemon>) {
+    match tokio::task::spawn_blocking(move || publisher.publish(&resolver)).await {
+        Ok(Ok(p)) => debug!(
+            generation = p.generation,
+            entries = p.entries,
+            "cache file published"
+        ),
+        Ok(Err(e)) => warn!(error = %e, "cannot publish the cache file"),
+        Err(e) => warn!(error = %e, "cache file publication failed"),
+    }
 }
 
 /// Whether the daemon can answer: a server answered once, or a persisted cache was loaded.
@@ -123,7 +155,7 @@ fn secs_left(t: Instant) -> i64 {
 }
 
 /// A lookup as the daemon makes it, with where the answer came from.
-pub async fn explain(r: &Arc<Daemon>, map: Map, key: String) -> String {
+pub async fn explain(r: &Arc<Daemon>, map: Map, key: String, file: Option<PathBuf>) -> String {
     let numeric = key.parse::<u32>().ok();
     let req = match (map, numeric) {
         (Map::Passwd, Some(uid)) => Request::GetPwUid(uid),
@@ -131,6 +163,10 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String) -> String {
         (Map::Group, Some(gid)) => Request::GetGrGid(gid),
         (Map::Group, None) => Request::GetGrNam(key),
         (Map::InitGroups, _) => Request::InitGroups(key),
+    };
+    let in_file = match file {
+        Some(path) => in_cache_file(&path, &req).await,
+        None => "off (cache.map_file_max_mib = 0)".to_string(),
     };
     let dir = r.directory();
     let (before, positive, expires) = r.cache_state(&req);
@@ -164,6 +200,12 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String) -> String {
         }
         (0, state, _) => format!("daemon cache ({state})"),
     };
+    let source = if in_file.starts_with("hit") {
+        format!("cache file (processes read it without asking the daemon); the daemon answered from: {source}")
+    } else {
+        source
+    };
+    let _ = writeln!(s, "cache_file: {in_file}");
     let _ = writeln!(s, "source: {source}");
     let _ = writeln!(
         s,
@@ -202,6 +244,43 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String) -> String {
     let _ = writeln!(s, "directory_searches: {asked}");
     let _ = writeln!(s, "took_us: {}", took.as_micros());
     s
+}
+
+/// What the shared cache file says about `req`'s key, as the module would read it.
+async fn in_cache_file(path: &Path, req: &Request) -> String {
+    let (table, key) = match req {
+        Request::GetPwNam(n) => (Table::PasswdByName, n.as_bytes().to_vec()),
+        Request::GetPwUid(u) => (Table::PasswdByUid, u.to_le_bytes().to_vec()),
+        Request::GetGrNam(n) => (Table::GroupByName, n.as_bytes().to_vec()),
+        Request::GetGrGid(g) => (Table::GroupByGid, g.to_le_bytes().to_vec()),
+        Request::InitGroups(n) => (Table::InitGroups, n.as_bytes().to_vec()),
+        Request::PwEnt { .. } | Request::GrEnt { .. } => return "-".into(),
+    };
+    let owned = path.to_owned();
+    let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || std::fs::read(owned)).await else {
+        return format!("none published at {}", path.display());
+    };
+    let Some(view) = MapView::new(&bytes) else {
+        return format!("{} is not a valid cache file", path.display());
+    };
+    let generation = view.generation();
+    let Some(hit) = view.get(table, &key) else {
+        return format!("miss (generation {generation}): processes ask the daemon");
+    };
+    let now = Clock::new().unix_ms / 1000;
+    let what = if hit.kind == ResponseKind::NotFound as u16 {
+        "absent"
+    } else {
+        "found"
+    };
+    if hit.expires_unix_secs > now {
+        format!(
+            "hit (generation {generation}, {what}, expires_in_secs {})",
+            hit.expires_unix_secs - now
+        )
+    } else {
+        format!("expired (generation {generation}, {what}): processes ask the daemon")
+    }
 }
 
 fn describe_answer(kind: ResponseKind, body: &[u8]) -> String {
@@ -267,6 +346,13 @@ pub fn status(r: &Daemon, started: Instant) -> String {
     let [a, b, c, d, e] = r.cache_sizes();
     let _ = writeln!(s, "cache_entries: passwd_by_name={a} passwd_by_uid={b} group_by_name={c} group_by_gid={d} initgroups={e}");
     let _ = writeln!(s, "cache_expired_entries: {}", r.expired_entries());
+    let _ = writeln!(
+        s,
+        "cache_file: generation={} entries={} bytes={}",
+        load(&st.map_generation),
+        load(&st.map_entries),
+        load(&st.map_bytes)
+    );
     let _ = writeln!(
         s,
         "requests: {} hits: {hits} misses: {misses} refreshes: {} stale_served: {} unavailable: {}",

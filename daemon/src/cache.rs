@@ -159,6 +159,16 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
         self.lock().iter().filter(|(_, s)| now >= s.expires).count()
     }
 
+    /// Every entry before its refresh-ahead point (answers a reader may take without asking),
+    /// most recently used first, with that point.
+    pub fn publishable(&self, now: Instant) -> Vec<(K, Option<V>, Instant)> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| now < s.refresh_at)
+            .map(|(k, s)| (k.clone(), s.value.clone(), s.refresh_at))
+            .collect()
+    }
+
     /// Every entry still servable (fresh or within `max_stale`), least recently used first, so
     /// restoring them in order rebuilds the same LRU order.
     pub fn snapshot(&self, now: Instant) -> Vec<Stored<K, V>> {
@@ -245,6 +255,28 @@ mod tests {
         c.put("c", Some(3), Duration::from_secs(1), t0);
         assert_eq!(c.fresh_values(t0 + Duration::from_secs(2)), vec![1]);
         assert_eq!(c.expired_count(t0 + Duration::from_secs(2)), 1);
+    }
+
+    #[test]
+    fn publishable_entries_end_at_their_refresh_point_most_recent_first() {
+        let c = cache(8);
+        let t0 = Instant::now();
+        c.put("a", Some(1), TTL, t0);
+        c.put("b", None, TTL, t0);
+        let keys: Vec<_> = c
+            .publishable(t0)
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect();
+        assert_eq!(keys, vec![("b", None), ("a", Some(1))]);
+        assert_eq!(
+            c.publishable(t0).first().map(|e| e.2),
+            Some(t0 + TTL.mul_f64(0.75))
+        );
+        assert!(
+            c.publishable(t0 + Duration::from_millis(7_600)).is_empty(),
+            "due: not published"
+        );
     }
 
     #[test]

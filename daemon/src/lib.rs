@@ -6,7 +6,7 @@
 //! [`cache`] is one bounded TTL map; [`singleflight`] merges concurrent misses;
 //! [`enumeration`] pages listings; [`directory`] is the query interface and [`ldap`] its LDAP
 //! implementation; [`servers`] tracks server health and backoff; [`persist`] keeps the cache
-//! on disk; [`mapping`] turns entries into records; [`policy`] decides what is served;
+//! on disk; [`publish`] writes the shared cache file the module maps; [`mapping`] turns entries into records; [`policy`] decides what is served;
 //! [`filter`] builds escaped LDAP filters; [`records`] holds the record types.
 //!
 //! The daemon never resolves users or groups through NSS itself.
@@ -25,8 +25,10 @@ pub mod peers;
 pub mod persist;
 pub mod policy;
 pub mod privileges;
+pub mod publish;
 pub mod records;
 pub mod resolver;
 pub mod server;
 pub mod servers;
 pub mod singleflight;
+pub mod wallclock;

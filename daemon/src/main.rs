@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 
 use toolforge_nss_config::{Config, LogFormat};
 use toolforge_nssd::ldap::LdapDirectory;
+use toolforge_nssd::publish::Publisher;
 use toolforge_nssd::resolver::Resolver;
 use toolforge_nssd::server::{self, Listener};
 use toolforge_nssd::{admin, metrics, persist, privileges};
@@ -152,7 +153,24 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         }
     }
     let started = std::time::Instant::now();
-    tokio::spawn(admin::serve(admin, resolver.clone(), started));
+    let publisher =
+        Publisher::new(&config.daemon.runtime_dir, config.cache.map_file_max_mib).map(Arc::new);
+    if let Some(p) = &publisher {
+        // At once: this also supersedes a file a previous run left behind.
+        admin::publish_now(p.clone(), resolver.clone()).await;
+        info!(file = %p.path().display(), "publishing the shared cache file");
+        tokio::spawn(publish_periodically(
+            p.clone(),
+            resolver.clone(),
+            Duration::from_millis(config.cache.map_publish_interval_ms),
+        ));
+    }
+    tokio::spawn(admin::serve(
+        admin,
+        resolver.clone(),
+        started,
+        publisher.clone(),
+    ));
     let warm = resolver.directory();
     tokio::spawn(async move { warm.warm_up().await });
     if let Some(l) = metrics {
@@ -181,6 +199,9 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         ));
     }
     server::serve(listener, resolver.clone(), &config, shutdown_signal()).await;
+    if let Some(p) = publisher {
+        p.withdraw();
+    }
     if persisting {
         save(&resolver, &config.daemon.cache_dir).await;
     }
@@ -247,6 +268,19 @@ async fn persist_periodically(resolver: Arc<Daemon>, dir: PathBuf, every: Durati
         if now != saved {
             save(&resolver, &dir).await;
             saved = now;
+        }
+    }
+}
+
+/// Republishes the cache file when the cache changed, at most once per `every`.
+async fn publish_periodically(publisher: Arc<Publisher>, resolver: Arc<Daemon>, every: Duration) {
+    let mut published = resolver.stats.generation.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = resolver.stats.generation.load(Ordering::Relaxed);
+        if now != published {
+            published = now;
+            admin::publish_now(publisher.clone(), resolver.clone()).await;
         }
     }
 }

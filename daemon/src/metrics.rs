@@ -73,6 +73,21 @@ pub fn render(r: &Daemon) -> String {
             load(&st.generation),
         ),
         (
+            "cache_file_generation",
+            "Generation of the shared cache file last published (0: none).",
+            load(&st.map_generation),
+        ),
+        (
+            "cache_file_entries",
+            "Entries in the shared cache file last published.",
+            load(&st.map_entries),
+        ),
+        (
+            "cache_file_bytes",
+            "Size of the shared cache file last published.",
+            load(&st.map_bytes),
+        ),
+        (
             "directory_searches_total",
             "LDAP searches sent.",
             dir.search_count(),

@@ -24,13 +24,13 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use toolforge_nss_protocol::{ResponseKind, ResponseRef};
 
 use crate::directory::Directory;
 use crate::records::{GroupRecord, UserRecord};
 use crate::resolver::Resolver;
+use crate::wallclock::Clock;
 
 const MAGIC: &[u8; 8] = b"TFNSCACH";
 const FORMAT: u32 = 1;
@@ -56,46 +56,6 @@ fn fnv1a64(data: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
-}
-
-fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Converts between monotonic and wall-clock time around one reference point.
-#[derive(Clone, Copy)]
-struct Clock {
-    now: Instant,
-    unix_ms: u64,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        Clock {
-            now: Instant::now(),
-            unix_ms: unix_ms_now(),
-        }
-    }
-    fn to_unix(self, t: Instant) -> u64 {
-        if t >= self.now {
-            self.unix_ms
-                .saturating_add((t - self.now).as_millis() as u64)
-        } else {
-            self.unix_ms
-                .saturating_sub((self.now - t).as_millis() as u64)
-        }
-    }
-    fn to_instant(self, ms: u64) -> Instant {
-        if ms >= self.unix_ms {
-            self.now + Duration::from_millis(ms - self.unix_ms)
-        } else {
-            // Before boot or far in the past: as old as Instant can say.
-            let back = Duration::from_millis(self.unix_ms - ms);
-            self.now.checked_sub(back).unwrap_or(self.now)
-        }
-    }
 }
 
 struct Out {

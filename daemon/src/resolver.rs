@@ -85,6 +85,10 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// A persisted cache was loaded at start (readiness).
     pub loaded_from_disk: std::sync::atomic::AtomicBool,
+    /// The shared cache file last published: generation, entries, bytes (0: none yet).
+    pub map_generation: AtomicU64,
+    pub map_entries: AtomicU64,
+    pub map_bytes: AtomicU64,
 }
 
 /// Map names for [`Stats::lookups`].

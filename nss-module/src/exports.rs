@@ -19,6 +19,7 @@ use std::os::raw::{c_char, c_int, c_long};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{gid_t, uid_t};
+use toolforge_nss_protocol::mapfile::Table;
 use toolforge_nss_protocol::names::is_valid_name;
 use toolforge_nss_protocol::{Group, GroupRef, Passwd, PasswdRef, Request, ResponseRef};
 
@@ -26,7 +27,7 @@ use crate::client::{self, Failure};
 use crate::enumeration::{self, State};
 use crate::pack::{self, GroupParts, TooSmall};
 use crate::settings::{self, ENUMERATION_TIMEOUT_MS};
-use crate::{last_reply, NssStatus};
+use crate::{last_reply, mapcache, NssStatus};
 
 type Status = (NssStatus, c_int);
 
@@ -80,9 +81,45 @@ impl From<Result<(), TooSmall>> for Filled {
     }
 }
 
-/// Asks for `req` (or reuses the reply an ERANGE left behind), decodes it and lets `fill`
-/// write the answer. Absent, unavailable and error replies are handled here.
-fn lookup(req: Request, budget_ms: u64, fill: impl FnOnce(ResponseRef) -> Filled) -> Status {
+/// Answers from the shared cache file when it holds a valid, unexpired entry for `key` in
+/// `table`; `None` sends the caller to the daemon (no file, absent, expired, or anything in
+/// the entry that does not decode or does not match the question).
+fn from_cache_file(
+    table: Table,
+    key: &[u8],
+    fill: &mut impl FnMut(ResponseRef) -> Filled,
+) -> Option<Status> {
+    mapcache::with_entry(table, key, |kind, body| {
+        match ResponseRef::decode(kind, body) {
+            Ok(ResponseRef::NotFound) => Some(NOT_FOUND),
+            Ok(
+                resp @ (ResponseRef::Passwd(_) | ResponseRef::Group(_) | ResponseRef::GroupIds(_)),
+            ) => match fill(resp) {
+                Filled::Done(s) if s != MALFORMED => Some(s),
+                Filled::Done(_) => None,
+                // The caller retries with a bigger buffer and finds the entry again.
+                Filled::TooSmall => Some(TOO_SMALL),
+            },
+            _ => None,
+        }
+    })
+    .ok()
+    .flatten()
+}
+
+/// Answers from the shared cache file if it can, else asks the daemon for `req()` (or reuses
+/// the reply an ERANGE left behind), decodes it and lets `fill` write the answer. Absent,
+/// unavailable and error replies are handled here.
+fn lookup(
+    (table, key): (Table, &[u8]),
+    req: impl FnOnce() -> Request,
+    budget_ms: u64,
+    mut fill: impl FnMut(ResponseRef) -> Filled,
+) -> Status {
+    if let Some(status) = from_cache_file(table, key, &mut fill) {
+        return status;
+    }
+    let req = req();
     let (kind, body) = match last_reply::take(&req) {
         Some(saved) => saved,
         None => match client::call(&req, budget_ms) {
@@ -158,7 +195,8 @@ pub unsafe extern "C" fn _nss_toolforge_getpwnam_r(
             return INVALID;
         };
         lookup(
-            Request::GetPwNam(name.to_owned()),
+            (Table::PasswdByName, name.as_bytes()),
+            || Request::GetPwNam(name.to_owned()),
             budget(),
             |resp| match resp {
                 ResponseRef::Passwd(p) if p.name == name.as_bytes() => {
@@ -181,10 +219,16 @@ pub unsafe extern "C" fn _nss_toolforge_getpwuid_r(
     errnop: *mut c_int,
 ) -> NssStatus {
     guarded(errnop, || {
-        lookup(Request::GetPwUid(uid), budget(), |resp| match resp {
-            ResponseRef::Passwd(p) if p.uid == uid => pack::passwd(&p, pwd, buf, buflen).into(),
-            _ => Filled::Done(MALFORMED),
-        })
+        let key = uid.to_le_bytes();
+        lookup(
+            (Table::PasswdByUid, &key),
+            || Request::GetPwUid(uid),
+            budget(),
+            |resp| match resp {
+                ResponseRef::Passwd(p) if p.uid == uid => pack::passwd(&p, pwd, buf, buflen).into(),
+                _ => Filled::Done(MALFORMED),
+            },
+        )
     })
 }
 
@@ -203,7 +247,8 @@ pub unsafe extern "C" fn _nss_toolforge_getgrnam_r(
             return INVALID;
         };
         lookup(
-            Request::GetGrNam(name.to_owned()),
+            (Table::GroupByName, name.as_bytes()),
+            || Request::GetGrNam(name.to_owned()),
             budget(),
             |resp| match resp {
                 ResponseRef::Group(g) if g.name == name.as_bytes() => {
@@ -226,12 +271,18 @@ pub unsafe extern "C" fn _nss_toolforge_getgrgid_r(
     errnop: *mut c_int,
 ) -> NssStatus {
     guarded(errnop, || {
-        lookup(Request::GetGrGid(gid), budget(), |resp| match resp {
-            ResponseRef::Group(g) if g.gid == gid => {
-                pack::group(group_view(&g), grp, buf, buflen).into()
-            }
-            _ => Filled::Done(MALFORMED),
-        })
+        let key = gid.to_le_bytes();
+        lookup(
+            (Table::GroupByGid, &key),
+            || Request::GetGrGid(gid),
+            budget(),
+            |resp| match resp {
+                ResponseRef::Group(g) if g.gid == gid => {
+                    pack::group(group_view(&g), grp, buf, buflen).into()
+                }
+                _ => Filled::Done(MALFORMED),
+            },
+        )
     })
 }
 
@@ -257,12 +308,18 @@ pub unsafe extern "C" fn _nss_toolforge_initgroups_dyn(
         if start.is_null() || size.is_null() || groupsp.is_null() || (*groupsp).is_null() {
             return INVALID;
         }
-        lookup(Request::InitGroups(name.to_owned()), budget(), |resp| {
-            let ResponseRef::GroupIds(gids) = resp else {
-                return Filled::Done(MALFORMED);
-            };
-            Filled::Done(add_groups(&gids, skip, start, size, groupsp, limit))
-        })
+        let key = (Table::InitGroups, name.as_bytes());
+        lookup(
+            key,
+            || Request::InitGroups(name.to_owned()),
+            budget(),
+            |resp| {
+                let ResponseRef::GroupIds(gids) = resp else {
+                    return Filled::Done(MALFORMED);
+                };
+                Filled::Done(add_groups(&gids, skip, start, size, groupsp, limit))
+            },
+        )
     })
 }
 

@@ -11,7 +11,8 @@
 //! socket (cached fd, fork and fd-reuse safety); [`breaker`] skips a failing daemon for a
 //! while; [`pack`] writes answers into the caller's buffer; [`enumeration`] keeps
 //! `getpwent`/`getgrent` state; [`last_reply`] answers an ERANGE retry without a round
-//! trip; [`settings`] reads the environment once; [`clock`] is the monotonic clock.
+//! trip; [`mapcache`] answers warm lookups from the daemon's shared cache file without a
+//! round trip; [`settings`] reads the environment once; [`clock`] is the monotonic clock.
 
 pub mod breaker;
 pub mod client;
@@ -20,6 +21,7 @@ pub mod connection;
 pub mod enumeration;
 pub mod exports;
 pub mod last_reply;
+pub mod mapcache;
 pub mod pack;
 pub mod settings;
 

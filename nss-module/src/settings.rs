@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/toolforge-nss";
 pub const SOCKET_NAME: &str = "socket";
+pub const MAP_FILE_NAME: &str = "cache.map";
 pub const DEFAULT_TIMEOUT_MS: u64 = 500;
 /// Budget for an enumeration batch (the daemon may list the directory first).
 pub const ENUMERATION_TIMEOUT_MS: u64 = 10_000;
@@ -25,6 +26,8 @@ extern "C" {
 pub struct Settings {
     /// `RUNTIME_DIR/socket`, as a `sockaddr_un` path (without NUL), or `None` when too long.
     pub socket_path: Option<Vec<u8>>,
+    /// `RUNTIME_DIR/cache.map`, the shared cache file, or `None` when the path is unusable.
+    pub map_path: Option<CString>,
     pub timeout_ms: u64,
     pub disabled: bool,
 }
@@ -44,6 +47,10 @@ impl Settings {
         let dir = env(c"TOOLFORGE_NSS_DIR")
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into());
+        let mut map = dir.clone();
+        map.push(b'/');
+        map.extend_from_slice(MAP_FILE_NAME.as_bytes());
+        let map_path = CString::new(map).ok();
         let mut path = dir;
         path.push(b'/');
         path.extend_from_slice(SOCKET_NAME.as_bytes());
@@ -55,6 +62,7 @@ impl Settings {
         let disabled = env(c"TOOLFORGE_NSS_DISABLE").is_some_and(|v| !v.is_empty() && v != b"0");
         Settings {
             socket_path,
+            map_path,
             timeout_ms,
             disabled,
         }

@@ -74,6 +74,8 @@ pub struct MapBuilder {
     generation: u64,
     seed: u64,
     tables: [Vec<Entry>; TABLES],
+    /// Upper bound of the file's length so far.
+    len: usize,
 }
 
 impl MapBuilder {
@@ -82,6 +84,7 @@ impl MapBuilder {
             generation,
             seed,
             tables: Default::default(),
+            len: DATA_START + TABLES * 8 * 8,
         }
     }
 
@@ -96,6 +99,9 @@ impl MapBuilder {
         body: &[u8],
     ) {
         if key.len() <= u16::MAX as usize {
+            // Up to four slots (load factor a half to a quarter), record header, key, body,
+            // alignment.
+            self.len += 32 + RECORD_HEADER + key.len() + body.len() + 8;
             self.tables[table as usize].push((
                 key.to_vec(),
                 expires_unix_secs,
@@ -107,13 +113,7 @@ impl MapBuilder {
 
     /// Bytes the file would take so far (to enforce a size limit while adding).
     pub fn approximate_len(&self) -> usize {
-        DATA_START
-            + self
-                .tables
-                .iter()
-                .flatten()
-                .map(|(k, _, _, b)| 16 + RECORD_HEADER + k.len() + b.len() + 8)
-                .sum::<usize>()
+        self.len
     }
 
     pub fn build(self) -> Vec<u8> {
