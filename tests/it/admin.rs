@@ -5,6 +5,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::time::Duration;
 
 use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse, Scope};
 use toolforge_nss_protocol::{Request, Response};
@@ -165,6 +166,8 @@ fn child_admin_as_nobody() {
 fn the_daemon_runs_unprivileged_after_binding() {
     let env = shared(Schema::Rfc2307);
     let mut d = Daemon::start(&[env.slapd.uri()], Schema::Rfc2307, "run_as_uid = 65534\n");
+    // The socket accepts connections from its bind on; the switch follows a moment later.
+    assert!(d.wait_for_log("running unprivileged", Duration::from_secs(5)));
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid().unwrap())).unwrap();
     let ids = |key: &str| {
         status
@@ -186,6 +189,12 @@ fn the_daemon_runs_unprivileged_after_binding() {
     assert!(
         text(admin(&d.admin_socket(), &AdminRequest::Status)).contains("directory: online"),
         "root still administers it"
+    );
+    let map = std::fs::metadata(d.runtime_dir().join("cache.map")).unwrap();
+    assert_eq!(
+        (map.uid(), map.mode() & 0o777),
+        (65534, 0o644),
+        "the cache file is the unprivileged daemon's, readable by all"
     );
     assert!(d.stop());
     assert!(

@@ -5,6 +5,7 @@
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use toolforge_nss_protocol::mapfile::Table;
 use toolforge_nss_tests::daemon::Daemon;
 use toolforge_nss_tests::fixture::Schema;
 use toolforge_nss_tests::nss::Nss;
@@ -52,15 +53,23 @@ fn stopped_killed_restarted_and_duplicate_daemons() {
     let id = nss.run(&["id", &user.name]);
     assert_ne!(id.code, Some(0));
 
-    // Restart, then SIGKILL: the stale socket refuses connections, quickly.
+    // Restart, then SIGKILL: the stale socket refuses connections, quickly; what the daemon
+    // had published in the shared cache file is still answered from it (as SSSD's memory
+    // cache is) until it expires.
     d.restart();
     assert_eq!(
         nss.run(&["getent", "passwd", &user.name]).lines(),
         [user.passwd_line()]
     );
+    assert!(d
+        .wait_for_cache_file(Table::PasswdByName, user.name.as_bytes())
+        .is_some());
     d.kill();
     assert!(d.socket().exists(), "SIGKILL leaves the socket");
-    let refused = nss.run(&["getent", "passwd", &user.name]);
+    let cached = nss.run(&["getent", "passwd", &user.name]);
+    assert_eq!(cached.lines(), [user.passwd_line()], "from the cache file");
+    let other = env.fixture.developer(true);
+    let refused = nss.run(&["getent", "passwd", &other.name]);
     assert_eq!(refused.code, Some(2));
     assert!(refused.elapsed.saturating_sub(baseline) < Duration::from_millis(100));
     // A new daemon replaces the stale socket.

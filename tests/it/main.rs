@@ -2,6 +2,7 @@
 //! Each module owns one area; `env` holds the slapd + daemon pairs shared by read-only tests.
 
 mod admin;
+mod cache_file;
 mod cli;
 mod e2e;
 mod enumerate;

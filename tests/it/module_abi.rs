@@ -14,9 +14,9 @@ use toolforge_nss_tests::paths::module_so;
 
 use crate::env::shared;
 
-const SUCCESS: c_int = 1;
-const NOTFOUND: c_int = 0;
-const UNAVAIL: c_int = -1;
+pub(crate) const SUCCESS: c_int = 1;
+pub(crate) const NOTFOUND: c_int = 0;
+pub(crate) const UNAVAIL: c_int = -1;
 const TRYAGAIN: c_int = -2;
 
 type PwNam =
@@ -37,10 +37,10 @@ type InitGroups = unsafe extern "C" fn(
 type SetEnt = unsafe extern "C" fn(c_int) -> c_int;
 type PwEnt = unsafe extern "C" fn(*mut libc::passwd, *mut c_char, usize, *mut c_int) -> c_int;
 
-struct Module(*mut c_void);
+pub(crate) struct Module(*mut c_void);
 
 impl Module {
-    fn load() -> Module {
+    pub(crate) fn load() -> Module {
         let path = CString::new(module_so().to_str().unwrap()).unwrap();
         let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
         assert!(!h.is_null(), "dlopen {:?}", path);
@@ -58,7 +58,12 @@ fn cstr(p: *const c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
-fn pwnam(m: &Module, name: &str, buflen: usize, null_buf: bool) -> (c_int, c_int, Option<String>) {
+pub(crate) fn pwnam(
+    m: &Module,
+    name: &str,
+    buflen: usize,
+    null_buf: bool,
+) -> (c_int, c_int, Option<String>) {
     let f: PwNam = m.sym("getpwnam_r");
     let name = CString::new(name).unwrap();
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
@@ -134,17 +139,23 @@ fn initgroups(m: &Module, user: &str, skip: u32, limit: c_long) -> (c_int, Vec<u
     (st, got)
 }
 
-fn open_fds() -> usize {
+pub(crate) fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// The command that runs the ignored test `name` in a child process with `env`.
-fn child(name: &str, env: &[(&str, String)]) -> Command {
+/// The command that runs the ignored test `name` (of this module, or a `module::test` path)
+/// in a child process with `env`.
+pub(crate) fn child(name: &str, env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let path = if name.contains("::") {
+        name.to_owned()
+    } else {
+        format!("module_abi::{name}")
+    };
     cmd.args([
         "--ignored",
         "--exact",
-        &format!("module_abi::{name}"),
+        &path,
         "--test-threads=1",
         "--nocapture",
     ]);
@@ -159,7 +170,7 @@ fn in_child(name: &str, env: &[(&str, String)]) {
     check_child(name, child(name, env).output().unwrap());
 }
 
-fn check_child(name: &str, out: std::process::Output) {
+pub(crate) fn check_child(name: &str, out: std::process::Output) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("1 passed"),

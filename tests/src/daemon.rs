@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use toolforge_nss_protocol::mapfile::{MapView, Table};
+
 use crate::fixture::{Schema, BASE};
 use crate::paths::daemon_bin;
 use crate::process::{signal, spawn_tied};
@@ -189,6 +191,27 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// The shared cache file's path.
+    pub fn map_file(&self) -> PathBuf {
+        self.runtime_dir().join("cache.map")
+    }
+
+    /// Waits (up to 5 s) until the shared cache file holds `key` in `table`; its generation.
+    pub fn wait_for_cache_file(&self, table: Table, key: &[u8]) -> Option<u64> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(bytes) = std::fs::read(self.map_file()) {
+                if let Some(v) = MapView::new(&bytes) {
+                    if v.get(table, key).is_some() {
+                        return Some(v.generation());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn pid(&self) -> Option<u32> {
