@@ -159,3 +159,17 @@ awk '
     printf "%-18s", "rss (MB)"; printf "%12.1f", rss["toolforge-nssd"] / 1024
     printf "%12s", "sssd " sprintf("%.0f", (rss["sssd"] + rss["sssd_nss"] + rss["sssd_be"]) / 1024); printf "%12s\n", "nslcd " sprintf("%.0f", rss["nslcd"] / 1024)
   }' "$W/results.txt"
+
+# --- where the time goes: the module's own exports called directly (no glibc dispatch), and
+# the stat(2) of /etc/nsswitch.conf that glibc (2.33 and later) makes before every NSS call,
+# which every NSS module pays and nscd (asked by glibc before NSS) does not.
+case " $providers " in *" toolforge "*)
+  echo
+  echo "toolforge module alone (dlopen, exports called directly) and glibc's per-call floor:"
+  unshare --mount bash -c "mount --bind $W/nsswitch.toolforge /etc/nsswitch.conf
+    export TOOLFORGE_NSS_DIR=$W/tf/run LD_LIBRARY_PATH=$W/tf/lib
+    for op in module-pwnam module-pwuid; do \"$B\" \$op $W/warm.txt 20000; done
+    \"$B\" module-grnam $W/groups.txt 2000
+    \"$B\" module-pwnam $W/warm.txt 40000 2 | sed 's/^/2 threads: /'
+    \"$B\" nsswitch-stat $W/warm.txt 20000 | sed 's/^/glibc floor: /'"
+esac

@@ -238,9 +238,10 @@ pub struct CacheConfig {
     /// Largest size of the shared cache file (`runtime_dir/cache.map`) the module reads
     /// directly; 0 publishes no file (every lookup then asks the daemon). Default 64 MiB.
     pub map_file_max_mib: u64,
-    /// Publish the cache file at most this often after the cache changed (an invalidation
-    /// publishes at once). Default 1000 ms.
-    pub map_publish_interval_ms: u64,
+    /// A change to the cache reaches the cache file after this delay (changes within it are
+    /// published together), and publications are paced so that building the file takes at
+    /// most a tenth of one core. An invalidation is published at once. Default 20 ms.
+    pub map_publish_delay_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -255,7 +256,7 @@ impl Default for CacheConfig {
             stale_wait_ms: 250,
             persist_interval_secs: 60,
             map_file_max_mib: 64,
-            map_publish_interval_ms: 1_000,
+            map_publish_delay_ms: 20,
         }
     }
 }

@@ -289,9 +289,9 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
     )?;
     check_range("cache.map_file_max_mib", k.map_file_max_mib, 0, 4_095)?;
     check_range(
-        "cache.map_publish_interval_ms",
-        k.map_publish_interval_ms,
-        100,
+        "cache.map_publish_delay_ms",
+        k.map_publish_delay_ms,
+        1,
         60_000,
     )?;
 

@@ -162,7 +162,7 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         tokio::spawn(publish_periodically(
             p.clone(),
             resolver.clone(),
-            Duration::from_millis(config.cache.map_publish_interval_ms),
+            Duration::from_millis(config.cache.map_publish_delay_ms),
         ));
     }
     tokio::spawn(admin::serve(
@@ -272,16 +272,16 @@ async fn persist_periodically(resolver: Arc<Daemon>, dir: PathBuf, every: Durati
     }
 }
 
-/// Republishes the cache file when the cache changed, at most once per `every`.
-async fn publish_periodically(publisher: Arc<Publisher>, resolver: Arc<Daemon>, every: Duration) {
-    let mut published = resolver.stats.generation.load(Ordering::Relaxed);
+/// Republishes the cache file `delay` after the cache changed (changes meanwhile are
+/// published together), then rests nine times as long as the build took, so that publishing
+/// costs at most a tenth of a core however fast the cache changes.
+async fn publish_periodically(publisher: Arc<Publisher>, resolver: Arc<Daemon>, delay: Duration) {
     loop {
-        tokio::time::sleep(every).await;
-        let now = resolver.stats.generation.load(Ordering::Relaxed);
-        if now != published {
-            published = now;
-            admin::publish_now(publisher.clone(), resolver.clone()).await;
-        }
+        resolver.stats.change.notified().await;
+        tokio::time::sleep(delay).await;
+        let started = std::time::Instant::now();
+        admin::publish_now(publisher.clone(), resolver.clone()).await;
+        tokio::time::sleep(started.elapsed() * 9).await;
     }
 }
 

@@ -77,8 +77,11 @@ pub struct Stats {
     pub refreshes: AtomicU64,
     pub stale_served: AtomicU64,
     pub unavailable: AtomicU64,
-    /// Bumped on every cache write: persistence saves only when it moved.
+    /// Bumped on every cache write (see [`Stats::changed`]): persistence saves only when it
+    /// moved.
     pub generation: AtomicU64,
+    /// Woken on every cache write: the cache file publisher waits on it.
+    pub change: tokio::sync::Notify,
     /// Answers by map ([`MAPS`]) and result ([`RESULTS`]).
     pub lookups: [[AtomicU64; 3]; 4],
     /// Client connections open now.
@@ -89,6 +92,14 @@ pub struct Stats {
     pub map_generation: AtomicU64,
     pub map_entries: AtomicU64,
     pub map_bytes: AtomicU64,
+}
+
+impl Stats {
+    /// Records a change to the cache.
+    pub fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.change.notify_one();
+    }
 }
 
 /// Map names for [`Stats::lookups`].
@@ -233,7 +244,7 @@ impl<D: Directory> Resolver<D> {
         }
         if flush {
             self.maps.clear();
-            self.stats.generation.fetch_add(1, Ordering::Relaxed);
+            self.stats.changed();
             info!("cache flushed: directory or policy settings changed");
         }
     }
@@ -438,7 +449,7 @@ impl<D: Directory> Resolver<D> {
                 .users_by_uid
                 .put(e.record.passwd.uid, Some(e.clone()), s.positive_ttl, now);
         }
-        self.stats.generation.fetch_add(1, Ordering::Relaxed);
+        self.stats.changed();
         e
     }
 
@@ -457,7 +468,7 @@ impl<D: Directory> Resolver<D> {
                 .groups_by_gid
                 .put(e.record.group.gid, Some(e.clone()), s.positive_ttl, now);
         }
-        self.stats.generation.fetch_add(1, Ordering::Relaxed);
+        self.stats.changed();
         e
     }
 
@@ -500,7 +511,7 @@ impl<D: Directory> Resolver<D> {
         now: Instant,
     ) -> Option<GroupIds> {
         let s = self.settings();
-        self.stats.generation.fetch_add(1, Ordering::Relaxed);
+        self.stats.changed();
         match gids.filter(|g| !g.is_empty()) {
             None => {
                 self.maps.initgroups.put(name, None, s.negative_ttl, now);
@@ -629,7 +640,7 @@ impl<D: Directory> Resolver<D> {
                 n
             }
         };
-        self.stats.generation.fetch_add(1, Ordering::Relaxed);
+        self.stats.changed();
         info!(?scope, entries = n, "cache invalidated");
         n
     }
@@ -656,7 +667,7 @@ impl<D: Directory> Resolver<D> {
                         UserKey::Name(n) => this.maps.users_by_name.put(n.clone(), None, ttl, now),
                         UserKey::Uid(u) => this.maps.users_by_uid.put(*u, None, ttl, now),
                     }
-                    this.stats.generation.fetch_add(1, Ordering::Relaxed);
+                    this.stats.changed();
                 }
                 Ok(entry)
             })
@@ -716,7 +727,7 @@ impl<D: Directory> Resolver<D> {
                         }
                         GroupKey::Gid(g) => this.maps.groups_by_gid.put(*g, None, ttl, now),
                     }
-                    this.stats.generation.fetch_add(1, Ordering::Relaxed);
+                    this.stats.changed();
                 }
                 Ok(entry)
             })

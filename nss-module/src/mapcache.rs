@@ -87,8 +87,10 @@ impl Drop for Reader<'_> {
 /// The stripe a thread counts itself in: threads have different stacks.
 fn stripe() -> usize {
     let marker = 0u8;
-    let addr = std::ptr::addr_of!(marker) as usize;
-    ((addr >> 16) ^ (addr >> 23)) % STRIPES
+    let addr = std::ptr::addr_of!(marker) as u64;
+    // Stacks are megabytes apart and similarly aligned: mix the page number (Fibonacci
+    // hashing) and take the top bits.
+    ((addr >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - STRIPES.trailing_zeros())) as usize
 }
 
 fn coarse_secs(clock: libc::clockid_t) -> u64 {

@@ -56,7 +56,7 @@ fn frozen<T>(d: &Daemon, f: impl FnOnce() -> T) -> (T, Duration) {
 fn child_follows_files() {
     let f = Fixture::generate(Schema::Rfc2307, Shape::default());
     let uri = std::env::var("TF_SLAPD_URI").unwrap();
-    let extra = "[cache]\nmap_publish_interval_ms = 100\n";
+    let extra = "";
     let mut d = Daemon::start(&[uri], Schema::Rfc2307, extra);
     std::env::set_var("TOOLFORGE_NSS_DIR", d.runtime_dir());
     let m = Module::load();
