@@ -170,6 +170,7 @@ case " $providers " in *" toolforge "*)
     export TOOLFORGE_NSS_DIR=$W/tf/run LD_LIBRARY_PATH=$W/tf/lib
     for op in module-pwnam module-pwuid; do \"$B\" \$op $W/warm.txt 20000; done
     \"$B\" module-grnam $W/groups.txt 2000
+    \"$B\" module-pwnam $W/nokeys.txt 20000 | sed 's/^/miss: /'
     \"$B\" module-pwnam $W/warm.txt 40000 2 | sed 's/^/2 threads: /'
     \"$B\" nsswitch-stat $W/warm.txt 20000 | sed 's/^/glibc floor: /'"
 esac
