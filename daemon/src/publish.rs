@@ -43,6 +43,8 @@ pub struct Published {
 struct State {
     generation: u64,
     last: Published,
+    /// Withdrawn (shutdown): nothing is published any more.
+    closed: bool,
 }
 
 /// Writes `cache.map` for one daemon; publications are serialised.
@@ -88,6 +90,7 @@ impl Publisher {
             state: Mutex::new(State {
                 generation,
                 last: Published::default(),
+                closed: false,
             }),
         })
     }
@@ -105,6 +108,9 @@ impl Publisher {
     /// task.
     pub fn publish<D: Directory>(&self, r: &Resolver<D>) -> std::io::Result<Published> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.closed {
+            return Ok(state.last);
+        }
         let generation = state.generation + 1;
         let (bytes, entries, left_out) = self.build(r, generation);
         self.replace(&bytes)?;
@@ -218,7 +224,8 @@ impl Publisher {
 
     /// Flags the file and removes it (shutdown): readers go back to asking the socket.
     pub fn withdraw(&self) {
-        let _state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.closed = true;
         let path = self.path();
         if let Ok(f) = OpenOptions::new()
             .write(true)
@@ -259,6 +266,10 @@ mod tests {
         let second = File::open(p.path()).unwrap();
         p.withdraw();
         assert!(!p.path().exists());
+        assert!(
+            p.state.lock().unwrap().closed,
+            "nothing is published after withdrawal"
+        );
         second
             .read_exact_at(&mut flags, FLAGS_OFFSET as u64)
             .unwrap();

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
+use toolforge_nss_protocol::mapfile::Table;
 use toolforge_nss_tests::daemon::Daemon;
 use toolforge_nss_tests::fixture::Schema;
 use toolforge_nss_tests::paths::ctl_bin;
@@ -81,17 +82,27 @@ fn nssctl_status_lookup_explain_invalidate_and_dump() {
         out.contains(&format!("server: {}", env.slapd.uri())),
         "{out}"
     );
-    // Again: from the daemon's cache, with its age.
+    // Again: from the daemon's cache, with its age; once published, processes read it from
+    // the cache file.
     let (_, out) = ctl(&d, &["lookup", "passwd", &user.name, "--explain"]);
     assert!(
-        out.contains("source: daemon cache (fresh)")
+        out.contains("daemon cache (fresh)")
             && out.contains("age_secs: ")
             && out.contains("directory_searches: 0"),
         "{out}"
     );
+    assert!(d
+        .wait_for_cache_file(Table::PasswdByName, user.name.as_bytes())
+        .is_some());
+    let (_, out) = ctl(&d, &["lookup", "passwd", &user.name, "--explain"]);
+    assert!(
+        out.contains("cache_file: hit (generation ")
+            && out.contains("source: cache file (processes read it without asking the daemon); the daemon answered from: daemon cache (fresh)"),
+        "{out}"
+    );
     // The prefetched user was cached at start.
     let (_, out) = ctl(&d, &["lookup", "passwd", &pre.name, "--explain"]);
-    assert!(out.contains("source: daemon cache (fresh)"), "{out}");
+    assert!(out.contains("daemon cache (fresh)"), "{out}");
     // Plain lookups print the getent line; absent ones exit 1.
     assert_eq!(
         ctl(&d, &["lookup", "passwd", &user.uid.to_string()]),
@@ -111,7 +122,10 @@ fn nssctl_status_lookup_explain_invalidate_and_dump() {
     assert_eq!(code, 0);
     assert!(out.starts_with("invalidated "), "{out}");
     let (_, out) = ctl(&d, &["lookup", "passwd", &user.name, "--explain"]);
-    assert!(out.contains("source: directory"), "asked again: {out}");
+    assert!(
+        out.contains("cache_file: miss") && out.contains("source: directory"),
+        "invalidated in the daemon and in the file, asked again: {out}"
+    );
     assert_eq!(
         ctl(&d, &["cache", "invalidate"]).0,
         2,
