@@ -130,11 +130,13 @@ async fn handle(
 /// Publishes the cache file now (after an invalidation).
 pub async fn publish_now(publisher: Arc<Publisher>, resolver: Arc<Daemon>) {
     match tokio::task::spawn_blocking(move || publisher.publish(&resolver)).await {
-        Ok(Ok(p)) => debug!(
+        Ok(Ok(Some(p))) => debug!(
             generation = p.generation,
             entries = p.entries,
+            left_out = p.left_out,
             "cache file published"
         ),
+        Ok(Ok(None)) => {} // withdrawn at shutdown
         Ok(Err(e)) => warn!(error = %e, "cannot publish the cache file"),
         Err(e) => warn!(error = %e, "cache file publication failed"),
     }

@@ -29,6 +29,10 @@ struct Slot<V> {
     expires: Instant,
 }
 
+/// One entry as the cache file publisher sees it: key, value (`None`: known absent), and the
+/// refresh-ahead point until which a reader may use it.
+pub type Publishable<K, V> = (K, Option<V>, Instant);
+
 /// One entry as persistence sees it.
 pub struct Stored<K, V> {
     pub key: K,
@@ -161,7 +165,7 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
 
     /// Every entry before its refresh-ahead point (answers a reader may take without asking),
     /// most recently used first, with that point.
-    pub fn publishable(&self, now: Instant) -> Vec<(K, Option<V>, Instant)> {
+    pub fn publishable(&self, now: Instant) -> Vec<Publishable<K, V>> {
         self.lock()
             .iter()
             .filter(|(_, s)| now < s.refresh_at)

@@ -17,13 +17,15 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use toolforge_nss_protocol::mapfile::{MapBuilder, MapView, Table, FLAGS_OFFSET, FLAG_SUPERSEDED};
 use toolforge_nss_protocol::ResponseKind;
 
+use crate::cache::Publishable;
 use crate::directory::Directory;
-use crate::resolver::Resolver;
+use crate::resolver::{Encoded, Resolver};
 use crate::wallclock::Clock;
 
 /// The file's name inside `runtime_dir` (the module looks for it there).
@@ -42,7 +44,6 @@ pub struct Published {
 
 struct State {
     generation: u64,
-    last: Published,
     /// Withdrawn (shutdown): nothing is published any more.
     closed: bool,
 }
@@ -68,7 +69,7 @@ fn random_seed() -> u64 {
 }
 
 /// Expiry in whole seconds, rounded down (a reader never keeps an entry longer than allowed).
-fn secs(clock: &Clock, t: std::time::Instant) -> u64 {
+fn secs(clock: &Clock, t: Instant) -> u64 {
     clock.to_unix(t) / 1000
 }
 
@@ -89,7 +90,6 @@ impl Publisher {
             max_bytes: usize::try_from(max_mib << 20).unwrap_or(usize::MAX),
             state: Mutex::new(State {
                 generation,
-                last: Published::default(),
                 closed: false,
             }),
         })
@@ -99,33 +99,27 @@ impl Publisher {
         self.dir.join(FILE_NAME)
     }
 
-    /// The last publication.
-    pub fn last(&self) -> Published {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).last
-    }
-
-    /// Builds the file from the cache and puts it in place. Blocking: call it from a blocking
-    /// task.
-    pub fn publish<D: Directory>(&self, r: &Resolver<D>) -> std::io::Result<Published> {
+    /// Builds the file from the cache and puts it in place; `None` once withdrawn. Blocking:
+    /// call it from a blocking task.
+    pub fn publish<D: Directory>(&self, r: &Resolver<D>) -> std::io::Result<Option<Published>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.closed {
-            return Ok(state.last);
+            return Ok(None);
         }
         let generation = state.generation + 1;
         let (bytes, entries, left_out) = self.build(r, generation);
         self.replace(&bytes)?;
         state.generation = generation;
-        state.last = Published {
-            generation,
-            entries,
-            left_out,
-            bytes: bytes.len(),
-        };
         let st = &r.stats;
         st.map_generation.store(generation, Ordering::Relaxed);
         st.map_entries.store(entries as u64, Ordering::Relaxed);
         st.map_bytes.store(bytes.len() as u64, Ordering::Relaxed);
-        Ok(state.last)
+        Ok(Some(Published {
+            generation,
+            entries,
+            left_out,
+            bytes: bytes.len(),
+        }))
     }
 
     fn build<D: Directory>(&self, r: &Resolver<D>, generation: u64) -> (Vec<u8>, usize, usize) {
@@ -171,25 +165,20 @@ impl Publisher {
         .max()
         .unwrap_or(0);
         for i in 0..longest {
-            if let Some((k, v, t)) = users.get(i) {
-                let body = v.as_ref().map(|e| e.body.as_slice());
-                add(&mut b, Table::PasswdByName, k.as_bytes(), *t, body);
+            if let Some((k, body, t)) = row(&users, i) {
+                add(&mut b, Table::PasswdByName, k.as_bytes(), t, body);
             }
-            if let Some((k, v, t)) = uids.get(i) {
-                let body = v.as_ref().map(|e| e.body.as_slice());
-                add(&mut b, Table::PasswdByUid, &k.to_le_bytes(), *t, body);
+            if let Some((k, body, t)) = row(&uids, i) {
+                add(&mut b, Table::PasswdByUid, &k.to_le_bytes(), t, body);
             }
-            if let Some((k, v, t)) = groups.get(i) {
-                let body = v.as_ref().map(|e| e.body.as_slice());
-                add(&mut b, Table::GroupByName, k.as_bytes(), *t, body);
+            if let Some((k, body, t)) = row(&groups, i) {
+                add(&mut b, Table::GroupByName, k.as_bytes(), t, body);
             }
-            if let Some((k, v, t)) = gids.get(i) {
-                let body = v.as_ref().map(|e| e.body.as_slice());
-                add(&mut b, Table::GroupByGid, &k.to_le_bytes(), *t, body);
+            if let Some((k, body, t)) = row(&gids, i) {
+                add(&mut b, Table::GroupByGid, &k.to_le_bytes(), t, body);
             }
-            if let Some((k, v, t)) = inits.get(i) {
-                let body = v.as_ref().map(|e| e.body.as_slice());
-                add(&mut b, Table::InitGroups, k.as_bytes(), *t, body);
+            if let Some((k, body, t)) = row(&inits, i) {
+                add(&mut b, Table::InitGroups, k.as_bytes(), t, body);
             }
         }
         (b.build(), added, left_out)
@@ -210,11 +199,7 @@ impl Publisher {
         f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         f.write_all(bytes)?;
         drop(f);
-        let old = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-            .ok();
+        let old = open_published(&path);
         std::fs::rename(&temp, &path)?;
         if let Some(old) = old {
             flag_superseded(&old);
@@ -227,15 +212,29 @@ impl Publisher {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.closed = true;
         let path = self.path();
-        if let Ok(f) = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-        {
+        if let Some(f) = open_published(&path) {
             let _ = std::fs::remove_file(&path);
             flag_superseded(&f);
         }
     }
+}
+
+/// Entry `i` of a map's publishable list: key, encoded body (`None`: known absent), expiry.
+fn row<K, R>(
+    list: &[Publishable<K, Arc<Encoded<R>>>],
+    i: usize,
+) -> Option<(&K, Option<&[u8]>, Instant)> {
+    let (k, v, t) = list.get(i)?;
+    Some((k, v.as_ref().map(|e| e.body.as_slice()), *t))
+}
+
+/// The published file at `path`, opened to set its flag (`None`: there is none).
+fn open_published(path: &Path) -> Option<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .ok()
 }
 
 fn flag_superseded(f: &File) {

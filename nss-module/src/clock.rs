@@ -1,13 +1,24 @@
-//! The monotonic clock in nanoseconds (vDSO, no syscall) and deadlines built on it.
+//! The clocks the module reads (vDSO, no syscall): monotonic nanoseconds and deadlines built
+//! on them, and whole seconds of a coarse clock for the cache file's expiries and checks.
 
-/// Nanoseconds on CLOCK_MONOTONIC.
-pub fn now_ns() -> u64 {
+fn read(clock: libc::clockid_t) -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts
+}
+
+/// Whole seconds on `clock` (e.g. CLOCK_REALTIME_COARSE).
+pub fn secs(clock: libc::clockid_t) -> u64 {
+    u64::try_from(read(clock).tv_sec).unwrap_or(0)
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC.
+pub fn now_ns() -> u64 {
+    let ts = read(libc::CLOCK_MONOTONIC);
     (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
 
 use toolforge_nss_protocol::mapfile::{MapView, Table, FLAGS_OFFSET, FLAG_SUPERSEDED, HEADER_LEN};
 
-use crate::settings;
+use crate::{clock, settings};
 
 /// Mappings a process keeps at most (the current file and files still being read).
 pub const SLOTS: usize = 4;
@@ -91,16 +91,6 @@ fn stripe() -> usize {
     // Stacks are megabytes apart and similarly aligned: mix the page number (Fibonacci
     // hashing) and take the top bits.
     ((addr >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - STRIPES.trailing_zeros())) as usize
-}
-
-fn coarse_secs(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0)
 }
 
 /// The mappings of one cache file path.
@@ -183,7 +173,7 @@ impl MapCache {
             let bytes = unsafe { std::slice::from_raw_parts(ptr.cast_const(), len) };
             let view = MapView::new(bytes).ok_or(NoAnswer::NoFile)?;
             let hit = view.get(table, key).ok_or(NoAnswer::Absent)?;
-            if hit.expires_unix_secs <= coarse_secs(libc::CLOCK_REALTIME_COARSE) {
+            if hit.expires_unix_secs <= clock::secs(libc::CLOCK_REALTIME_COARSE) {
                 return Err(NoAnswer::Expired);
             }
             let f = f.take().ok_or(NoAnswer::NoFile)?;
@@ -197,7 +187,7 @@ impl MapCache {
     /// At most once a second: `stat` the path and remap when it is another file (or none),
     /// then unmap old files no one reads.
     fn maintain(&self, path: &CStr) {
-        let now = coarse_secs(libc::CLOCK_MONOTONIC_COARSE).saturating_add(1);
+        let now = clock::secs(libc::CLOCK_MONOTONIC_COARSE).saturating_add(1);
         let last = self.checked.load(Ordering::Relaxed);
         if last == now
             || self
@@ -410,7 +400,7 @@ mod tests {
     const USERS: u32 = 300;
 
     fn far_future() -> u64 {
-        coarse_secs(libc::CLOCK_REALTIME) + 3600
+        clock::secs(libc::CLOCK_REALTIME) + 3600
     }
 
     /// Version `v` of the file: every field of every entry names `v`.
@@ -565,7 +555,7 @@ mod tests {
         assert_eq!(get("user1"), Err(NoAnswer::NoFile), "no file yet");
         publish(
             dir.path(),
-            &version(3, coarse_secs(libc::CLOCK_REALTIME) - 1),
+            &version(3, clock::secs(libc::CLOCK_REALTIME) - 1),
         );
         std::thread::sleep(Duration::from_millis(1100)); // the path is checked once a second
         assert_eq!(get("user1"), Err(NoAnswer::Expired));

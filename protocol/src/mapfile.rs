@@ -53,6 +53,17 @@ pub enum Table {
     InitGroups = 4,
 }
 
+impl Table {
+    /// Every table, in file order.
+    pub const ALL: [Table; TABLES] = [
+        Table::PasswdByName,
+        Table::PasswdByUid,
+        Table::GroupByName,
+        Table::GroupByGid,
+        Table::InitGroups,
+    ];
+}
+
 fn hash(seed: u64, key: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
     for b in key {

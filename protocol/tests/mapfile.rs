@@ -5,14 +5,6 @@ use proptest::prelude::*;
 use toolforge_nss_protocol::mapfile::{MapBuilder, MapView, Table};
 use toolforge_nss_protocol::ResponseKind;
 
-const TABLES: [Table; 5] = [
-    Table::PasswdByName,
-    Table::PasswdByUid,
-    Table::GroupByName,
-    Table::GroupByGid,
-    Table::InitGroups,
-];
-
 fn entries() -> impl Strategy<Value = Vec<(usize, Vec<u8>, u64, Vec<u8>)>> {
     prop::collection::vec(
         (
@@ -31,14 +23,14 @@ proptest! {
         let mut b = MapBuilder::new(generation, seed);
         let mut first = std::collections::HashMap::new();
         for (t, k, exp, body) in &es {
-            b.add(TABLES[*t], k, *exp, ResponseKind::Passwd, body);
+            b.add(Table::ALL[*t], k, *exp, ResponseKind::Passwd, body);
             first.entry((*t, k.clone())).or_insert((*exp, body.clone()));
         }
         let bytes = b.build();
         let v = MapView::new(&bytes).expect("a built file is valid");
         prop_assert_eq!(v.generation(), generation);
         for ((t, k), (exp, body)) in &first {
-            let hit = v.get(TABLES[*t], k).expect("added keys are found");
+            let hit = v.get(Table::ALL[*t], k).expect("added keys are found");
             prop_assert_eq!(hit.expires_unix_secs, *exp);
             prop_assert_eq!(hit.body, body.as_slice());
         }
@@ -49,7 +41,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048), key in prop::collection::vec(any::<u8>(), 0..16)) {
         if let Some(v) = MapView::new(&bytes) {
-            for t in TABLES {
+            for t in Table::ALL {
                 let _ = v.get(t, &key);
             }
         }
@@ -59,7 +51,7 @@ proptest! {
     fn corrupted_valid_files_never_panic(es in entries(), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..16), cut in any::<prop::sample::Index>()) {
         let mut b = MapBuilder::new(1, 42);
         for (t, k, exp, body) in &es {
-            b.add(TABLES[*t], k, *exp, ResponseKind::Group, body);
+            b.add(Table::ALL[*t], k, *exp, ResponseKind::Group, body);
         }
         let mut bytes = b.build();
         for (at, v) in flips {
@@ -69,7 +61,7 @@ proptest! {
         for len in [bytes.len(), cut.index(bytes.len() + 1)] {
             if let Some(v) = MapView::new(&bytes[..len]) {
                 for (t, k, _, _) in &es {
-                    let _ = v.get(TABLES[*t], k);
+                    let _ = v.get(Table::ALL[*t], k);
                 }
             }
         }

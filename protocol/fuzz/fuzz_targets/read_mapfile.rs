@@ -6,17 +6,10 @@ use libfuzzer_sys::fuzz_target;
 use toolforge_nss_protocol::mapfile::{MapBuilder, MapView, Table};
 use toolforge_nss_protocol::ResponseKind;
 
-const TABLES: [Table; 5] = [
-    Table::PasswdByName,
-    Table::PasswdByUid,
-    Table::GroupByName,
-    Table::GroupByGid,
-    Table::InitGroups,
-];
 
 fn read_all(bytes: &[u8]) {
     if let Some(v) = MapView::new(bytes) {
-        for t in TABLES {
+        for t in Table::ALL {
             for i in 0..40u32 {
                 let name = format!("user{i}");
                 let _ = v.get(t, name.as_bytes());
