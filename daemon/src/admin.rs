@@ -20,7 +20,7 @@ use toolforge_nss_protocol::{
     MAX_REQUEST_BODY,
 };
 
-use crate::ldap::LdapDirectory;
+use crate::directory::ldap::LdapDirectory;
 use crate::publish::Publisher;
 use crate::resolver::{Reply, Resolver};
 use crate::server::Listener;

@@ -4,8 +4,8 @@
 //! Code map (one job each): [`server`] listens and bounds connections; [`connection`] frames
 //! one client; [`resolver`] answers a request (policy, cache, single-flight, directory);
 //! [`cache`] is one bounded TTL map; [`singleflight`] merges concurrent misses;
-//! [`enumeration`] pages listings; [`directory`] is the query interface and [`ldap`] its LDAP
-//! implementation; [`servers`] tracks server health and backoff; [`persist`] keeps the cache
+//! [`enumeration`] pages listings; [`directory`] is the query interface, with its LDAP implementation
+//! (`directory::ldap`) and server health and backoff (`directory::servers`); [`persist`] keeps the cache
 //! on disk; [`publish`] writes the shared cache file the module maps; [`mapping`] turns entries into records; [`policy`] decides what is served;
 //! [`filter`] builds escaped LDAP filters; [`records`] holds the record types.
 //!
@@ -18,7 +18,6 @@ pub mod directory;
 pub mod enumeration;
 pub mod filter;
 pub mod histogram;
-pub mod ldap;
 pub mod mapping;
 pub mod metrics;
 pub mod peers;
@@ -29,6 +28,5 @@ pub mod publish;
 pub mod records;
 pub mod resolver;
 pub mod server;
-pub mod servers;
 pub mod singleflight;
 pub mod wallclock;

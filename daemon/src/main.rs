@@ -15,7 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use toolforge_nss_config::{Config, LogFormat};
-use toolforge_nssd::ldap::LdapDirectory;
+use toolforge_nssd::directory::ldap::LdapDirectory;
 use toolforge_nssd::publish::Publisher;
 use toolforge_nssd::resolver::Resolver;
 use toolforge_nssd::server::{self, Listener};

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::admin::ready;
-use crate::ldap::LdapDirectory;
+use crate::directory::ldap::LdapDirectory;
 use crate::resolver::{Resolver, MAPS, RESULTS};
 
 type Daemon = Resolver<LdapDirectory>;

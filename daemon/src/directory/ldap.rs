@@ -16,12 +16,12 @@ use tracing::{debug, info, warn};
 
 use toolforge_nss_config::{LdapConfig, Schema};
 
+use crate::directory::servers::{ServerHealth, Servers};
 use crate::directory::{DirError, DirResult, Directory};
 use crate::filter;
 use crate::histogram::Histogram;
 use crate::mapping::{Mapper, RawEntry};
 use crate::records::{GroupRecord, Membership, UserRecord};
-use crate::servers::{ServerHealth, Servers};
 
 /// Most member DNs of one group resolved by extra lookups (RFC 2307bis, non-`uid=` DNs).
 const MAX_MEMBER_DN_LOOKUPS: usize = 1000;

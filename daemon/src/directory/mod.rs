@@ -1,6 +1,9 @@
 //! The daemon's view of the directory: the queries the resolver needs, each returning mapped
-//! (well-formed, not yet policy-checked) records. [`crate::ldap::LdapDirectory`] implements it
+//! (well-formed, not yet policy-checked) records. [`crate::directory::ldap::LdapDirectory`] implements it
 //! over LDAP; tests implement it in memory to count queries.
+//!
+//! The folder holds the LDAP side: `ldap` (connections, searches, mapping of results into
+//! records) and `servers` (health and backoff of the configured servers).
 
 use std::future::Future;
 
@@ -46,3 +49,6 @@ pub trait Directory: Send + Sync + 'static {
     /// Whether memberships need the user's DN (RFC 2307bis).
     fn memberships_need_dn(&self) -> bool;
 }
+
+pub mod ldap;
+pub mod servers;
