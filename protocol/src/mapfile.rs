@@ -175,7 +175,7 @@ impl MapBuilder {
                         break;
                     }
                     let rec = (slot & 0xffff_ffff) as usize;
-                    if let Some(existing) = out.get(rec + 12..rec + 14) {
+                    if let Some(existing) = out.get(rec + 10..rec + 12) {
                         let klen = u16::from_le_bytes([existing[0], existing[1]]) as usize;
                         if out.get(rec + RECORD_HEADER..rec + RECORD_HEADER + klen)
                             == Some(key.as_slice())
