@@ -174,7 +174,9 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String, file: Option<PathBu
     let (before, positive, expires) = r.cache_state(&req);
     let searches = dir.search_count();
     let started = Instant::now();
-    let reply = r.resolve(req.clone()).await;
+    let reply = r
+        .resolve(req.clone(), crate::admission::Caller::Internal)
+        .await;
     let took = started.elapsed();
     let asked = dir.search_count() - searches;
     let mut s = String::new();
