@@ -218,7 +218,7 @@ pub async fn open(
             Err(LdapError::LdapResult { result }) if result.rc == 49 => {
                 let _ = ldap.unbind().await;
                 return Err(OpenError::InvalidCredentials(format!(
-                    "bind as {dn} refused: invalid credentials (ldap.bind_dn / ldap.bind_password_file)"
+                    "bind as {dn} refused: invalidCredentials (49); check ldap.bind_dn and ldap.bind_password_file"
                 )));
             }
             Err(e) => {

@@ -1,0 +1,265 @@
+//! The daemon's side of the directory (issue 10, items 1-3): result codes that fail over, a
+//! slow search that is abandoned without backing its server off, a frozen connection detected
+//! and failed over, keepalive on every LDAP socket, and a rotated bind password picked up on
+//! SIGHUP. A fake LDAP server (tests/src/fakeldap.rs) plays the server that says no.
+
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse};
+use toolforge_nss_protocol::{Request, Response};
+use toolforge_nss_tests::client::{admin, query};
+use toolforge_nss_tests::daemon::{config, Daemon};
+use toolforge_nss_tests::fakeldap::{contains, Answer, FakeLdap};
+use toolforge_nss_tests::fixture::{Fixture, Schema, Shape, BASE};
+use toolforge_nss_tests::process::signal;
+use toolforge_nss_tests::slapd::{Slapd, ADMIN_DN, ADMIN_PASSWORD};
+
+use crate::env::shared;
+
+pub fn status(d: &Daemon) -> String {
+    match admin(&d.admin_socket(), &AdminRequest::Status) {
+        Ok(AdminResponse::Text(t)) => t,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+/// The `server:` line of `uri` in the status.
+pub fn server_line(status: &str, uri: &str) -> String {
+    status
+        .lines()
+        .find(|l| l.starts_with(&format!("server: {uri} ")))
+        .unwrap_or_else(|| panic!("no server line for {uri} in\n{status}"))
+        .to_owned()
+}
+
+#[test]
+fn each_failover_result_code_moves_the_lookup_to_the_next_server() {
+    let env = shared(Schema::Rfc2307);
+    for code in [51u8, 52, 53, 80] {
+        let fake = FakeLdap::start(move |_, _| Answer::Code(code));
+        let d = Daemon::start(&[fake.uri(), env.slapd.uri()], Schema::Rfc2307, "");
+        let user = env.fixture.developer(false);
+        let got = query(&d.socket(), &Request::GetPwNam(user.name.clone()));
+        assert!(
+            matches!(&got, Response::Passwd(p) if p.name == user.name),
+            "code {code}: {got:?}\n{}",
+            d.log()
+        );
+        assert!(fake.counters.searches.load(Ordering::Relaxed) >= 1);
+        let st = status(&d);
+        let line = server_line(&st, &fake.uri());
+        assert!(
+            line.contains(&format!("result code {code}")) && !line.contains("failures=0"),
+            "code {code}: the first server is backed off: {line}"
+        );
+        assert_eq!(
+            server_line(&st, &env.slapd.uri())
+                .split_whitespace()
+                .nth(2),
+            Some("failures=0")
+        );
+        assert!(
+            st.contains(&format!("server_in_use: {}", env.slapd.uri())),
+            "{st}"
+        );
+    }
+}
+
+#[test]
+fn a_slow_search_is_abandoned_and_never_backs_the_only_server_off() {
+    // Never answers searches for "slowpoke"; answers everything else (root DSE included).
+    let fake = FakeLdap::start(|_, filter| {
+        if contains(filter, "slowpoke") {
+            Answer::Silent
+        } else {
+            Answer::Code(0)
+        }
+    });
+    let d = Daemon::start_tuned(
+        &[fake.uri()],
+        Schema::Rfc2307,
+        "search_timeout_ms = 400\nconnect_timeout_ms = 500\n",
+        "",
+    );
+    let start = Instant::now();
+    assert_eq!(
+        query(&d.socket(), &Request::GetPwNam("slowpoke".into())),
+        Response::Unavailable
+    );
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "timed out, retried once, gave up: {took:?}"
+    );
+    // Abandoned on the server, not left running there.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fake.counters.abandons.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(fake.counters.abandons.load(Ordering::Relaxed) >= 1);
+    let st = status(&d);
+    let line = server_line(&st, &fake.uri());
+    assert!(
+        line.contains("failures=0") && line.contains("retry_in_ms=0"),
+        "a slow search is not a failed server: {line}\n{}",
+        d.log()
+    );
+    // The next lookup is served at once.
+    let start = Instant::now();
+    assert_eq!(
+        query(&d.socket(), &Request::GetPwNam("quickly".into())),
+        Response::NotFound
+    );
+    assert!(start.elapsed() < Duration::from_millis(300));
+}
+
+#[test]
+fn a_frozen_server_is_detected_and_failed_over() {
+    let f = Fixture::generate(Schema::Rfc2307, Shape::small());
+    let (a, b) = (Slapd::start(&f), Slapd::start(&f));
+    let d = Daemon::start_tuned(
+        &[a.uri(), b.uri()],
+        Schema::Rfc2307,
+        "search_timeout_ms = 800\nconnect_timeout_ms = 500\n",
+        "",
+    );
+    let users: Vec<_> = f.users.values().filter(|u| u.home.starts_with("/home/")).collect();
+    // Connected to the first server.
+    assert!(matches!(
+        query(&d.socket(), &Request::GetPwNam(users[0].name.clone())),
+        Response::Passwd(_)
+    ));
+    assert!(status(&d).contains(&format!("server_in_use: {}", a.uri())));
+    a.freeze();
+    let start = Instant::now();
+    let got = query(&d.socket(), &Request::GetPwNam(users[1].name.clone()));
+    let took = start.elapsed();
+    a.thaw();
+    assert!(
+        matches!(&got, Response::Passwd(p) if p.name == users[1].name),
+        "{got:?}\n{}",
+        d.log()
+    );
+    // search_timeout_ms + the probe's connect_timeout_ms + the second server, with margin.
+    assert!(took < Duration::from_millis(800 + 500 + 1500), "{took:?}");
+    let st = status(&d);
+    assert!(st.contains(&format!("server_in_use: {}", b.uri())), "{st}");
+    assert!(
+        !server_line(&st, &a.uri()).contains("failures=0"),
+        "the frozen server is backed off:\n{st}"
+    );
+}
+
+#[test]
+fn every_directory_socket_has_tcp_keepalive() {
+    let f = Fixture::generate(Schema::Rfc2307, Shape::small());
+    let slapd = Slapd::start(&f);
+    let d = Daemon::start(&[slapd.uri()], Schema::Rfc2307, "");
+    let user = f.developer(false);
+    assert!(matches!(
+        query(&d.socket(), &Request::GetPwNam(user.name.clone())),
+        Response::Passwd(_)
+    ));
+    // `ss -o` shows a keepalive timer on sockets that have SO_KEEPALIVE.
+    let out = Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!("dport = :{}", slapd.port))
+        .output()
+        .expect("run ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no connection to slapd seen:\n{text}");
+    assert!(
+        lines.iter().all(|l| l.contains("keepalive")),
+        "every connection to the directory has keepalive on:\n{text}"
+    );
+}
+
+fn ldap_tool(tool: &str, slapd: &Slapd, ldif: &str) {
+    use std::io::Write;
+    let mut child = Command::new(tool)
+        .args(["-x", "-H", &slapd.uri(), "-D", ADMIN_DN, "-w", ADMIN_PASSWORD])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ldif.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sighup_rereads_a_rotated_bind_password_and_keeps_the_cache() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::generate(Schema::Rfc2307, Shape::small());
+    let slapd = Slapd::start(&f);
+    let proxy = format!("cn=proxyagent,{BASE}");
+    ldap_tool(
+        "ldapadd",
+        &slapd,
+        &format!("dn: {proxy}\nobjectClass: person\ncn: proxyagent\nsn: proxy\nuserPassword: first-Secret\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pwfile = dir.path().join("bindpw");
+    let write_pw = |pw: &str| {
+        std::fs::write(&pwfile, format!("{pw}\n")).unwrap();
+        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write_pw("first-Secret");
+    let extra = format!(
+        "bind_dn = {proxy:?}\nbind_password_file = {:?}\n",
+        pwfile.display().to_string()
+    );
+    let uri = [slapd.uri()];
+    let d = Daemon::start_with(|run, cache| config(&uri, Schema::Rfc2307, run, cache, &extra, ""));
+    let users: Vec<_> = f.users.values().filter(|u| u.home.starts_with("/home/")).collect();
+    assert!(matches!(
+        query(&d.socket(), &Request::GetPwNam(users[0].name.clone())),
+        Response::Passwd(_)
+    ));
+    let binds_before = slapd.log().matches(&format!("BIND dn=\"{proxy}\"")).count();
+    assert!(binds_before >= 1);
+
+    // Rotate: the directory first, then the file, then SIGHUP.
+    ldap_tool(
+        "ldapmodify",
+        &slapd,
+        &format!("dn: {proxy}\nchangetype: modify\nreplace: userPassword\nuserPassword: second-Secret\n"),
+    );
+    write_pw("second-Secret");
+    signal(d.pid().unwrap(), libc::SIGHUP);
+    assert!(
+        d.wait_for_log("directory credentials re-read", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    // The next connection binds with the new password and serves a cold lookup.
+    let got = query(&d.socket(), &Request::GetPwNam(users[1].name.clone()));
+    assert!(matches!(got, Response::Passwd(_)), "{got:?}\n{}", d.log());
+    let log = slapd.log();
+    assert!(
+        log.matches(&format!("BIND dn=\"{proxy}\"")).count() > binds_before,
+        "a new bind happened"
+    );
+    assert!(!log.contains("err=49"), "no bind was refused:\n{log}");
+    // The cache survived: the first user is a hit (no new search for it).
+    let searches = slapd.searches_containing(&users[0].name);
+    assert!(matches!(
+        query(&d.socket(), &Request::GetPwNam(users[0].name.clone())),
+        Response::Passwd(_)
+    ));
+    assert_eq!(slapd.searches_containing(&users[0].name), searches);
+    assert!(!d.log().contains("second-Secret") && !d.log().contains("first-Secret"));
+}
