@@ -178,7 +178,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
     check_range(
         "ldap.connection_expire_secs",
         l.connection_expire_secs,
-        10,
+        1,
         86_400,
     )?;
     check_map("ldap.users", &l.users)?;

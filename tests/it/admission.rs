@@ -55,11 +55,11 @@ fn finish_flood(child: std::process::Child) -> String {
         "flooder:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The harness may print "test ... " on the same line first.
     stdout
         .lines()
-        .find(|l| l.starts_with("flood "))
-        .unwrap_or("")
-        .to_owned()
+        .find_map(|l| l.find("flood lookups=").map(|i| l[i..].to_owned()))
+        .unwrap_or_default()
 }
 
 fn field(line: &str, key: &str) -> u64 {

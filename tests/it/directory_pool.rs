@@ -263,3 +263,55 @@ fn sighup_rereads_a_rotated_bind_password_and_keeps_the_cache() {
     assert_eq!(slapd.searches_containing(&users[0].name), searches);
     assert!(!d.log().contains("second-Secret") && !d.log().contains("first-Secret"));
 }
+
+/// `status` field `key=N` on the `directory_pool:` line.
+fn pool_field(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with("directory_pool:"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in\n{status}"))
+}
+
+#[test]
+fn expired_connections_are_replaced_without_failing_a_lookup() {
+    let f = Fixture::generate(Schema::Rfc2307, Shape::small());
+    let slapd = Slapd::start(&f);
+    let d = Daemon::start_tuned(
+        &[slapd.uri()],
+        Schema::Rfc2307,
+        "connection_expire_secs = 1\n",
+        "[cache]\npositive_ttl_secs = 1\nnegative_ttl_secs = 1\n",
+    );
+    let users: Vec<_> = f
+        .users
+        .values()
+        .filter(|u| u.home.starts_with("/home/"))
+        .take(40)
+        .collect();
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_millis(3500) {
+        let u = users[n % users.len()];
+        let got = query(&d.socket(), &Request::GetPwNam(u.name.clone()));
+        assert!(
+            matches!(&got, Response::Passwd(p) if p.name == u.name),
+            "lookup {n}: {got:?}\n{}",
+            d.log()
+        );
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = status(&d);
+    assert!(pool_field(&st, "retired_total") >= 2, "{st}");
+    assert!(pool_field(&st, "opened_total") >= 3, "{st}");
+    assert!(
+        pool_field(&st, "connections") <= 2,
+        "never more than connections_per_server kept: {st}"
+    );
+    assert!(server_line(&st, &slapd.uri()).contains("failures=0"), "{st}");
+}

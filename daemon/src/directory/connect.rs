@@ -172,8 +172,16 @@ async fn tcp_connect(uri: &str, timeout: Duration) -> Result<std::net::TcpStream
     if addrs.is_empty() {
         return Err(format!("{host} resolves to no address"));
     }
+    connect_any(&addrs, timeout).await
+}
+
+/// Connects to the first of `addrs` that accepts, in order, each within `timeout`.
+async fn connect_any(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<std::net::TcpStream, String> {
     let mut errors = Vec::new();
-    for addr in addrs {
+    for &addr in addrs {
         match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 set_keepalive(&s);
@@ -232,7 +240,22 @@ pub async fn open(
 
 #[cfg(test)]
 mod tests {
-    use super::host_port;
+    use super::{connect_any, host_port};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn every_address_is_tried_in_turn() {
+        // A port nobody listens on (bound, then closed), then one that accepts.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = closed.local_addr().unwrap();
+        drop(closed);
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addrs = [dead, live.local_addr().unwrap()];
+        let s = connect_any(&addrs, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(s.peer_addr().unwrap(), live.local_addr().unwrap());
+        let err = connect_any(&[dead], Duration::from_secs(2)).await.unwrap_err();
+        assert!(err.contains(&dead.to_string()), "{err}");
+    }
 
     #[test]
     fn host_and_port_of_uris() {
