@@ -142,8 +142,9 @@ fn a_frozen_server_is_detected_and_failed_over() {
         "{got:?}\n{}",
         d.log()
     );
-    // search_timeout_ms + the probe's connect_timeout_ms + the second server, with margin.
-    assert!(took < Duration::from_millis(800 + 500 + 1500), "{took:?}");
+    // Detected within search_timeout_ms (the watchdog probe), then the second server; with a
+    // margin for a loaded machine.
+    assert!(took < Duration::from_millis(800 + 1200), "{took:?}");
     let st = status(&d);
     assert!(st.contains(&format!("server_in_use: {}", b.uri())), "{st}");
     assert!(

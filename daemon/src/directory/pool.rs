@@ -8,10 +8,12 @@
 //!   one; the server is marked failed only when no connection to it can be opened;
 //! * result codes busy, unavailable, unwillingToPerform and other (51, 52, 53, 80) back the
 //!   server off and move the operation to the next one, as nslcd does;
-//! * a timed-out operation (already abandoned on the server) is followed by a root DSE read
-//!   within `connect_timeout_ms` on the same connection: no answer means a frozen connection
-//!   (the server is marked failed); an answer means a slow search (nothing is marked). Either
-//!   way it is retried once, elsewhere;
+//! * an operation still running at half `search_timeout_ms` gets a watchdog: a root DSE read
+//!   on the same connection, due by the search deadline. No answer means a frozen connection
+//!   (a peer gone without a FIN, a stopped server): the server is marked failed within
+//!   `search_timeout_ms` and the operation moves on. An answer means the search is just slow:
+//!   when it then times out (it is abandoned on the server), nothing is marked failed and it is
+//!   retried once, elsewhere;
 //! * invalidCredentials at bind is a configuration error, logged once loudly.
 //!
 //! Overload never reaches this file as a failure: the fair queue in [`crate::admission`] keeps
@@ -413,16 +415,32 @@ impl Pool {
         for _ in 0..attempts {
             let slot = self.acquire(avoid).await?;
             let conn = slot.conn.clone();
-            let e = match op(slot.ldap.clone()).await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
+            let (outcome, probed) = self.watched(slot.ldap.clone(), op(slot.ldap.clone())).await;
+            let e = match outcome {
+                Some(Ok(v)) => return Ok(v),
+                Some(Err(e)) => e,
+                None => {
+                    // Frozen: the operation was dropped; the connection goes with its server.
+                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    last = format!("{}: no answer to a root DSE read (frozen connection)", conn.uri);
+                    self.fail_server(
+                        conn.server,
+                        "a search is pending and the connection does not answer a root DSE read",
+                    );
+                    continue;
+                }
             };
             last = format!("{}: {e}", conn.uri);
             match e {
                 OpError::TimedOut => {
                     self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    let probe_within = Duration::from_millis(self.cfg.connect_timeout_ms);
-                    if op::probe(slot.ldap.clone(), probe_within).await {
+                    let healthy = probed
+                        || op::probe(
+                            slot.ldap.clone(),
+                            Duration::from_millis(self.cfg.connect_timeout_ms),
+                        )
+                        .await;
+                    if healthy {
                         debug!(server = %conn.uri, "slow operation on a healthy connection");
                     } else {
                         self.fail_server(
@@ -448,6 +466,46 @@ impl Pool {
             }
         }
         Err(DirError::Unreachable(last))
+    }
+
+    /// Runs `work`; if it is still running at half the search timeout, reads the root DSE on
+    /// the same connection, due by the search deadline. Returns the outcome (`None`: the probe
+    /// went unanswered, the connection is frozen and `work` was dropped) and whether a probe
+    /// was answered.
+    async fn watched<T>(
+        &self,
+        ldap: Ldap,
+        work: impl Future<Output = Result<T, OpError>>,
+    ) -> (Option<Result<T, OpError>>, bool) {
+        let half = self.search_timeout() / 2;
+        tokio::pin!(work);
+        tokio::select! {
+            r = &mut work => return (Some(r), false),
+            _ = tokio::time::sleep(half) => {}
+        }
+        let probe = op::probe(ldap, half);
+        tokio::pin!(probe);
+        let done = tokio::select! {
+            r = &mut work => r,
+            healthy = &mut probe => {
+                return if healthy {
+                    (Some(work.await), true)
+                } else {
+                    (None, false)
+                };
+            }
+        };
+        if matches!(done, Err(OpError::TimedOut)) {
+            // Timed out with the probe still pending (it is due at the same time): the probe
+            // says whether the connection is alive.
+            if probe.await {
+                (Some(done), true)
+            } else {
+                (None, false)
+            }
+        } else {
+            (Some(done), false)
+        }
     }
 
     /// Connects now (readiness and status are true from the start).
