@@ -213,7 +213,10 @@ impl Admission {
         } else {
             drop(buckets);
             self.stats.over_budget.fetch_add(1, Ordering::Relaxed);
-            let mut r = self.refused_by_uid.lock().unwrap_or_else(|e| e.into_inner());
+            let mut r = self
+                .refused_by_uid
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if r.len() >= REFUSED_UIDS_SHOWN && !r.contains_key(&uid) {
                 // Forget the least refused to make room: the busiest stay visible.
                 if let Some((&least, _)) = r.iter().min_by_key(|(_, n)| **n) {
@@ -308,7 +311,10 @@ impl Admission {
 
     /// Uids refused for budget, with counts, busiest first (at most 64 remembered).
     pub fn refused_uids(&self) -> Vec<(u32, u64)> {
-        let r = self.refused_by_uid.lock().unwrap_or_else(|e| e.into_inner());
+        let r = self
+            .refused_by_uid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<(u32, u64)> = r.iter().map(|(u, n)| (*u, *n)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v

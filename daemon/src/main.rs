@@ -233,7 +233,9 @@ async fn prefetch(resolver: Arc<Daemon>, users: Vec<String>, groups: Vec<String>
     use toolforge_nssd::admission::Caller::Internal;
     let n = users.len() + groups.len();
     for u in users {
-        resolver.resolve(Request::GetPwNam(u.clone()), Internal).await;
+        resolver
+            .resolve(Request::GetPwNam(u.clone()), Internal)
+            .await;
         resolver.resolve(Request::InitGroups(u), Internal).await;
     }
     for g in groups {

@@ -24,7 +24,13 @@ const NOBODY: u32 = 65534;
 
 /// Starts the flood as uid 65534: `threads` threads, each asking for distinct missing names
 /// starting with `prefix`, for `secs` seconds or `total` lookups in all, whichever first.
-fn start_flood(socket: &std::path::Path, prefix: &str, threads: u32, secs: u64, total: u64) -> std::process::Child {
+fn start_flood(
+    socket: &std::path::Path,
+    prefix: &str,
+    threads: u32,
+    secs: u64,
+    total: u64,
+) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -203,7 +209,10 @@ fn flood_against(servers: usize) {
     }
     let lookups = field(&summary, "lookups");
     assert!(lookups > 1000, "the flood was a flood: {summary}");
-    println!("servers={servers} {summary} root_worst_ms={}", worst.as_millis());
+    println!(
+        "servers={servers} {summary} root_worst_ms={}",
+        worst.as_millis()
+    );
     println!("{st}");
 }
 
@@ -243,7 +252,11 @@ fn a_uid_over_its_miss_budget_gets_unavailable_and_evicts_no_one() {
             list.join(", ")
         ),
     );
-    assert!(d.wait_for_log("prefetch done", Duration::from_secs(60)), "{}", d.log());
+    assert!(
+        d.wait_for_log("prefetch done", Duration::from_secs(60)),
+        "{}",
+        d.log()
+    );
     for name in users.iter().take(10) {
         assert!(matches!(
             query(&d.socket(), &Request::GetPwNam(name.clone())),
@@ -278,7 +291,11 @@ fn a_uid_over_its_miss_budget_gets_unavailable_and_evicts_no_one() {
         .iter()
         .filter(|n| view.get(Table::PasswdByName, n.as_bytes()).is_none())
         .collect();
-    assert!(missing.is_empty(), "{} cached users gone from the file", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} cached users gone from the file",
+        missing.len()
+    );
     let before = env.slapd.searches_containing(&users[0]);
     for name in users.iter().take(100) {
         assert!(matches!(
@@ -286,8 +303,15 @@ fn a_uid_over_its_miss_budget_gets_unavailable_and_evicts_no_one() {
             Response::Passwd(_)
         ));
     }
-    assert_eq!(env.slapd.searches_containing(&users[0]), before, "answered from cache");
+    assert_eq!(
+        env.slapd.searches_containing(&users[0]),
+        before,
+        "answered from cache"
+    );
     let st = status(&d);
-    assert!(st.contains(&format!("admission_over_budget_by_uid: {NOBODY}=")), "{st}");
+    assert!(
+        st.contains(&format!("admission_over_budget_by_uid: {NOBODY}=")),
+        "{st}"
+    );
     println!("{summary} searches={searches} budget={budget:.0}");
 }

@@ -55,9 +55,7 @@ fn each_failover_result_code_moves_the_lookup_to_the_next_server() {
             "code {code}: the first server is backed off: {line}"
         );
         assert_eq!(
-            server_line(&st, &env.slapd.uri())
-                .split_whitespace()
-                .nth(2),
+            server_line(&st, &env.slapd.uri()).split_whitespace().nth(2),
             Some("failures=0")
         );
         assert!(
@@ -125,7 +123,11 @@ fn a_frozen_server_is_detected_and_failed_over() {
         "search_timeout_ms = 800\nconnect_timeout_ms = 500\n",
         "",
     );
-    let users: Vec<_> = f.users.values().filter(|u| u.home.starts_with("/home/")).collect();
+    let users: Vec<_> = f
+        .users
+        .values()
+        .filter(|u| u.home.starts_with("/home/"))
+        .collect();
     // Connected to the first server.
     assert!(matches!(
         query(&d.socket(), &Request::GetPwNam(users[0].name.clone())),
@@ -181,7 +183,15 @@ fn every_directory_socket_has_tcp_keepalive() {
 fn ldap_tool(tool: &str, slapd: &Slapd, ldif: &str) {
     use std::io::Write;
     let mut child = Command::new(tool)
-        .args(["-x", "-H", &slapd.uri(), "-D", ADMIN_DN, "-w", ADMIN_PASSWORD])
+        .args([
+            "-x",
+            "-H",
+            &slapd.uri(),
+            "-D",
+            ADMIN_DN,
+            "-w",
+            ADMIN_PASSWORD,
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -225,7 +235,11 @@ fn sighup_rereads_a_rotated_bind_password_and_keeps_the_cache() {
     );
     let uri = [slapd.uri()];
     let d = Daemon::start_with(|run, cache| config(&uri, Schema::Rfc2307, run, cache, &extra, ""));
-    let users: Vec<_> = f.users.values().filter(|u| u.home.starts_with("/home/")).collect();
+    let users: Vec<_> = f
+        .users
+        .values()
+        .filter(|u| u.home.starts_with("/home/"))
+        .collect();
     assert!(matches!(
         query(&d.socket(), &Request::GetPwNam(users[0].name.clone())),
         Response::Passwd(_)
@@ -237,7 +251,9 @@ fn sighup_rereads_a_rotated_bind_password_and_keeps_the_cache() {
     ldap_tool(
         "ldapmodify",
         &slapd,
-        &format!("dn: {proxy}\nchangetype: modify\nreplace: userPassword\nuserPassword: second-Secret\n"),
+        &format!(
+            "dn: {proxy}\nchangetype: modify\nreplace: userPassword\nuserPassword: second-Secret\n"
+        ),
     );
     write_pw("second-Secret");
     signal(d.pid().unwrap(), libc::SIGHUP);
@@ -314,5 +330,8 @@ fn expired_connections_are_replaced_without_failing_a_lookup() {
         pool_field(&st, "connections") <= 2,
         "never more than connections_per_server kept: {st}"
     );
-    assert!(server_line(&st, &slapd.uri()).contains("failures=0"), "{st}");
+    assert!(
+        server_line(&st, &slapd.uri()).contains("failures=0"),
+        "{st}"
+    );
 }

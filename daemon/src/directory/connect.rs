@@ -155,7 +155,11 @@ fn set_keepalive(stream: &tokio::net::TcpStream) {
     };
     set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECS);
+    set(
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        KEEPALIVE_INTERVAL_SECS,
+    );
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_COUNT);
 }
 
@@ -195,11 +199,7 @@ async fn connect_any(
 }
 
 /// Opens one connection to `uri` and binds with `creds`.
-pub async fn open(
-    cfg: &LdapConfig,
-    creds: &Credentials,
-    uri: &str,
-) -> Result<Ldap, OpenError> {
+pub async fn open(cfg: &LdapConfig, creds: &Credentials, uri: &str) -> Result<Ldap, OpenError> {
     let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms);
     let stream = tcp_connect(uri, connect_timeout)
         .await
@@ -253,7 +253,9 @@ mod tests {
         let addrs = [dead, live.local_addr().unwrap()];
         let s = connect_any(&addrs, Duration::from_secs(2)).await.unwrap();
         assert_eq!(s.peer_addr().unwrap(), live.local_addr().unwrap());
-        let err = connect_any(&[dead], Duration::from_secs(2)).await.unwrap_err();
+        let err = connect_any(&[dead], Duration::from_secs(2))
+            .await
+            .unwrap_err();
         assert!(err.contains(&dead.to_string()), "{err}");
     }
 
@@ -263,11 +265,11 @@ mod tests {
             host_port("ldap://ldap-ro.eqiad.wikimedia.org").unwrap(),
             ("ldap-ro.eqiad.wikimedia.org".into(), 389)
         );
+        assert_eq!(host_port("ldaps://h:1636/").unwrap(), ("h".into(), 1636));
         assert_eq!(
-            host_port("ldaps://h:1636/").unwrap(),
-            ("h".into(), 1636)
+            host_port("ldap://[::1]:3890").unwrap(),
+            ("::1".into(), 3890)
         );
-        assert_eq!(host_port("ldap://[::1]:3890").unwrap(), ("::1".into(), 3890));
         assert_eq!(host_port("ldaps://[::1]").unwrap(), ("::1".into(), 636));
         assert!(host_port("ldap://h:x").is_err());
         assert!(host_port("http://h").is_err());

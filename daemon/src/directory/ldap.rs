@@ -212,7 +212,15 @@ impl LdapDirectory {
             .with_connection(|ldap| {
                 self.searches.fetch_add(1, Ordering::Relaxed);
                 debug!(base, filter, "search");
-                op::search_on(ldap, base, Scope::Subtree, filter, attrs, page_size, timeout)
+                op::search_on(
+                    ldap,
+                    base,
+                    Scope::Subtree,
+                    filter,
+                    attrs,
+                    page_size,
+                    timeout,
+                )
             })
             .await?;
         self.search_times.record(started.elapsed());

@@ -80,7 +80,11 @@ fn abandon(ldap: &Ldap, msgid: i32) {
     let mut ldap = ldap.clone();
     tokio::spawn(async move {
         let sent = tokio::time::timeout(Duration::from_secs(1), ldap.abandon(msgid)).await;
-        debug!(msgid, sent = matches!(sent, Ok(Ok(()))), "abandoned a timed-out search");
+        debug!(
+            msgid,
+            sent = matches!(sent, Ok(Ok(()))),
+            "abandoned a timed-out search"
+        );
     });
 }
 

@@ -340,8 +340,7 @@ impl Pool {
                 }
                 let expire = self.expire();
                 for c in &st.conns {
-                    if c.opened.elapsed() >= expire && !c.replacing.swap(true, Ordering::Relaxed)
-                    {
+                    if c.opened.elapsed() >= expire && !c.replacing.swap(true, Ordering::Relaxed) {
                         self.replace(c.clone());
                     }
                 }
@@ -381,8 +380,7 @@ impl Pool {
             }
             // Every connection is at its bound and the pool is full: wait for a slot.
             let c = pick.expect("checked above");
-            match tokio::time::timeout(self.search_timeout(), c.ops.clone().acquire_owned()).await
-            {
+            match tokio::time::timeout(self.search_timeout(), c.ops.clone().acquire_owned()).await {
                 Ok(Ok(p)) => {
                     return Ok(Op {
                         ldap: c.ldap.clone(),
@@ -422,7 +420,10 @@ impl Pool {
                 None => {
                     // Frozen: the operation was dropped; the connection goes with its server.
                     self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    last = format!("{}: no answer to a root DSE read (frozen connection)", conn.uri);
+                    last = format!(
+                        "{}: no answer to a root DSE read (frozen connection)",
+                        conn.uri
+                    );
                     self.fail_server(
                         conn.server,
                         "a search is pending and the connection does not answer a root DSE read",

@@ -114,7 +114,12 @@ fn main() {
     );
     let flooder = Command::new(std::env::current_exe().unwrap())
         .args(["--child", &d.socket().display().to_string()])
-        .args(["--threads", &threads.to_string(), "--seconds", &seconds.to_string()])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ])
         .uid(NOBODY)
         .gid(NOBODY)
         .stdout(std::process::Stdio::piped())
