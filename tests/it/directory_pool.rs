@@ -335,3 +335,36 @@ fn expired_connections_are_replaced_without_failing_a_lookup() {
         "{st}"
     );
 }
+
+#[test]
+fn invalid_credentials_are_a_configuration_error_logged_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = shared(Schema::Rfc2307);
+    let dir = tempfile::tempdir().unwrap();
+    let pwfile = dir.path().join("bindpw");
+    std::fs::write(&pwfile, "Not-the-password\n").unwrap();
+    std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let extra = format!(
+        "bind_dn = {ADMIN_DN:?}\nbind_password_file = {:?}\nreconnect_max_ms = 300\n",
+        pwfile.display().to_string()
+    );
+    let uri = [env.slapd.uri()];
+    let d = Daemon::start_with(|run, cache| config(&uri, Schema::Rfc2307, run, cache, &extra, ""));
+    // Several lookups, each after the backoff: several refused binds, one loud line.
+    for i in 0..3 {
+        assert_eq!(
+            query(&d.socket(), &Request::GetPwNam(format!("nobody-{i}"))),
+            Response::Unavailable
+        );
+        std::thread::sleep(Duration::from_millis(450));
+    }
+    let log = d.log();
+    let refused = log.matches("invalidCredentials").count();
+    assert!(refused >= 3, "every attempt says why:\n{log}");
+    assert_eq!(
+        log.matches("CONFIGURATION ERROR").count(),
+        1,
+        "logged once, loudly:\n{log}"
+    );
+    assert!(!log.contains("Not-the-password"));
+}
