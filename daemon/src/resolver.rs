@@ -947,3 +947,7 @@ impl<D: Directory> Resolver<D> {
         Ok(self.enumerations.publish(what, bodies, enumerate))
     }
 }
+
+#[cfg(test)]
+#[path = "resolver_admission_tests.rs"]
+mod admission_tests;
