@@ -1,7 +1,8 @@
 //! The daemon's side of the directory (issue 10, items 1-3): result codes that fail over, a
 //! slow search that is abandoned without backing its server off, a frozen connection detected
-//! and failed over, keepalive on every LDAP socket, and a rotated bind password picked up on
-//! SIGHUP. A fake LDAP server (tests/src/fakeldap.rs) plays the server that says no.
+//! and failed over, keepalive on every LDAP socket, expired connections replaced, a rotated
+//! bind password and CA file picked up on SIGHUP, invalidCredentials logged once. A fake LDAP
+//! server (tests/src/fakeldap.rs) plays the server that says no. The flood is in `admission`.
 
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -367,4 +368,63 @@ fn invalid_credentials_are_a_configuration_error_logged_once() {
         "logged once, loudly:\n{log}"
     );
     assert!(!log.contains("Not-the-password"));
+}
+
+#[test]
+fn sighup_rereads_the_ca_file_and_reconnects_with_it() {
+    use toolforge_nss_tests::tls::TlsFiles;
+    let tls = TlsFiles::generate();
+    let f = Fixture::generate(Schema::Rfc2307, Shape::small());
+    let (cert, key) = tls.server();
+    let slapd = Slapd::start_tls(&f, Some((&tls.ca(), &cert, &key)));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::copy(tls.ca(), &ca).unwrap();
+    let d = Daemon::start_tuned(
+        &[slapd.ldaps_uri()],
+        Schema::Rfc2307,
+        &format!(
+            "tls_ca_file = {:?}\nreconnect_max_ms = 200\n",
+            ca.display().to_string()
+        ),
+        "",
+    );
+    let users: Vec<_> = f
+        .users
+        .values()
+        .filter(|u| u.home.starts_with("/home/"))
+        .collect();
+    assert!(matches!(
+        query(&d.socket(), &Request::GetPwNam(users[0].name.clone())),
+        Response::Passwd(_)
+    ));
+    // The CA file now names another CA: after SIGHUP, new connections refuse the server.
+    std::fs::copy(tls.other_ca(), &ca).unwrap();
+    signal(d.pid().unwrap(), libc::SIGHUP);
+    assert!(d.wait_for_log("directory credentials re-read", Duration::from_secs(5)));
+    assert_eq!(
+        query(&d.socket(), &Request::GetPwNam(users[1].name.clone())),
+        Response::Unavailable,
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("UnknownIssuer"));
+    // The right CA back: served again, and the first answer is still cached.
+    std::fs::copy(tls.ca(), &ca).unwrap();
+    signal(d.pid().unwrap(), libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = query(&d.socket(), &Request::GetPwNam(users[2].name.clone()));
+        if matches!(got, Response::Passwd(_)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got:?}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let searches = slapd.searches_containing(&users[0].name);
+    assert!(matches!(
+        query(&d.socket(), &Request::GetPwNam(users[0].name.clone())),
+        Response::Passwd(_)
+    ));
+    assert_eq!(slapd.searches_containing(&users[0].name), searches);
 }
