@@ -95,6 +95,23 @@ pub struct LdapConfig {
     /// Page size for paged searches (enumeration, large listings). Default 500.
     #[serde(default = "defaults::page_size")]
     pub page_size: u32,
+    // --- Connection pool (issue 10): bounded operations, queueing, lifetime. ---
+    /// Connections kept open to the server in use. Default 2.
+    #[serde(default = "defaults::connections_per_server")]
+    pub connections_per_server: usize,
+    /// Most operations in flight on one connection (slapd closes a connection with more than
+    /// `conn_max_pending`, 100 for anonymous binds). Default 32.
+    #[serde(default = "defaults::max_ops_per_connection")]
+    pub max_ops_per_connection: usize,
+    /// A lookup that needs the directory waits at most this long for a free slot of the pool
+    /// (a queue fair by peer uid), then answers `Unavailable`; below the module's 500 ms
+    /// budget. Default 250 ms.
+    #[serde(default = "defaults::queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    /// Connections older than this are retired gracefully (a new one first, the old one
+    /// drained), under the servers' idle timeout. Default 540 s.
+    #[serde(default = "defaults::connection_expire_secs")]
+    pub connection_expire_secs: u64,
     /// The users map (`passwd`).
     #[serde(default = "defaults::users")]
     pub users: MapConfig,
@@ -188,6 +205,13 @@ pub struct DaemonConfig {
     pub request_timeout_ms: u64,
     /// Tokio worker threads. Default 2.
     pub worker_threads: usize,
+    // --- Admission (issues 10 and 11): a budget of directory queries per peer uid. ---
+    /// Directory queries for misses each peer uid may start per second, on average (a token
+    /// bucket); over budget its new misses answer `Unavailable` (glibc goes on to the next
+    /// source), its cached answers and other uids are unaffected. 0: no budget. Default 50.
+    pub miss_queries_per_uid_per_sec: u32,
+    /// The bucket's size: how many such queries a uid may start at once. Default 200.
+    pub miss_query_burst_per_uid: u32,
 }
 
 impl Default for DaemonConfig {
@@ -206,6 +230,8 @@ impl Default for DaemonConfig {
             idle_timeout_ms: 30_000,
             request_timeout_ms: 1_000,
             worker_threads: 2,
+            miss_queries_per_uid_per_sec: 50,
+            miss_query_burst_per_uid: 200,
         }
     }
 }
@@ -314,6 +340,18 @@ mod defaults {
     }
     pub fn page_size() -> u32 {
         500
+    }
+    pub fn connections_per_server() -> usize {
+        2
+    }
+    pub fn max_ops_per_connection() -> usize {
+        32
+    }
+    pub fn queue_timeout_ms() -> u64 {
+        250
+    }
+    pub fn connection_expire_secs() -> u64 {
+        540
     }
     pub fn users() -> MapConfig {
         MapConfig {

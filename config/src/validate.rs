@@ -162,6 +162,25 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         86_400,
     )?;
     check_range("ldap.page_size", l.page_size as u64, 1, 100_000)?;
+    check_range(
+        "ldap.connections_per_server",
+        l.connections_per_server as u64,
+        1,
+        64,
+    )?;
+    check_range(
+        "ldap.max_ops_per_connection",
+        l.max_ops_per_connection as u64,
+        1,
+        1000,
+    )?;
+    check_range("ldap.queue_timeout_ms", l.queue_timeout_ms, 1, 60_000)?;
+    check_range(
+        "ldap.connection_expire_secs",
+        l.connection_expire_secs,
+        1,
+        86_400,
+    )?;
     check_map("ldap.users", &l.users)?;
     check_map("ldap.groups", &l.groups)?;
     let a = &l.attributes;
@@ -253,6 +272,18 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         60_000,
     )?;
     check_range("daemon.worker_threads", d.worker_threads as u64, 1, 256)?;
+    check_range(
+        "daemon.miss_queries_per_uid_per_sec",
+        u64::from(d.miss_queries_per_uid_per_sec),
+        0,
+        1_000_000,
+    )?;
+    check_range(
+        "daemon.miss_query_burst_per_uid",
+        u64::from(d.miss_query_burst_per_uid),
+        1,
+        1_000_000,
+    )?;
 
     check_names("daemon.prefetch_users", &d.prefetch_users)?;
     check_names("daemon.prefetch_groups", &d.prefetch_groups)?;

@@ -174,7 +174,9 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String, file: Option<PathBu
     let (before, positive, expires) = r.cache_state(&req);
     let searches = dir.search_count();
     let started = Instant::now();
-    let reply = r.resolve(req.clone()).await;
+    let reply = r
+        .resolve(req.clone(), crate::admission::Caller::Internal)
+        .await;
     let took = started.elapsed();
     let asked = dir.search_count() - searches;
     let mut s = String::new();
@@ -370,6 +372,40 @@ pub fn status(r: &Daemon, started: Instant) -> String {
     };
     let _ = writeln!(s, "hit_ratio: {ratio:.4}");
     let _ = writeln!(s, "directory_searches: {}", dir.search_count());
+    let ps = dir.pool_stats();
+    let (open, ops) = dir.pool_load();
+    let _ = writeln!(
+        s,
+        "directory_pool: connections={open} ops_in_flight={ops} opened_total={} retired_total={} timeouts_total={} failovers_total={}",
+        load(&ps.opened),
+        load(&ps.retired),
+        load(&ps.timeouts),
+        load(&ps.failovers)
+    );
+    let ad = &r.admission;
+    let (slots, waiting) = ad.load();
+    let _ = writeln!(
+        s,
+        "admission: slots_in_use={slots} waiting={waiting} queued_total={} queue_timeouts_total={} charged_total={} over_budget_total={}",
+        load(&ad.stats.queued),
+        load(&ad.stats.queue_timeouts),
+        load(&ad.stats.charged),
+        load(&ad.stats.over_budget)
+    );
+    let refused: Vec<String> = ad
+        .refused_uids()
+        .iter()
+        .map(|(uid, n)| format!("{uid}={n}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "admission_over_budget_by_uid: {}",
+        if refused.is_empty() {
+            "-".to_owned()
+        } else {
+            refused.join(" ")
+        }
+    );
     let _ = writeln!(s, "connections: {}", load(&st.connections));
     s
 }

@@ -16,6 +16,7 @@ use toolforge_nss_protocol::{
     Capabilities, DecodeError, ErrorCode, Header, Request, Response, HEADER_LEN, MAX_REQUEST_BODY,
 };
 
+use crate::admission::Caller;
 use crate::directory::Directory;
 use crate::resolver::{Reply, Resolver};
 
@@ -101,9 +102,10 @@ async fn read_frame(
     Ok(Some(header))
 }
 
-/// Serves one connection to the end.
+/// Serves one connection to the end; its requests are charged to `uid` (SO_PEERCRED).
 pub async fn serve<D: Directory>(
     mut stream: UnixStream,
+    uid: u32,
     resolver: Arc<Resolver<D>>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -158,7 +160,7 @@ pub async fn serve<D: Directory>(
             }
         };
         let caps = header.capabilities.intersect(Capabilities::ALL);
-        let frame = match resolver.resolve(request).await {
+        let frame = match resolver.resolve(request, Caller::Peer(uid)).await {
             Reply::Body { kind, body, stale } => {
                 let bytes = body.bytes();
                 let flags = if stale && caps.contains(Capabilities::STALE_FLAG) {

@@ -3,6 +3,7 @@
 //!
 //! Code map (one job each): [`server`] listens and bounds connections; [`connection`] frames
 //! one client; [`resolver`] answers a request (policy, cache, single-flight, directory);
+//! [`admission`] budgets and queues directory work fairly by peer uid;
 //! [`cache`] is one bounded TTL map; [`singleflight`] merges concurrent misses;
 //! [`enumeration`] pages listings; [`directory`] is the query interface, with its LDAP implementation
 //! (`directory::ldap`) and server health and backoff (`directory::servers`); [`persist`] keeps the cache
@@ -12,6 +13,7 @@
 //! The daemon never resolves users or groups through NSS itself.
 
 pub mod admin;
+pub mod admission;
 pub mod cache;
 pub mod connection;
 pub mod directory;

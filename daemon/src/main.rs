@@ -230,13 +230,16 @@ fn init_logging(format: LogFormat) {
 /// Looks the configured users (with their groups) and groups up once at start.
 async fn prefetch(resolver: Arc<Daemon>, users: Vec<String>, groups: Vec<String>) {
     use toolforge_nss_protocol::Request;
+    use toolforge_nssd::admission::Caller::Internal;
     let n = users.len() + groups.len();
     for u in users {
-        resolver.resolve(Request::GetPwNam(u.clone())).await;
-        resolver.resolve(Request::InitGroups(u)).await;
+        resolver
+            .resolve(Request::GetPwNam(u.clone()), Internal)
+            .await;
+        resolver.resolve(Request::InitGroups(u), Internal).await;
     }
     for g in groups {
-        resolver.resolve(Request::GetGrNam(g)).await;
+        resolver.resolve(Request::GetGrNam(g), Internal).await;
     }
     info!(entries = n, "prefetch done");
 }
@@ -299,7 +302,13 @@ async fn reload_on_sighup(resolver: Arc<Daemon>, path: PathBuf, mut running: Con
                 continue;
             }
         };
-        let ldap_changed = new.ldap != running.ldap;
+        // The queue timeout applies in place; the rest of [ldap] makes a new directory.
+        let ldap_changed = {
+            let (mut a, mut b) = (new.ldap.clone(), running.ldap.clone());
+            a.queue_timeout_ms = 0;
+            b.queue_timeout_ms = 0;
+            a != b
+        };
         let directory = if ldap_changed {
             match LdapDirectory::new(&new.ldap) {
                 Ok(d) => Some(d),
@@ -309,9 +318,17 @@ async fn reload_on_sighup(resolver: Arc<Daemon>, path: PathBuf, mut running: Con
                 }
             }
         } else {
+            // Same settings: the password and CA files may have been rotated.
+            if let Err(e) = resolver.directory().reload_credentials() {
+                error!("credentials not reloaded, keeping the running ones: {e}");
+            }
             None
         };
-        if new.daemon != running.daemon {
+        // The query budget applies in place; the rest of [daemon] after a restart.
+        let (mut a, mut b) = (new.daemon.clone(), running.daemon.clone());
+        (a.miss_queries_per_uid_per_sec, a.miss_query_burst_per_uid) = (0, 0);
+        (b.miss_queries_per_uid_per_sec, b.miss_query_burst_per_uid) = (0, 0);
+        if a != b {
             warn!("[daemon] settings changed: they apply after a restart");
         }
         let (a, b) = (&new.cache, &running.cache);

@@ -92,6 +92,46 @@ pub fn render(r: &Daemon) -> String {
             "LDAP searches sent.",
             dir.search_count(),
         ),
+        (
+            "directory_connections_opened_total",
+            "Directory connections opened (pool).",
+            load(&dir.pool_stats().opened),
+        ),
+        (
+            "directory_connections",
+            "Directory connections open now (pool).",
+            dir.pool_load().0 as u64,
+        ),
+        (
+            "directory_timeouts_total",
+            "Directory operations abandoned after search_timeout_ms.",
+            load(&dir.pool_stats().timeouts),
+        ),
+        (
+            "directory_failovers_total",
+            "Operations moved to another server by result code 51, 52, 53 or 80.",
+            load(&dir.pool_stats().failovers),
+        ),
+        (
+            "admission_over_budget_total",
+            "Misses refused because their peer uid spent its query budget.",
+            load(&r.admission.stats.over_budget),
+        ),
+        (
+            "admission_queue_timeouts_total",
+            "Lookups that found no directory slot within queue_timeout_ms.",
+            load(&r.admission.stats.queue_timeouts),
+        ),
+        (
+            "admission_queued_total",
+            "Lookups that waited in the fair queue.",
+            load(&r.admission.stats.queued),
+        ),
+        (
+            "admission_waiting",
+            "Lookups waiting in the fair queue now.",
+            r.admission.load().1 as u64,
+        ),
     ] {
         let kind = if name.ends_with("_total") {
             "counter"

@@ -6,6 +6,11 @@
 //! background (refresh-ahead); an `Expired` entry waits at most `stale_wait` for the
 //! directory and is then served flagged stale while the query goes on; a `Miss` waits for the
 //! directory and answers `Unavailable` when it cannot be reached.
+//!
+//! Admission ([`crate::admission`]): a miss that starts a directory query is charged to the
+//! caller's budget (over it: `Unavailable`, or the expired answer); the query's directory work
+//! then waits for a slot of the fair queue in the caller's turn. A miss that joins a query
+//! already under way costs nothing: the uid that started it is the one charged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -18,6 +23,7 @@ use toolforge_nss_protocol::admin::Scope;
 use toolforge_nss_protocol::names::is_valid_name;
 use toolforge_nss_protocol::{ErrorCode, Request, Response, ResponseKind, MAX_RESPONSE_BODY};
 
+use crate::admission::{Admission, Caller, Limits, Refused};
 use crate::cache::{Lookup, TtlLru};
 use crate::directory::{DirError, DirResult, Directory};
 use crate::enumeration::{Enumerations, Listing, Snapshot};
@@ -206,6 +212,8 @@ pub struct Resolver<D: Directory> {
     initgroups_flights: SingleFlight<String, DirResult<Option<GroupIds>>>,
     enumerations: Enumerations,
     pub stats: Stats,
+    /// Budget and fair queue of directory work, by peer uid.
+    pub admission: Arc<Admission>,
 }
 
 impl<D: Directory> Resolver<D> {
@@ -219,6 +227,7 @@ impl<D: Directory> Resolver<D> {
             initgroups_flights: SingleFlight::default(),
             enumerations: Enumerations::new(Duration::from_secs(config.cache.positive_ttl_secs)),
             stats: Stats::default(),
+            admission: Admission::new(Limits::from(config)),
         })
     }
 
@@ -239,6 +248,7 @@ impl<D: Directory> Resolver<D> {
     pub fn reload(&self, config: &Config, dir: Option<D>, flush: bool) {
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(Settings::from(config));
+        self.admission.set_limits(Limits::from(config));
         if let Some(d) = dir {
             *self.dir.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(d);
         }
@@ -271,8 +281,8 @@ impl<D: Directory> Resolver<D> {
         ]
     }
 
-    /// Answers one request.
-    pub async fn resolve(self: &Arc<Self>, req: Request) -> Reply {
+    /// Answers one request for `caller` (the peer uid it is charged to).
+    pub async fn resolve(self: &Arc<Self>, req: Request, caller: Caller) -> Reply {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let map = match &req {
             Request::GetPwNam(_) | Request::GetPwUid(_) => 0,
@@ -280,7 +290,7 @@ impl<D: Directory> Resolver<D> {
             Request::InitGroups(_) => 2,
             Request::PwEnt { .. } | Request::GrEnt { .. } => 3,
         };
-        let reply = self.answer(req).await;
+        let reply = self.answer(req, caller).await;
         let result = match &reply {
             Reply::Body { .. } => 0,
             Reply::Message(Response::NotFound) => 1,
@@ -319,26 +329,26 @@ impl<D: Directory> Resolver<D> {
         self.settings().positive_ttl
     }
 
-    async fn answer(self: &Arc<Self>, req: Request) -> Reply {
+    async fn answer(self: &Arc<Self>, req: Request, caller: Caller) -> Reply {
         match req {
             Request::GetPwNam(name) => {
-                let o = self.user(UserKey::Name(name)).await;
+                let o = self.user(UserKey::Name(name), caller).await;
                 self.reply(o, ResponseKind::Passwd, BodyRef::User)
             }
             Request::GetPwUid(uid) => {
-                let o = self.user(UserKey::Uid(uid)).await;
+                let o = self.user(UserKey::Uid(uid), caller).await;
                 self.reply(o, ResponseKind::Passwd, BodyRef::User)
             }
             Request::GetGrNam(name) => {
-                let o = self.group(GroupKey::Name(name)).await;
+                let o = self.group(GroupKey::Name(name), caller).await;
                 self.reply(o, ResponseKind::Group, BodyRef::Group)
             }
             Request::GetGrGid(gid) => {
-                let o = self.group(GroupKey::Gid(gid)).await;
+                let o = self.group(GroupKey::Gid(gid), caller).await;
                 self.reply(o, ResponseKind::Group, BodyRef::Group)
             }
             Request::InitGroups(name) => {
-                let o = self.groups_of(name).await;
+                let o = self.groups_of(name, caller).await;
                 self.reply(o, ResponseKind::GroupIds, BodyRef::Ids)
             }
             Request::PwEnt { generation, cursor } => {
@@ -375,6 +385,7 @@ impl<D: Directory> Resolver<D> {
         refreshing: bool,
         fetch: F,
         what: &(dyn std::fmt::Debug + Sync),
+        caller: Caller,
     ) -> Outcome<V>
     where
         V: Clone + Send + 'static,
@@ -399,11 +410,31 @@ impl<D: Directory> Resolver<D> {
                 }
                 return found(v, false);
             }
-            Lookup::Expired(v) => v,
+            Lookup::Expired(v) => {
+                // Starting a query costs the caller a token; joining one does not.
+                if !refreshing && self.admission.charge(caller, Instant::now()).is_err() {
+                    debug!(lookup = ?what, ?caller, "over its query budget; serving the expired answer");
+                    if v.is_some() {
+                        stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return found(v, true);
+                }
+                v
+            }
             Lookup::Miss => {
                 stats.misses.fetch_add(1, Ordering::Relaxed);
+                if !refreshing && self.admission.charge(caller, Instant::now()).is_err() {
+                    debug!(lookup = ?what, ?caller, "over its query budget");
+                    stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                    return Outcome::Unavailable;
+                }
                 return match fetch(self.clone()).await {
                     Ok(v) => found(v, false),
+                    Err(e @ DirError::Overloaded(_)) => {
+                        debug!(lookup = ?what, error = %e, "directory busy");
+                        stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Unavailable
+                    }
                     Err(e) => {
                         warn!(lookup = ?what, error = %e, "directory unavailable and nothing cached");
                         stats.unavailable.fetch_add(1, Ordering::Relaxed);
@@ -645,7 +676,21 @@ impl<D: Directory> Resolver<D> {
         n
     }
 
-    async fn fetch_user(self: Arc<Self>, key: UserKey) -> DirResult<Option<UserEntry>> {
+    /// A slot of the fair queue for `caller`'s directory work (see [`crate::admission`]).
+    async fn admitted(&self, caller: Caller) -> DirResult<crate::admission::Slot> {
+        self.admission.enter(caller).await.map_err(|r| {
+            DirError::Overloaded(match r {
+                Refused::QueueTimeout => "no directory slot within queue_timeout_ms".into(),
+                Refused::OverBudget => "over its query budget".into(),
+            })
+        })
+    }
+
+    async fn fetch_user(
+        self: Arc<Self>,
+        key: UserKey,
+        caller: Caller,
+    ) -> DirResult<Option<UserEntry>> {
         let this = self.clone();
         self.user_flights
             .run(key.clone(), || async move {
@@ -654,6 +699,7 @@ impl<D: Directory> Resolver<D> {
                     return Ok(v);
                 }
                 let dir = this.directory();
+                let _slot = this.admitted(caller).await?;
                 let found = match &key {
                     UserKey::Name(n) => dir.user_by_name(n).await?,
                     UserKey::Uid(u) => dir.user_by_uid(*u).await?,
@@ -674,7 +720,7 @@ impl<D: Directory> Resolver<D> {
             .await
     }
 
-    async fn user(self: &Arc<Self>, key: UserKey) -> Outcome<UserEntry> {
+    async fn user(self: &Arc<Self>, key: UserKey, caller: Caller) -> Outcome<UserEntry> {
         let now = Instant::now();
         let policy = &self.settings().policy;
         let cached = match &key {
@@ -686,8 +732,14 @@ impl<D: Directory> Resolver<D> {
         };
         let refreshing = self.user_flights.running(&key);
         let k = key.clone();
-        self.lookup(cached, refreshing, move |this| this.fetch_user(k), &key)
-            .await
+        self.lookup(
+            cached,
+            refreshing,
+            move |this| this.fetch_user(k, caller),
+            &key,
+            caller,
+        )
+        .await
     }
 
     fn cached_user(&self, key: &UserKey, now: Instant) -> Lookup<UserEntry> {
@@ -704,7 +756,11 @@ impl<D: Directory> Resolver<D> {
         }
     }
 
-    async fn fetch_group(self: Arc<Self>, key: GroupKey) -> DirResult<Option<GroupEntry>> {
+    async fn fetch_group(
+        self: Arc<Self>,
+        key: GroupKey,
+        caller: Caller,
+    ) -> DirResult<Option<GroupEntry>> {
         let this = self.clone();
         self.group_flights
             .run(key.clone(), || async move {
@@ -712,6 +768,7 @@ impl<D: Directory> Resolver<D> {
                     return Ok(v);
                 }
                 let dir = this.directory();
+                let _slot = this.admitted(caller).await?;
                 let found = match &key {
                     GroupKey::Name(n) => dir.group_by_name(n).await?,
                     GroupKey::Gid(g) => dir.group_by_gid(*g).await?,
@@ -734,7 +791,7 @@ impl<D: Directory> Resolver<D> {
             .await
     }
 
-    async fn group(self: &Arc<Self>, key: GroupKey) -> Outcome<GroupEntry> {
+    async fn group(self: &Arc<Self>, key: GroupKey, caller: Caller) -> Outcome<GroupEntry> {
         let now = Instant::now();
         let policy = &self.settings().policy;
         let cached = match &key {
@@ -746,11 +803,21 @@ impl<D: Directory> Resolver<D> {
         };
         let refreshing = self.group_flights.running(&key);
         let k = key.clone();
-        self.lookup(cached, refreshing, move |this| this.fetch_group(k), &key)
-            .await
+        self.lookup(
+            cached,
+            refreshing,
+            move |this| this.fetch_group(k, caller),
+            &key,
+            caller,
+        )
+        .await
     }
 
-    async fn fetch_groups_of(self: Arc<Self>, name: String) -> DirResult<Option<GroupIds>> {
+    async fn fetch_groups_of(
+        self: Arc<Self>,
+        name: String,
+        caller: Caller,
+    ) -> DirResult<Option<GroupIds>> {
         let this = self.clone();
         self.initgroups_flights
             .run(name.clone(), || async move {
@@ -759,7 +826,7 @@ impl<D: Directory> Resolver<D> {
                 }
                 let dir = this.directory();
                 let dn = if dir.memberships_need_dn() {
-                    match this.user(UserKey::Name(name.clone())).await {
+                    match this.user(UserKey::Name(name.clone()), caller).await {
                         Outcome::Found(u, _) => Some(u.record.dn.clone()),
                         Outcome::NotFound => {
                             return Ok(this.store_groups_of(name, None, Instant::now()))
@@ -771,7 +838,11 @@ impl<D: Directory> Resolver<D> {
                 } else {
                     None
                 };
+                // The slot is taken after the user lookup above, which takes its own: a lookup
+                // never holds two.
+                let slot = this.admitted(caller).await?;
                 let groups = dir.memberships(&name, dn.as_deref()).await?;
+                drop(slot);
                 let policy = &this.settings().policy;
                 let mut gids: Vec<u32> = groups
                     .iter()
@@ -785,7 +856,7 @@ impl<D: Directory> Resolver<D> {
             .await
     }
 
-    async fn groups_of(self: &Arc<Self>, name: String) -> Outcome<GroupIds> {
+    async fn groups_of(self: &Arc<Self>, name: String, caller: Caller) -> Outcome<GroupIds> {
         if !is_valid_name(name.as_bytes()) || !self.settings().policy.user_name_allowed(&name) {
             return Outcome::NotFound;
         }
@@ -795,8 +866,9 @@ impl<D: Directory> Resolver<D> {
         self.lookup(
             cached,
             refreshing,
-            move |this| this.fetch_groups_of(n),
+            move |this| this.fetch_groups_of(n, caller),
             &name,
+            caller,
         )
         .await
     }
@@ -875,3 +947,7 @@ impl<D: Directory> Resolver<D> {
         Ok(self.enumerations.publish(what, bodies, enumerate))
     }
 }
+
+#[cfg(test)]
+#[path = "resolver_admission_tests.rs"]
+mod admission_tests;

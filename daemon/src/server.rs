@@ -177,7 +177,7 @@ pub async fn serve<D: Directory>(
         let (resolver, stop) = (resolver.clone(), stop_rx.clone());
         resolver.stats.connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            connection::serve(stream, resolver.clone(), limits, stop).await;
+            connection::serve(stream, uid, resolver.clone(), limits, stop).await;
             resolver.stats.connections.fetch_sub(1, Ordering::Relaxed);
             drop((slot, permit));
         });

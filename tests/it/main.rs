@@ -2,8 +2,10 @@
 //! Each module owns one area; `env` holds the slapd + daemon pairs shared by read-only tests.
 
 mod admin;
+mod admission;
 mod cache_file;
 mod cli;
+mod directory_pool;
 mod e2e;
 mod enumerate;
 mod env;

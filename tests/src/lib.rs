@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod fakeldap;
 pub mod fixture;
 pub mod nss;
 pub mod paths;

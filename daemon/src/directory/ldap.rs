@@ -1,23 +1,24 @@
-//! [`Directory`] over LDAP with ldap3: one multiplexed connection, opened lazily on the first
-//! server of `[ldap] uri` that answers (in order), re-opened when it closes; anonymous or
-//! simple bind; searches over every configured base at once; paged searches for listings.
-//! Every value put into a filter goes through [`crate::filter`].
+//! [`Directory`] over LDAP with ldap3: searches over every configured base at once on the
+//! connection pool ([`crate::directory::pool`]); paged searches for listings; mapping of the
+//! results into records. Every value put into a filter goes through [`crate::filter`].
 
 use std::collections::HashSet;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::try_join_all;
-use ldap3::adapters::{EntriesOnly, PagedResults};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope, SearchEntry};
-use tracing::{debug, info, warn};
+use ldap3::{Ldap, Scope};
+use tracing::{debug, warn};
 
 use toolforge_nss_config::{LdapConfig, Schema};
 
-use crate::directory::servers::{ServerHealth, Servers};
-use crate::directory::{DirError, DirResult, Directory};
+pub use crate::directory::connect::{read_bind_password, tls_config};
+use crate::directory::op::{self, OpError};
+use crate::directory::pool::{Pool, PoolStats};
+use crate::directory::servers::ServerHealth;
+use crate::directory::{DirResult, Directory};
 use crate::filter;
 use crate::histogram::Histogram;
 use crate::mapping::{Mapper, RawEntry};
@@ -26,125 +27,30 @@ use crate::records::{GroupRecord, Membership, UserRecord};
 /// Most member DNs of one group resolved by extra lookups (RFC 2307bis, non-`uid=` DNs).
 const MAX_MEMBER_DN_LOOKUPS: usize = 1000;
 
-/// Reads the bind password: the first line of the file, which must not be readable by others.
-pub fn read_bind_password(path: &std::path::Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o004 != 0 {
-        return Err(format!(
-            "{}: readable by others; chmod o-r it",
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(text.lines().next().unwrap_or("").to_owned())
-}
-
-/// The system CA bundle, used when `tls_ca_file` is not set.
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// A TLS client config trusting exactly the certificates of `path` (verification is never
-/// turned off). Built once at start so a bad file refuses the start, not every connection.
-pub fn tls_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    let certs =
-        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: holds no PEM certificate", path.display()));
-    }
-    Ok(Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
-}
-
-struct Connection {
-    ldap: Ldap,
-    index: usize,
-    uri: String,
-}
-
 pub struct LdapDirectory {
     cfg: LdapConfig,
     mapper: Mapper,
     user_bases: Vec<String>,
     group_bases: Vec<String>,
-    bind_password: Option<String>,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    servers: Servers,
-    current: Mutex<Option<Arc<Connection>>>,
-    connecting: tokio::sync::Mutex<()>,
+    pool: Arc<Pool>,
     /// OpenLDAP keeps one paged-results state per connection: paged searches take turns.
     paging: tokio::sync::Mutex<()>,
     searches: AtomicU64,
     /// Latency of searches that got an answer.
     pub search_times: Histogram,
-    /// Whether a server has ever answered (readiness), and since when the directory is
-    /// reachable (`true`) or not.
-    connected_once: AtomicBool,
-    state: Mutex<(bool, SystemTime)>,
-}
-
-fn is_connection_error(e: &LdapError) -> bool {
-    matches!(
-        e,
-        LdapError::Io { .. }
-            | LdapError::OpSend { .. }
-            | LdapError::ResultRecv { .. }
-            | LdapError::EndOfStream
-            | LdapError::Timeout { .. }
-    )
-}
-
-/// `SearchEntry::construct` panics on malformed BER; a hostile server must not take us down.
-fn parse_entry(re: ResultEntry) -> Option<RawEntry> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| SearchEntry::construct(re)))
-        .ok()
-        .map(|e| RawEntry::new(e.dn, e.attrs))
 }
 
 impl LdapDirectory {
     pub fn new(cfg: &LdapConfig) -> Result<LdapDirectory, String> {
-        let bind_password = match &cfg.bind_password_file {
-            Some(p) => {
-                Some(read_bind_password(p).map_err(|e| format!("ldap.bind_password_file: {e}"))?)
-            }
-            None => None,
-        };
-        let uses_tls = cfg.starttls || cfg.uri.iter().any(|u| u.starts_with("ldaps://"));
-        let tls = if uses_tls {
-            let ca = cfg
-                .tls_ca_file
-                .clone()
-                .unwrap_or_else(|| SYSTEM_CA_BUNDLE.into());
-            Some(tls_config(&ca).map_err(|e| format!("ldap.tls_ca_file: {e}"))?)
-        } else {
-            None
-        };
         Ok(LdapDirectory {
-            tls,
+            pool: Pool::new(cfg)?,
             mapper: Mapper::new(cfg.schema, &cfg.attributes),
             user_bases: cfg.user_bases(),
             group_bases: cfg.group_bases(),
-            bind_password,
-            servers: Servers::new(cfg.uri.clone(), Duration::from_millis(cfg.reconnect_max_ms)),
             cfg: cfg.clone(),
-            current: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
             paging: tokio::sync::Mutex::new(()),
             searches: AtomicU64::new(0),
             search_times: Histogram::default(),
-            connected_once: AtomicBool::new(false),
-            state: Mutex::new((false, SystemTime::now())),
         })
     }
 
@@ -155,7 +61,17 @@ impl LdapDirectory {
 
     /// The server in use, if connected.
     pub fn server_in_use(&self) -> Option<String> {
-        self.cached_connection().map(|c| c.uri.clone())
+        self.pool.server_in_use()
+    }
+
+    /// The pool's counters (connections opened, retired, timeouts, failovers).
+    pub fn pool_stats(&self) -> &PoolStats {
+        &self.pool.stats
+    }
+
+    /// Pooled connections open now and operations in flight on them.
+    pub fn pool_load(&self) -> (usize, usize) {
+        self.pool.load()
     }
 
     /// The searches a request makes (base and filter), for `toolforge-nssctl lookup --explain`.
@@ -230,156 +146,58 @@ impl LdapDirectory {
     /// Connects now rather than on the first lookup, so readiness and status are true from
     /// the start.
     pub async fn warm_up(&self) {
-        if let Err(e) = self.connection().await {
+        if let Err(e) = self.pool.warm_up().await {
             warn!(error = %e, "no directory server reachable at start; serving from cache until one is");
         }
     }
 
     /// Whether any server has answered since start.
     pub fn ever_connected(&self) -> bool {
-        self.connected_once.load(Ordering::Relaxed)
+        self.pool.ever_connected()
     }
 
     /// Whether the directory is reachable now, and since when.
     pub fn reachable_since(&self) -> (bool, SystemTime) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set_reachable(&self, up: bool) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.0 != up {
-            *s = (up, SystemTime::now());
-        }
-        if up {
-            self.connected_once.store(true, Ordering::Relaxed);
-        }
+        self.pool.reachable_since()
     }
 
     /// Health of every configured server.
     pub fn health(&self) -> Vec<ServerHealth> {
-        self.servers.health(Instant::now())
+        self.pool.health()
     }
 
     fn search_timeout(&self) -> Duration {
         Duration::from_millis(self.cfg.search_timeout_ms)
     }
 
-    fn cached_connection(&self) -> Option<Arc<Connection>> {
-        let guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let conn = guard.as_ref()?.clone();
-        let mut probe = conn.ldap.clone();
-        (!probe.is_closed()).then_some(conn)
-    }
-
-    /// Marks the connection's server failed (it enters backoff) and drops the connection.
-    fn connection_failed(&self, conn: &Arc<Connection>, error: &str) {
-        self.set_reachable(false);
-        let backoff = self.servers.failed(conn.index, error, Instant::now());
-        warn!(server = %conn.uri, error, retry_in = ?backoff, "directory connection failed");
-        let mut guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            *guard = None;
-        }
-    }
-
-    async fn open(&self, uri: &str) -> Result<Ldap, String> {
-        let mut settings = LdapConnSettings::new()
-            .set_conn_timeout(Duration::from_millis(self.cfg.connect_timeout_ms))
-            .set_starttls(self.cfg.starttls);
-        if let Some(tls) = &self.tls {
-            settings = settings.set_config(tls.clone());
-        }
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, uri)
-            .await
-            .map_err(|e| e.to_string())?;
-        ldap3::drive!(conn);
-        if let (Some(dn), Some(pw)) = (&self.cfg.bind_dn, &self.bind_password) {
-            ldap.with_timeout(Duration::from_millis(self.cfg.bind_timeout_ms))
-                .simple_bind(dn, pw)
-                .await
-                .and_then(|r| r.success())
-                .map_err(|e| format!("bind as {dn} failed: {e}"))?;
-        }
-        Ok(ldap)
-    }
-
-    /// Opens a connection to the first server, in preference order, that is not in backoff
-    /// and answers; only servers before `before` when given (fail-back).
-    async fn connect_first(&self, before: Option<usize>) -> DirResult<Arc<Connection>> {
-        let now = Instant::now();
-        let candidates: Vec<usize> = self
-            .servers
-            .available(now)
-            .into_iter()
-            .filter(|&i| before.is_none_or(|b| i < b))
-            .collect();
-        if candidates.is_empty() {
-            self.set_reachable(false);
-            return Err(DirError::Unreachable(format!(
-                "every server is in backoff; next attempt in {:?}",
-                self.servers.next_retry(now)
-            )));
-        }
-        let mut errors = Vec::new();
-        for i in candidates {
-            let uri = self.servers.uri(i).to_owned();
-            match self.open(&uri).await {
-                Ok(ldap) => {
-                    self.servers.succeeded(i);
-                    self.set_reachable(true);
-                    info!(server = %uri, "connected to directory");
-                    let conn = Arc::new(Connection {
-                        ldap,
-                        index: i,
-                        uri,
-                    });
-                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-                    return Ok(conn);
-                }
-                Err(e) => {
-                    let backoff = self.servers.failed(i, &e, Instant::now());
-                    warn!(server = %uri, error = %e, retry_in = ?backoff, "directory server unusable");
-                    errors.push(format!("{uri}: {e}"));
-                }
-            }
-        }
-        self.set_reachable(false);
-        Err(DirError::Unreachable(errors.join("; ")))
-    }
-
-    /// The live connection, opening one if needed.
-    async fn connection(&self) -> DirResult<Arc<Connection>> {
-        if let Some(c) = self.cached_connection() {
-            return Ok(c);
-        }
-        let _one_at_a_time = self.connecting.lock().await;
-        if let Some(c) = self.cached_connection() {
-            return Ok(c);
-        }
-        self.connect_first(None).await
-    }
-
-    /// While on a fallback server, tries the preferred ones (those not in backoff) and moves
-    /// back to the first that answers. Called every `failback_interval_secs`.
+    /// While on a fallback server, tries the preferred ones again (every
+    /// `failback_interval_secs`).
     pub async fn fail_back(&self) {
-        let Some(conn) = self.cached_connection() else {
-            return;
-        };
-        if conn.index == 0 {
-            return;
-        }
-        let _one_at_a_time = self.connecting.lock().await;
-        if let Ok(better) = self.connect_first(Some(conn.index)).await {
-            info!(from = %conn.uri, to = %better.uri, "failed back to a preferred directory server");
-        }
+        self.pool.fail_back().await;
     }
 
     /// The configured fail-back interval.
     pub fn failback_interval(&self) -> Duration {
-        Duration::from_secs(self.cfg.failback_interval_secs)
+        self.pool.failback_interval()
     }
 
-    /// One subtree search under `base`, retried once on a fresh connection after an I/O error.
+    /// SIGHUP: re-reads `bind_password_file` and `tls_ca_file` and reconnects with them.
+    pub fn reload_credentials(&self) -> Result<(), String> {
+        self.pool.reload_credentials()
+    }
+
+    /// The seam for every directory operation: runs `op` with a connection handle from the
+    /// pool (within its bound of operations in flight), with the pool's failover, timeout and
+    /// retry rules (see [`crate::directory::pool`]). `op` may run more than once.
+    pub async fn with_connection<T, F, Fut>(&self, op: F) -> DirResult<T>
+    where
+        F: FnMut(Ldap) -> Fut,
+        Fut: Future<Output = Result<T, OpError>>,
+    {
+        self.pool.with_connection(op).await
+    }
+
+    /// One subtree search under `base` on the pool (paged when `paged`).
     async fn search(
         &self,
         base: &str,
@@ -387,77 +205,26 @@ impl LdapDirectory {
         attrs: &[String],
         paged: bool,
     ) -> DirResult<Vec<RawEntry>> {
-        for attempt in 0..2 {
-            let conn = self.connection().await?;
-            self.searches.fetch_add(1, Ordering::Relaxed);
-            debug!(server = %conn.uri, base, filter, "search");
-            let started = Instant::now();
-            match self.search_on(&conn, base, filter, attrs, paged).await {
-                Ok(entries) => {
-                    self.search_times.record(started.elapsed());
-                    return Ok(entries);
-                }
-                Err(e) if is_connection_error(&e) => {
-                    self.connection_failed(&conn, &e.to_string());
-                    if attempt == 1 {
-                        return Err(DirError::Unreachable(format!("{}: {e}", conn.uri)));
-                    }
-                }
-                Err(e) => return Err(DirError::Failed(format!("{}: {e}", conn.uri))),
-            }
-        }
-        unreachable!("the loop returns on its second attempt")
-    }
-
-    async fn search_on(
-        &self,
-        conn: &Connection,
-        base: &str,
-        filter: &str,
-        attrs: &[String],
-        paged: bool,
-    ) -> Result<Vec<RawEntry>, LdapError> {
-        let mut ldap = conn.ldap.clone();
-        ldap.with_timeout(self.search_timeout());
-        let mut stream = if paged {
-            ldap.streaming_search_with(
-                PagedResults::new(self.cfg.page_size as i32),
-                base,
-                Scope::Subtree,
-                filter,
-                attrs.to_vec(),
-            )
-            .await?
-        } else {
-            ldap.streaming_search_with(
-                EntriesOnly::new(),
-                base,
-                Scope::Subtree,
-                filter,
-                attrs.to_vec(),
-            )
-            .await?
-        };
-        let mut out = Vec::new();
-        while let Some(re) = stream.next().await? {
-            match parse_entry(re) {
-                Some(e) => out.push(e),
-                None => warn!(base, filter, "skipped an entry the server sent malformed"),
-            }
-        }
-        let res = stream.finish().await;
-        match res.rc {
-            0 => Ok(out),
-            32 => Ok(out), // noSuchObject: the base does not exist; nothing under it
-            4 => {
-                warn!(
+        let page_size = if paged { self.cfg.page_size } else { 0 };
+        let timeout = self.search_timeout();
+        let started = Instant::now();
+        let entries = self
+            .with_connection(|ldap| {
+                self.searches.fetch_add(1, Ordering::Relaxed);
+                debug!(base, filter, "search");
+                op::search_on(
+                    ldap,
                     base,
-                    filter, "size limit exceeded: answer truncated by the server"
-                );
-                Ok(out)
-            }
-            _ => Err(LdapError::LdapResult { result: res }),
-        }
+                    Scope::Subtree,
+                    filter,
+                    attrs,
+                    page_size,
+                    timeout,
+                )
+            })
+            .await?;
+        self.search_times.record(started.elapsed());
+        Ok(entries)
     }
 
     /// Searches every base and merges by DN: lookups search all bases at once (one round trip
@@ -529,22 +296,32 @@ impl LdapDirectory {
             warn!(dn = %group.dn, count = dns.len(), "too many member DNs to resolve; resolving the first {MAX_MEMBER_DN_LOOKUPS}");
         }
         let attrs = vec![self.mapper.attributes().user_name.clone()];
+        let timeout = self.search_timeout();
         for dn in dns.into_iter().take(MAX_MEMBER_DN_LOOKUPS) {
-            let Ok(conn) = self.connection().await else {
-                return;
-            };
-            let mut ldap = conn.ldap.clone();
-            self.searches.fetch_add(1, Ordering::Relaxed);
-            let found = ldap
-                .with_timeout(self.search_timeout())
-                .search(&dn, Scope::Base, &self.cfg.users.filter, attrs.clone())
+            let found = self
+                .with_connection(|ldap| {
+                    self.searches.fetch_add(1, Ordering::Relaxed);
+                    op::search_on(
+                        ldap,
+                        &dn,
+                        Scope::Base,
+                        &self.cfg.users.filter,
+                        &attrs,
+                        0,
+                        timeout,
+                    )
+                })
                 .await;
-            if let Ok(res) = found {
-                for re in res.0 {
-                    if let Some(u) = parse_entry(re).and_then(|e| self.mapper.user_name_of(&e)) {
-                        group.group.members.push(u);
+            match found {
+                Ok(entries) => {
+                    for e in entries {
+                        if let Some(u) = self.mapper.user_name_of(&e) {
+                            group.group.members.push(u);
+                        }
                     }
                 }
+                Err(crate::directory::DirError::Unreachable(_)) => return,
+                Err(_) => {}
             }
         }
         group.group.members.sort_unstable();

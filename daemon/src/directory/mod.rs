@@ -2,8 +2,11 @@
 //! (well-formed, not yet policy-checked) records. [`crate::directory::ldap::LdapDirectory`] implements it
 //! over LDAP; tests implement it in memory to count queries.
 //!
-//! The folder holds the LDAP side: `ldap` (connections, searches, mapping of results into
-//! records) and `servers` (health and backoff of the configured servers).
+//! The folder holds the LDAP side: `ldap` (searches, mapping of results into records),
+//! `pool` (connections per server, bounded operations, failover, lifetime), `connect` (opening
+//! one connection: resolution, keepalive, TLS, bind, credentials), `op` (one operation on a
+//! connection and how it fails: the search primitive) and `servers` (health and backoff of the
+//! configured servers).
 
 use std::future::Future;
 
@@ -18,6 +21,10 @@ pub enum DirError {
     /// A server answered with an error.
     #[error("directory error: {0}")]
     Failed(String),
+    /// Too much work queued already (admission or the pool): this request only is refused;
+    /// nothing is wrong with the servers.
+    #[error("directory busy: {0}")]
+    Overloaded(String),
 }
 
 pub type DirResult<T> = Result<T, DirError>;
@@ -50,5 +57,8 @@ pub trait Directory: Send + Sync + 'static {
     fn memberships_need_dn(&self) -> bool;
 }
 
+pub mod connect;
 pub mod ldap;
+pub mod op;
+pub mod pool;
 pub mod servers;

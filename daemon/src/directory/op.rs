@@ -1,0 +1,177 @@
+//! One operation on one pooled connection, and how it can fail ([`OpError`]): the seam
+//! between the pool (which decides what a failure means for the server) and the searches.
+//! [`search_on`] is the search primitive: it runs within a deadline and, past it, abandons the
+//! operation on the server (LDAP Abandon) rather than leaving it running there.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use ldap3::adapters::{EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapError, LdapResult, ResultEntry, Scope, SearchEntry};
+use tracing::{debug, warn};
+
+use crate::mapping::RawEntry;
+
+/// Result codes that move a request to the next server and back this one off, as nslcd
+/// does: busy, unavailable, unwillingToPerform, other.
+pub const FAILOVER_CODES: [u32; 4] = [51, 52, 53, 80];
+
+/// Why an operation failed.
+#[derive(Debug)]
+pub enum OpError {
+    /// The connection broke (I/O, end of stream) or the client library failed.
+    Ldap(LdapError),
+    /// The server answered with a result code that is not success.
+    Code(LdapResult),
+    /// No answer within the deadline; the operation was abandoned.
+    TimedOut,
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpError::Ldap(e) => write!(f, "{e}"),
+            OpError::Code(r) if r.text.is_empty() => write!(f, "result code {}", r.rc),
+            OpError::Code(r) => write!(f, "result code {}: {}", r.rc, r.text),
+            OpError::TimedOut => write!(f, "timed out (abandoned)"),
+        }
+    }
+}
+
+impl From<LdapError> for OpError {
+    fn from(e: LdapError) -> OpError {
+        match e {
+            LdapError::LdapResult { result } => OpError::Code(result),
+            LdapError::Timeout { .. } => OpError::TimedOut,
+            e => OpError::Ldap(e),
+        }
+    }
+}
+
+impl OpError {
+    /// The connection is unusable (it broke, or the stream ended).
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            OpError::Ldap(
+                LdapError::Io { .. }
+                    | LdapError::OpSend { .. }
+                    | LdapError::ResultRecv { .. }
+                    | LdapError::EndOfStream
+            )
+        )
+    }
+
+    /// The server said it cannot serve now: fail over.
+    pub fn is_failover_code(&self) -> bool {
+        matches!(self, OpError::Code(r) if FAILOVER_CODES.contains(&r.rc))
+    }
+}
+
+/// `SearchEntry::construct` panics on malformed BER; a hostile server must not take us down.
+pub fn parse_entry(re: ResultEntry) -> Option<RawEntry> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| SearchEntry::construct(re)))
+        .ok()
+        .map(|e| RawEntry::new(e.dn, e.attrs))
+}
+
+/// Sends an Abandon for `msgid` without waiting for anything (Abandon has no response).
+fn abandon(ldap: &Ldap, msgid: i32) {
+    let mut ldap = ldap.clone();
+    tokio::spawn(async move {
+        let sent = tokio::time::timeout(Duration::from_secs(1), ldap.abandon(msgid)).await;
+        debug!(
+            msgid,
+            sent = matches!(sent, Ok(Ok(()))),
+            "abandoned a timed-out search"
+        );
+    });
+}
+
+/// One subtree search on `ldap` within `timeout` (the whole search, every page): entries,
+/// or why not. Past the deadline the operation is abandoned on the server. `noSuchObject`
+/// (the base does not exist) is an empty answer. Paged with `page_size` when `page_size` > 0.
+pub async fn search_on(
+    mut ldap: Ldap,
+    base: &str,
+    scope: Scope,
+    filter: &str,
+    attrs: &[String],
+    page_size: u32,
+    timeout: Duration,
+) -> Result<Vec<RawEntry>, OpError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    ldap.with_timeout(timeout);
+    let started = if page_size > 0 {
+        tokio::time::timeout_at(
+            deadline,
+            ldap.streaming_search_with(
+                PagedResults::new(page_size as i32),
+                base,
+                scope,
+                filter,
+                attrs.to_vec(),
+            ),
+        )
+        .await
+    } else {
+        tokio::time::timeout_at(
+            deadline,
+            ldap.streaming_search_with(EntriesOnly::new(), base, scope, filter, attrs.to_vec()),
+        )
+        .await
+    };
+    let mut stream = match started {
+        Ok(r) => r?,
+        Err(_) => return Err(OpError::TimedOut),
+    };
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Ok(Some(re))) => match parse_entry(re) {
+                Some(e) => out.push(e),
+                None => warn!(base, filter, "skipped an entry the server sent malformed"),
+            },
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                let e = OpError::from(e);
+                if matches!(e, OpError::TimedOut) {
+                    let msgid = stream.ldap_handle().last_id();
+                    let _ = stream.finish().await;
+                    abandon(&ldap, msgid);
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                let msgid = stream.ldap_handle().last_id();
+                let _ = stream.finish().await;
+                abandon(&ldap, msgid);
+                return Err(OpError::TimedOut);
+            }
+        }
+    }
+    let res = stream.finish().await;
+    match res.rc {
+        0 => Ok(out),
+        32 => Ok(out), // noSuchObject: the base does not exist; nothing under it
+        4 => {
+            warn!(
+                base,
+                filter, "size limit exceeded: answer truncated by the server"
+            );
+            Ok(out)
+        }
+        _ => Err(OpError::Code(res)),
+    }
+}
+
+/// A cheap health check: the root DSE, read within `timeout`.
+pub async fn probe(mut ldap: Ldap, timeout: Duration) -> bool {
+    let read = ldap
+        .with_timeout(timeout)
+        .search("", Scope::Base, "(objectClass=*)", vec!["1.1"]);
+    matches!(
+        tokio::time::timeout(timeout, read).await,
+        Ok(Ok(ref r)) if r.1.rc == 0
+    )
+}

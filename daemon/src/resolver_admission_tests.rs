@@ -1,0 +1,127 @@
+//! The resolver's side of admission, with an in-memory directory: a miss that starts a query
+//! is charged to its caller's budget, a miss that joins one is not, and cached answers never
+//! cost anything.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use toolforge_nss_config::Config;
+use toolforge_nss_protocol::message::Passwd;
+use toolforge_nss_protocol::{Request, Response};
+
+use crate::admission::Caller;
+use crate::directory::{DirResult, Directory};
+use crate::records::{GroupRecord, Membership, UserRecord};
+use crate::resolver::{Reply, Resolver};
+
+/// Users named `real*` exist; every query takes 100 ms.
+#[derive(Default)]
+struct SlowDir {
+    queries: AtomicU64,
+}
+
+impl Directory for SlowDir {
+    async fn user_by_name(&self, name: &str) -> DirResult<Option<UserRecord>> {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(name.starts_with("real").then(|| UserRecord {
+            dn: format!("uid={name},dc=example"),
+            passwd: Passwd {
+                name: name.into(),
+                passwd: "x".into(),
+                uid: 5000,
+                gid: 5000,
+                gecos: String::new(),
+                dir: format!("/home/{name}"),
+                shell: "/bin/bash".into(),
+            },
+        }))
+    }
+    async fn user_by_uid(&self, _: u32) -> DirResult<Option<UserRecord>> {
+        Ok(None)
+    }
+    async fn group_by_name(&self, _: &str) -> DirResult<Option<GroupRecord>> {
+        Ok(None)
+    }
+    async fn group_by_gid(&self, _: u32) -> DirResult<Option<GroupRecord>> {
+        Ok(None)
+    }
+    async fn memberships(&self, _: &str, _: Option<&str>) -> DirResult<Vec<Membership>> {
+        Ok(Vec::new())
+    }
+    async fn all_users(&self) -> DirResult<Vec<UserRecord>> {
+        Ok(Vec::new())
+    }
+    async fn all_groups(&self) -> DirResult<Vec<GroupRecord>> {
+        Ok(Vec::new())
+    }
+    fn memberships_need_dn(&self) -> bool {
+        false
+    }
+}
+
+fn resolver(burst: u32) -> Arc<Resolver<SlowDir>> {
+    let text = format!(
+        "[ldap]\nuri = [\"ldap://127.0.0.1\"]\nbase = \"dc=example\"\n\
+         [daemon]\nmiss_queries_per_uid_per_sec = 1\nmiss_query_burst_per_uid = {burst}\n"
+    );
+    let config = Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+    Resolver::new(SlowDir::default(), &config)
+}
+
+fn kind(r: &Reply) -> &'static str {
+    match r {
+        Reply::Body { .. } => "found",
+        Reply::Message(Response::NotFound) => "notfound",
+        Reply::Message(Response::Unavailable) => "unavailable",
+        Reply::Message(_) => "other",
+    }
+}
+
+fn pwnam(name: &str) -> Request {
+    Request::GetPwNam(name.into())
+}
+
+#[tokio::test]
+async fn over_budget_misses_are_unavailable_while_hits_and_other_uids_are_served() {
+    let r = resolver(2);
+    let (a, b) = (Caller::Peer(1000), Caller::Peer(2000));
+    assert_eq!(kind(&r.resolve(pwnam("realann"), a).await), "found");
+    assert_eq!(kind(&r.resolve(pwnam("nosuch1"), a).await), "notfound");
+    // Budget spent: a new miss is refused at once, without a query.
+    assert_eq!(kind(&r.resolve(pwnam("nosuch2"), a).await), "unavailable");
+    assert_eq!(r.directory().queries.load(Ordering::SeqCst), 2);
+    // Its cached answers (positive and negative) still answer; another uid is unaffected.
+    assert_eq!(kind(&r.resolve(pwnam("realann"), a).await), "found");
+    assert_eq!(kind(&r.resolve(pwnam("nosuch1"), a).await), "notfound");
+    assert_eq!(kind(&r.resolve(pwnam("nosuch2"), b).await), "notfound");
+    // The daemon's own lookups are not budgeted.
+    assert_eq!(
+        kind(&r.resolve(pwnam("realbob"), Caller::Internal).await),
+        "found"
+    );
+    assert_eq!(r.admission.stats.over_budget.load(Ordering::Relaxed), 1);
+    assert_eq!(r.admission.refused_uids(), vec![(1000, 1)]);
+}
+
+#[tokio::test]
+async fn the_uid_that_starts_a_shared_query_is_the_one_charged() {
+    let r = resolver(1);
+    let (a, b) = (Caller::Peer(1000), Caller::Peer(2000));
+    // uid 1000 spends its only token.
+    assert_eq!(kind(&r.resolve(pwnam("nosuch0"), a).await), "notfound");
+    // uid 2000 starts a query; uid 1000 asks for the same key while it runs: it joins the
+    // query for free instead of being refused.
+    let started = {
+        let r = r.clone();
+        tokio::spawn(async move { r.resolve(pwnam("realcarl"), b).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let joined = r.resolve(pwnam("realcarl"), a).await;
+    assert_eq!(kind(&joined), "found");
+    assert_eq!(kind(&started.await.unwrap()), "found");
+    assert_eq!(r.directory().queries.load(Ordering::SeqCst), 2);
+    assert_eq!(r.admission.stats.charged.load(Ordering::Relaxed), 2);
+    assert_eq!(r.admission.stats.over_budget.load(Ordering::Relaxed), 0);
+}
