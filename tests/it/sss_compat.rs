@@ -3,10 +3,12 @@
 //! daemon's directory bind-mounted over `/var/lib/sss/pipes`), compared with the fixture and
 //! with our own module's answers on the same keys; plus the raw protocol's error paths.
 //!
-//! The client libraries: the host's (bookworm, 2.8.2) always; another release's
-//! `libnss_sss.so.2` when `TOOLFORGE_NSS_SSS_CLIENTS` names directories holding one
+//! The client libraries: the host's (bookworm, 2.8.2) always, and every other release's
+//! `libnss_sss.so.2` that `scripts/fetch-sss-clients.sh` put in
+//! `/var/cache/toolforge-nss-tests/sss-clients/RELEASE/` (bullseye 2.4.1 and trixie 2.10.1:
+//! both load on bookworm's glibc), or the directories `TOOLFORGE_NSS_SSS_CLIENTS` names
 //! (colon-separated; a directory with `bin/` and `var/lib/sss` in it is used as a root
-//! filesystem instead), so the bullseye and trixie clients plug in without new code.
+//! filesystem, entered with chroot, so the Debian rootfs harness plugs in without new code).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -87,21 +89,33 @@ fn env() -> &'static Env {
     })
 }
 
-/// The client libraries under test: the host's, and any named in `TOOLFORGE_NSS_SSS_CLIENTS`.
+/// Where `scripts/fetch-sss-clients.sh` puts other releases' `libnss_sss.so.2`.
+const FETCHED_CLIENTS: &str = "/var/cache/toolforge-nss-tests/sss-clients";
+
+/// The client libraries under test: the host's, and those named in `TOOLFORGE_NSS_SSS_CLIENTS`
+/// (default: every release fetched into [`FETCHED_CLIENTS`]).
 fn clients() -> Vec<Client> {
     let mut v = vec![Client::Host];
-    if let Some(list) = std::env::var_os("TOOLFORGE_NSS_SSS_CLIENTS") {
-        for p in std::env::split_paths(&list) {
-            if p.join("bin").is_dir() && p.join("var/lib/sss").is_dir() {
-                v.push(Client::Rootfs(p));
-            } else {
-                assert!(
-                    p.join("libnss_sss.so.2").is_file(),
-                    "TOOLFORGE_NSS_SSS_CLIENTS: no libnss_sss.so.2 in {}",
-                    p.display()
-                );
-                v.push(Client::Library(p));
-            }
+    let dirs: Vec<PathBuf> = match std::env::var_os("TOOLFORGE_NSS_SSS_CLIENTS") {
+        Some(list) => std::env::split_paths(&list).collect(),
+        None => {
+            let mut d: Vec<PathBuf> = std::fs::read_dir(FETCHED_CLIENTS)
+                .map(|r| r.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            d.sort();
+            d
+        }
+    };
+    for p in dirs {
+        if p.join("bin").is_dir() && p.join("var/lib/sss").is_dir() {
+            v.push(Client::Rootfs(p));
+        } else {
+            assert!(
+                p.join("libnss_sss.so.2").is_file(),
+                "no libnss_sss.so.2 in {}",
+                p.display()
+            );
+            v.push(Client::Library(p));
         }
     }
     for c in &v {
@@ -192,24 +206,26 @@ fn enumeration_follows_cache_enumerate() {
     let f = &env.fixture;
     // Off (the default): what is cached, which a lookup puts there.
     let d = start_daemon(&env.slapd.uri(), "");
-    let sss = SssNss::new(&sss_dir(&d), "sss", Client::Host);
     let u = f.developer(false);
-    assert_eq!(sss.run(&["getent", "passwd", &u.name]).code, Some(0));
-    let listing = sss.run(&["getent", "passwd"]);
-    assert_eq!(listing.lines(), [u.passwd_line()], "{listing:?}");
-    // On: the whole directory, in more replies than one (256 entries each), no duplicates.
-    let d = start_daemon(&env.slapd.uri(), "[cache]\nenumerate = true\n");
-    let sss = SssNss::new(&sss_dir(&d), "sss", Client::Host);
-    let listing = sss.run(&["getent", "passwd"]);
-    let mut got: Vec<&str> = listing.lines();
-    got.sort_unstable();
+    let on = start_daemon(&env.slapd.uri(), "[cache]\nenumerate = true\n");
     let mut want: Vec<String> = f.users.values().map(|u| u.passwd_line()).collect();
     want.sort();
-    assert_eq!(got.len(), want.len(), "{}", d.log());
-    assert_eq!(got, want);
-    let groups = sss.run(&["getent", "group"]);
-    assert_eq!(groups.lines().len(), f.groups.len());
-    assert!(groups.lines().contains(&f.groups[BIG_GROUP].group_line().as_str()));
+    for client in clients() {
+        let sss = SssNss::new(&sss_dir(&d), "sss", client.clone());
+        assert_eq!(sss.run(&["getent", "passwd", &u.name]).code, Some(0));
+        let listing = sss.run(&["getent", "passwd"]);
+        assert_eq!(listing.lines(), [u.passwd_line()], "{client:?} {listing:?}");
+        // On: the whole directory, in more replies than one (256 entries each), no duplicates.
+        let sss = SssNss::new(&sss_dir(&on), "sss", client.clone());
+        let listing = sss.run(&["getent", "passwd"]);
+        let mut got: Vec<&str> = listing.lines();
+        got.sort_unstable();
+        assert_eq!(got.len(), want.len(), "{client:?} {}", on.log());
+        assert_eq!(got, want, "{client:?}");
+        let groups = sss.run(&["getent", "group"]);
+        assert_eq!(groups.lines().len(), f.groups.len(), "{client:?}");
+        assert!(groups.lines().contains(&f.groups[BIG_GROUP].group_line().as_str()));
+    }
 }
 
 #[test]
@@ -222,17 +238,19 @@ fn a_stopped_daemon_is_a_fast_unavail_and_files_still_answers() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.stop(), "daemon stops");
     assert!(!dir.join("nss").exists(), "the socket is removed on shutdown");
-    let sss = SssNss::new(&dir, "files sss", Client::Host);
-    let root = sss.run(&["getent", "passwd", "root"]);
-    assert!(root.stdout.starts_with("root:x:0:0:"), "{root:?}");
-    let run = sss.run(&["getent", "passwd", "nosuch"]);
-    assert_eq!(run.code, Some(2));
-    assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
-    // With sss alone: a failure, quickly (no 300 s client timeout, no retry loop).
-    let only = SssNss::new(&dir, "sss", Client::Host);
-    let id = only.run(&["id", "nosuch"]);
-    assert_ne!(id.code, Some(0));
-    assert!(id.elapsed < Duration::from_secs(2), "{:?}", id.elapsed);
+    for client in clients() {
+        let sss = SssNss::new(&dir, "files sss", client.clone());
+        let root = sss.run(&["getent", "passwd", "root"]);
+        assert!(root.stdout.starts_with("root:x:0:0:"), "{client:?} {root:?}");
+        let run = sss.run(&["getent", "passwd", "nosuch"]);
+        assert_eq!(run.code, Some(2));
+        assert!(run.elapsed < Duration::from_secs(2), "{client:?} {:?}", run.elapsed);
+        // With sss alone: a failure, quickly (no 300 s client timeout, no retry loop).
+        let only = SssNss::new(&dir, "sss", client.clone());
+        let id = only.run(&["id", "nosuch"]);
+        assert_ne!(id.code, Some(0));
+        assert!(id.elapsed < Duration::from_secs(2), "{client:?} {:?}", id.elapsed);
+    }
 }
 
 #[test]
