@@ -240,10 +240,8 @@ impl SssRequest {
         };
         let name = || -> Result<Vec<u8>, SssDecodeError> {
             match body.split_last() {
-                Some((0, name)) if !name.is_empty() && !name.contains(&0) => Ok(name.to_vec()),
-                Some((0, name)) if name.is_empty() => {
-                    Err(SssDecodeError::BadBody(cmd, "empty name"))
-                }
+                Some((0, [])) => Err(SssDecodeError::BadBody(cmd, "empty name")),
+                Some((0, name)) if !name.contains(&0) => Ok(name.to_vec()),
                 Some((0, _)) => Err(SssDecodeError::BadBody(cmd, "NUL inside the name")),
                 _ => Err(SssDecodeError::BadBody(cmd, "name without its NUL")),
             }

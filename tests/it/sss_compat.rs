@@ -144,7 +144,11 @@ fn lookups_through_libnss_sss_equal_the_fixture_and_our_module() {
         for u in [f.developer(false), f.developer(true), f.tool()] {
             for key in [u.name.clone(), u.uid.to_string()] {
                 let run = sss.run(&["getent", "-s", "sss", "passwd", &key]);
-                assert_eq!(run.lines(), [u.passwd_line()], "{client:?} passwd {key}: {run:?}");
+                assert_eq!(
+                    run.lines(),
+                    [u.passwd_line()],
+                    "{client:?} passwd {key}: {run:?}"
+                );
                 let mine = ours.run(&["getent", "-s", "toolforge", "passwd", &key]);
                 assert_eq!(run.stdout, mine.stdout, "{client:?}: same as our module");
             }
@@ -158,8 +162,17 @@ fn lookups_through_libnss_sss_equal_the_fixture_and_our_module() {
             want.retain(|g| *g != u.gid.to_string());
             want.push(u.name.clone());
             want.sort();
-            assert_eq!(sorted_words(&init), want, "{client:?} initgroups {}: {init:?}", u.name);
-            assert_eq!(sorted_words(&init), sorted_words(&mine), "{client:?}: same as ours");
+            assert_eq!(
+                sorted_words(&init),
+                want,
+                "{client:?} initgroups {}: {init:?}",
+                u.name
+            );
+            assert_eq!(
+                sorted_words(&init),
+                sorted_words(&mine),
+                "{client:?}: same as ours"
+            );
             let id = sss.run(&["id", &u.name]);
             let my_id = ours.run(&["id", &u.name]);
             assert_eq!(id.code, Some(0), "{client:?} id {}: {id:?}", u.name);
@@ -182,21 +195,39 @@ fn missing_and_hostile_names_are_not_found_and_files_still_answers() {
     for client in clients() {
         let sss = SssNss::new(&sss_dir(&env.daemon), "files sss", client.clone());
         let run = sss.run(&["getent", "passwd", "nosuch-sss"]);
-        assert_eq!((run.code, run.stdout.as_str()), (Some(2), ""), "{client:?} {run:?}");
+        assert_eq!(
+            (run.code, run.stdout.as_str()),
+            (Some(2), ""),
+            "{client:?} {run:?}"
+        );
         assert_eq!(sss.run(&["getent", "group", "nosuch-sss"]).code, Some(2));
         assert_eq!(sss.run(&["getent", "passwd", "4000000000"]).code, Some(2));
-        let names = env.fixture.hostile_users.iter().chain(&env.fixture.hostile_groups);
+        let names = env
+            .fixture
+            .hostile_users
+            .iter()
+            .chain(&env.fixture.hostile_groups);
         for name in names.chain([&"bad*name(".to_string(), &"é-\u{7f}".to_string()]) {
             for db in ["passwd", "group"] {
                 let run = sss.run(&["getent", "-s", "sss", db, name]);
-                assert_eq!((run.code, run.stdout.as_str()), (Some(2), ""), "{client:?} {db} {name:?}");
+                assert_eq!(
+                    (run.code, run.stdout.as_str()),
+                    (Some(2), ""),
+                    "{client:?} {db} {name:?}"
+                );
             }
         }
         // uid/gid 0 come from files only.
         let root = sss.run(&["getent", "passwd", "root"]);
         assert!(root.stdout.starts_with("root:x:0:0:"), "{root:?}");
-        assert_eq!(sss.run(&["getent", "-s", "sss", "passwd", "0"]).code, Some(2));
-        assert_eq!(sss.run(&["getent", "-s", "sss", "group", "root"]).code, Some(2));
+        assert_eq!(
+            sss.run(&["getent", "-s", "sss", "passwd", "0"]).code,
+            Some(2)
+        );
+        assert_eq!(
+            sss.run(&["getent", "-s", "sss", "group", "root"]).code,
+            Some(2)
+        );
     }
 }
 
@@ -224,7 +255,9 @@ fn enumeration_follows_cache_enumerate() {
         assert_eq!(got, want, "{client:?}");
         let groups = sss.run(&["getent", "group"]);
         assert_eq!(groups.lines().len(), f.groups.len(), "{client:?}");
-        assert!(groups.lines().contains(&f.groups[BIG_GROUP].group_line().as_str()));
+        assert!(groups
+            .lines()
+            .contains(&f.groups[BIG_GROUP].group_line().as_str()));
     }
 }
 
@@ -237,19 +270,33 @@ fn a_stopped_daemon_is_a_fast_unavail_and_files_still_answers() {
     assert!(d.wait_for_log("serving SSSD's NSS protocol", Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.stop(), "daemon stops");
-    assert!(!dir.join("nss").exists(), "the socket is removed on shutdown");
+    assert!(
+        !dir.join("nss").exists(),
+        "the socket is removed on shutdown"
+    );
     for client in clients() {
         let sss = SssNss::new(&dir, "files sss", client.clone());
         let root = sss.run(&["getent", "passwd", "root"]);
-        assert!(root.stdout.starts_with("root:x:0:0:"), "{client:?} {root:?}");
+        assert!(
+            root.stdout.starts_with("root:x:0:0:"),
+            "{client:?} {root:?}"
+        );
         let run = sss.run(&["getent", "passwd", "nosuch"]);
         assert_eq!(run.code, Some(2));
-        assert!(run.elapsed < Duration::from_secs(2), "{client:?} {:?}", run.elapsed);
+        assert!(
+            run.elapsed < Duration::from_secs(2),
+            "{client:?} {:?}",
+            run.elapsed
+        );
         // With sss alone: a failure, quickly (no 300 s client timeout, no retry loop).
         let only = SssNss::new(&dir, "sss", client.clone());
         let id = only.run(&["id", "nosuch"]);
         assert_ne!(id.code, Some(0));
-        assert!(id.elapsed < Duration::from_secs(2), "{client:?} {:?}", id.elapsed);
+        assert!(
+            id.elapsed < Duration::from_secs(2),
+            "{client:?} {:?}",
+            id.elapsed
+        );
     }
 }
 
@@ -260,7 +307,11 @@ fn the_socket_is_world_usable_and_sss_loops_no_short_cuts_the_client() {
     let sock = std::fs::metadata(dir.join("nss")).unwrap();
     assert_eq!(sock.permissions().mode() & 0o777, 0o666);
     let d = std::fs::metadata(&dir).unwrap().permissions().mode();
-    assert_eq!(d & 0o011, 0o011, "the directory is searchable by all: {d:o}");
+    assert_eq!(
+        d & 0o011,
+        0o011,
+        "the directory is searchable by all: {d:o}"
+    );
     // What the daemon sets for itself at start, so that a lookup from inside it can never
     // come back to it through libnss_sss: the client answers NOTFOUND without asking.
     let sss = SssNss::new(&dir, "sss", Client::Host);
@@ -316,7 +367,11 @@ fn unknown_commands_and_bad_bodies_get_an_error_and_the_connection_stays_usable(
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].name, u.name.as_bytes());
     let (h, body) = exchange(&mut s, &SssRequest::GetGrNam(b"nosuch".to_vec()).encode());
-    assert_eq!((h.status, body.as_slice()), (0, &[0u8; 8][..]), "not found is count 0");
+    assert_eq!(
+        (h.status, body.as_slice()),
+        (0, &[0u8; 8][..]),
+        "not found is count 0"
+    );
 }
 
 #[test]
@@ -329,5 +384,9 @@ fn an_oversized_frame_is_answered_then_closed() {
     assert_eq!(h.command, SssCommand::GetPwNam as u32);
     assert_ne!(h.status, 0);
     let mut rest = Vec::new();
-    assert_eq!(s.read_to_end(&mut rest).unwrap(), 0, "then the daemon hangs up");
+    assert_eq!(
+        s.read_to_end(&mut rest).unwrap(),
+        0,
+        "then the daemon hangs up"
+    );
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use toolforge_nss_protocol::message::END_OF_ENUMERATION;
 use toolforge_nss_protocol::sss::{
-    self, status, ReplyBuilder, SssCommand, SssGroup, SssPasswd, SssRequest,
-    SSS_ENUM_REPLY_BYTES, SSS_MAX_ENUM_ENTRIES,
+    self, status, ReplyBuilder, SssCommand, SssGroup, SssPasswd, SssRequest, SSS_ENUM_REPLY_BYTES,
+    SSS_MAX_ENUM_ENTRIES,
 };
 use toolforge_nss_protocol::{ErrorCode, Group, Passwd, Request, Response, ResponseRef};
 
@@ -25,7 +25,6 @@ use crate::directory::Directory;
 use crate::resolver::{Reply, Resolver};
 
 /// Where one connection is in one listing.
-#[derive(Default)]
 struct Walk<E> {
     /// 0 until the daemon named the snapshot.
     generation: u64,
@@ -245,7 +244,11 @@ impl Session {
         finish(b, command)
     }
 
-    async fn next_groups<D: Directory>(&mut self, resolver: &Arc<Resolver<D>>, max: u32) -> Vec<u8> {
+    async fn next_groups<D: Directory>(
+        &mut self,
+        resolver: &Arc<Resolver<D>>,
+        max: u32,
+    ) -> Vec<u8> {
         let command = SssCommand::GetGrEnt;
         let mut walk = self.groups.take().unwrap_or_else(Walk::start);
         let mut b = ReplyBuilder::new(command);

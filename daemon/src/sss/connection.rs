@@ -98,8 +98,7 @@ pub async fn serve<D: Directory>(
     let mut buf = [0u8; READ_BUF];
     let mut session = Session::new(uid);
     let end = loop {
-        let (header, len) = match read_frame(&mut stream, &mut buf, &limits, &mut shutdown).await
-        {
+        let (header, len) = match read_frame(&mut stream, &mut buf, &limits, &mut shutdown).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break End::Closed,
             Err((End::Framing(e), command)) => {

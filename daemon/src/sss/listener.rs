@@ -155,7 +155,10 @@ async fn serve<D: Directory>(
             continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(max_connections = max, "sss: connection limit reached; refusing a client");
+            warn!(
+                max_connections = max,
+                "sss: connection limit reached; refusing a client"
+            );
             refuse(stream, limits);
             continue;
         };
