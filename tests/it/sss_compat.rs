@@ -390,3 +390,37 @@ fn an_oversized_frame_is_answered_then_closed() {
         "then the daemon hangs up"
     );
 }
+
+#[test]
+fn beyond_the_per_uid_cap_a_client_gets_an_error_reply_not_a_hang() {
+    let env = env();
+    let d = start_daemon(&env.slapd.uri(), "max_connections_per_uid = 1\n");
+    let dir = sss_dir(&d);
+    let mut first = connect(&dir);
+    let (h, _) = exchange(&mut first, &SssRequest::GetVersion(1).encode());
+    assert_eq!(h.status, 0);
+    let mut second = connect(&dir);
+    let (h, _) = exchange(&mut second, &SssRequest::GetVersion(1).encode());
+    assert_eq!(
+        h.command,
+        SssCommand::GetVersion as u32,
+        "echoes the command"
+    );
+    assert_ne!(h.status, 0, "refused with an error status");
+    // The client sees UNAVAIL at once and `files` answers.
+    let sss = SssNss::new(&dir, "files sss", Client::Host);
+    let run = sss.run(&[
+        "getent",
+        "passwd",
+        "root",
+        &env.fixture.developer(false).name,
+    ]);
+    assert_eq!(run.lines().len(), 1, "{run:?}");
+    assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+    drop(first);
+    // The slot is free again.
+    std::thread::sleep(Duration::from_millis(200));
+    let u = env.fixture.developer(false);
+    let run = sss.run(&["getent", "passwd", &u.name]);
+    assert_eq!(run.lines(), [u.passwd_line()]);
+}
