@@ -372,6 +372,13 @@ fn unknown_commands_and_bad_bodies_get_an_error_and_the_connection_stays_usable(
         (0, &[0u8; 8][..]),
         "not found is count 0"
     );
+    // Not UTF-8, far too long, filter syntax: not found, on the same connection.
+    for name in [b"\xff\xfe".to_vec(), vec![b'a'; 1000], b"*)(uid=*".to_vec()] {
+        for req in [SssRequest::GetPwNam(name.clone()), SssRequest::InitGr(name)] {
+            let (h, body) = exchange(&mut s, &req.encode());
+            assert_eq!((h.status, body.as_slice()), (0, &[0u8; 8][..]), "{req:?}");
+        }
+    }
 }
 
 #[test]
