@@ -55,7 +55,9 @@ async fn read_frame(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<(SssHeader, usize)>, (End, u32)> {
     // libnss_sss sends one request and waits for its reply: no pipelining to buffer.
+    // Biased: a request already sent is read (and answered) even when shutdown has begun.
     let n = tokio::select! {
+        biased;
         r = timeout(limits.idle_timeout, stream.read(&mut buf[..SSS_HEADER_LEN])) => {
             r.map_err(|_| (End::Idle, 0))?.map_err(|e| (End::Io(e), 0))?
         }
