@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test deps build release lint bench fuzz package package-test
+.PHONY: demo test deps build release lint bench bench-sss fuzz package package-test
 
 deps:
 	./scripts/install-deps.sh
@@ -38,6 +38,10 @@ package-test: deps
 # toolforge-nss beside SSSD, nslcd and nscd (those installed) on one directory, in one run.
 bench: deps release
 	./bench/run.sh
+
+# libnss_sss (unchanged images) against toolforge-nssd's SSSD socket beside SSSD itself.
+bench-sss: deps release
+	./bench/sss-compat.sh
 
 load: deps release
 	./target/release/toolforge-nss-load --threads 200 --seconds 30

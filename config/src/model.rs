@@ -183,6 +183,11 @@ pub struct DaemonConfig {
     /// Holds the admin socket (`admin.socket`, 0600): a directory only root may enter
     /// (0700). Never mounted into pods. Default `/run/toolforge-nss-admin`.
     pub admin_dir: PathBuf,
+    /// When set, also answer SSSD's NSS client protocol (what `libnss_sss.so.2` speaks) on
+    /// the socket `nss` in this directory (0666; the directory searchable by all), so images
+    /// with `libnss-sss` resolve through this daemon when this directory is mounted at
+    /// `/var/lib/sss/pipes`. Unset (default): no such socket.
+    pub sss_compat_dir: Option<PathBuf>,
     /// After binding its sockets, run as this uid (numeric: the daemon never resolves users
     /// through NSS). Unset: keep the uid it was started with.
     pub run_as_uid: Option<u32>,
@@ -220,6 +225,7 @@ impl Default for DaemonConfig {
             runtime_dir: "/run/toolforge-nss".into(),
             cache_dir: "/var/cache/toolforge-nss".into(),
             admin_dir: "/run/toolforge-nss-admin".into(),
+            sss_compat_dir: None,
             run_as_uid: None,
             run_as_gid: None,
             prefetch_users: vec![],

@@ -183,3 +183,26 @@ fn load_reads_a_real_file() {
     std::fs::write(&path, MINIMAL).unwrap();
     assert!(Config::load(&path).is_ok());
 }
+
+#[test]
+fn sss_compat_dir_is_off_by_default_and_checked_when_set() {
+    assert_eq!(parse(MINIMAL).unwrap().daemon.sss_compat_dir, None);
+    let with = |v: &str| format!("{MINIMAL}\n[daemon]\nsss_compat_dir = {v:?}\n");
+    assert_eq!(
+        parse(&with("/run/tf-sss")).unwrap().daemon.sss_compat_dir,
+        Some("/run/tf-sss".into())
+    );
+    for (value, reason) in [
+        ("relative/dir", "absolute"),
+        ("/run/toolforge-nss", "of its own"),
+        ("/run/toolforge-nss-admin", "of its own"),
+    ] {
+        let e = error_of(&with(value));
+        assert!(
+            e.contains("daemon.sss_compat_dir") && e.contains(value) && e.contains(reason),
+            "{value}: {e}"
+        );
+    }
+    let long = format!("/{}", "d".repeat(110));
+    assert!(error_of(&with(&long)).contains("too long"));
+}

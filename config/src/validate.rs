@@ -246,6 +246,27 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         &d.admin_dir,
         "must not be the runtime_dir (which pods mount)",
     )?;
+    if let Some(dir) = &d.sss_compat_dir {
+        check(
+            dir.is_absolute(),
+            "daemon.sss_compat_dir",
+            dir,
+            "must be an absolute path",
+        )?;
+        check(
+            dir != &d.runtime_dir && dir != &d.admin_dir && dir != &d.cache_dir,
+            "daemon.sss_compat_dir",
+            dir,
+            "must be a directory of its own (not runtime_dir, admin_dir or cache_dir)",
+        )?;
+        // sun_path holds 108 bytes including the NUL; the socket is the dir + "/nss".
+        check(
+            dir.as_os_str().len() + "/nss".len() < 108,
+            "daemon.sss_compat_dir",
+            dir,
+            "is too long for a Unix socket path",
+        )?;
+    }
     check(
         d.run_as_uid != Some(0),
         "daemon.run_as_uid",

@@ -8,7 +8,8 @@
 //! [`enumeration`] pages listings; [`directory`] is the query interface, with its LDAP implementation
 //! (`directory::ldap`) and server health and backoff (`directory::servers`); [`persist`] keeps the cache
 //! on disk; [`publish`] writes the shared cache file the module maps; [`mapping`] turns entries into records; [`policy`] decides what is served;
-//! [`filter`] builds escaped LDAP filters; [`records`] holds the record types.
+//! [`filter`] builds escaped LDAP filters; [`records`] holds the record types; [`sss`] answers
+//! SSSD's NSS client protocol on an optional second socket.
 //!
 //! The daemon never resolves users or groups through NSS itself.
 
@@ -31,4 +32,5 @@ pub mod records;
 pub mod resolver;
 pub mod server;
 pub mod singleflight;
+pub mod sss;
 pub mod wallclock;

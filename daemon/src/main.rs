@@ -19,7 +19,7 @@ use toolforge_nssd::directory::ldap::LdapDirectory;
 use toolforge_nssd::publish::Publisher;
 use toolforge_nssd::resolver::Resolver;
 use toolforge_nssd::server::{self, Listener};
-use toolforge_nssd::{admin, metrics, persist, privileges};
+use toolforge_nssd::{admin, metrics, persist, privileges, sss};
 
 /// Caching LDAP name-service daemon for containers (serves libnss_toolforge.so.2).
 #[derive(Parser, Debug)]
@@ -59,6 +59,8 @@ fn main() -> ExitCode {
     }
     // Before any thread exists.
     std::env::set_var(DISABLE_ENV, "1");
+    // The same for libnss_sss (SSSD's client returns NOTFOUND at once when it sees it).
+    std::env::set_var("_SSS_LOOPS", "NO");
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -122,6 +124,14 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
             .map_err(|e| e.to_string())
     }) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // SSSD compatibility socket (issue 15): bound before the privilege drop.
+    let sss_listener = match sss::bind_for(&config) {
         Ok(l) => l,
         Err(e) => {
             error!("refusing to start: {e}");
@@ -198,7 +208,11 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
             Duration::from_secs(config.cache.persist_interval_secs),
         ));
     }
+    let sss_server = sss_listener.map(|l| sss::SssServer::start(l, resolver.clone(), &config));
     server::serve(listener, resolver.clone(), &config, shutdown_signal()).await;
+    if let Some(s) = sss_server {
+        s.stop().await;
+    }
     if let Some(p) = publisher {
         p.withdraw();
     }

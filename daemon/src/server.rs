@@ -113,6 +113,12 @@ impl Listener {
     }
 }
 
+impl std::os::fd::AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.listener.as_raw_fd()
+    }
+}
+
 /// Answers a refused client with a `Busy` error (bounded in time) and hangs up.
 fn refuse(stream: tokio::net::UnixStream, limits: Limits, why: &str) {
     let busy = Response::Error {

@@ -11,12 +11,15 @@
 //! * [`names`]: the name rules both sides apply before a name is sent or searched.
 //! * [`admin`]: the admin socket's messages.
 //! * [`mapfile`]: the shared read-only cache file the daemon publishes and the module maps.
+//! * [`sss`]: SSSD's NSS client protocol (what `libnss_sss.so.2` speaks), for the daemon's
+//!   compatibility socket.
 
 pub mod admin;
 pub mod frame;
 pub mod mapfile;
 pub mod message;
 pub mod names;
+pub mod sss;
 mod wire;
 
 pub use frame::{

@@ -17,4 +17,5 @@ mod protocol_abuse;
 mod resilience;
 mod security;
 mod singleflight;
+mod sss_compat;
 mod tls;

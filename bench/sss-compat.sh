@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# bench/sss-compat.sh [DEVELOPERS]: an unchanged image's client, libnss_sss.so.2, against
+# toolforge-nssd's SSSD-compatible socket ([daemon] sss_compat_dir) beside the same client
+# against SSSD itself with its memory cache off (memcache_timeout = 0: pods do not mount
+# /var/lib/sss/mc, so this is how they use SSSD today), and libnss_toolforge.so.2 for
+# reference; one throwaway slapd, the same keys, one run. Prints one line per provider and
+# scenario, then a table of p50 latencies and the ratios SSSD / toolforge-nssd (via sss).
+#
+# Needs root (mount namespaces). The host's configuration is never touched: everything runs
+# in a private mount namespace with tmpfs over /run and SSSD's state directories; each
+# provider's lookups run in a namespace of their own where /etc/nsswitch.conf and
+# /var/lib/sss/pipes are bind mounts. Build first:
+#   cargo build --release --workspace
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+rel=$top/target/release
+[ "$(id -u)" = 0 ] || { echo "bench/sss-compat.sh needs root (mount namespaces)" >&2; exit 2; }
+for b in toolforge-nssd libnss_toolforge.so toolforge-nss-fixture toolforge-nss-nssbench; do
+  [ -e "$rel/$b" ] || { echo "missing $rel/$b: run cargo build --release --workspace" >&2; exit 2; }
+done
+if [ -z "${TF_BENCH_IN_NS:-}" ]; then
+  exec unshare --mount --propagation private env TF_BENCH_IN_NS=1 "$0" "$@"
+fi
+
+devs=${1:-20000}
+W=$(mktemp -d /tmp/tf-sss-bench.XXXXXX); chmod 755 "$W"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.2; rm -rf "$W"; }
+trap cleanup EXIT
+mount -t tmpfs tmpfs /run
+B=$rel/toolforge-nss-nssbench
+
+# --- the directory
+"$rel/toolforge-nss-fixture" rfc2307 "$devs" --tools 3000 --projects 200 --names "$W/names" > "$W/data.ldif"
+port=""
+for p in $(seq 34300 34400); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { port=$p; break; }; done
+mkdir -p "$W/ldap"
+cat > "$W/slapd.conf" <<EOC
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/nis.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile $W/slapd.pid
+sizelimit unlimited
+database mdb
+maxsize 2147483648
+suffix "dc=wikimedia,dc=org"
+directory $W/ldap
+index objectClass eq
+index uid,uidNumber,gidNumber,memberUid,cn eq
+EOC
+slapadd -q -f "$W/slapd.conf" -l "$W/data.ldif"
+slapd -f "$W/slapd.conf" -h "ldap://127.0.0.1:$port/"
+for i in $(seq 100); do ldapsearch -x -H "ldap://127.0.0.1:$port" -b dc=wikimedia,dc=org -s base >/dev/null 2>&1 && break; sleep 0.1; done
+pids+=("$(cat "$W/slapd.pid")")
+echo "directory: $(grep -c . "$W/names/users.txt") users, $(grep -c . "$W/names/groups.txt") groups on ldap://127.0.0.1:$port" >&2
+
+# --- keys: each provider gets its own cold slice, so no one warms another's cache
+grep 'dev ' "$W/names/users.txt" > "$W/devs.txt"
+sed -n '10001,12000p;' "$W/devs.txt" > "$W/warm.txt"; [ -s "$W/warm.txt" ] || head -2000 "$W/devs.txt" > "$W/warm.txt"
+cold() { sed -n "$(( $1 * 1000 + 1 )),$(( $1 * 1000 + 1000 ))p" "$W/devs.txt" > "$W/cold$1.txt"; echo "$W/cold$1.txt"; }
+for k in $(seq 1000); do echo "nosuch$k $((900000 + k))"; done > "$W/nokeys.txt"
+awk '$3 < 1000' "$W/names/groups.txt" > "$W/groups.txt"
+
+# --- toolforge-nssd, answering both its own protocol and SSSD's
+mkdir -p "$W/tf/lib" "$W/tf/mc"
+cp "$rel/libnss_toolforge.so" "$W/tf/lib/libnss_toolforge.so.2"
+cat > "$W/tf/config.toml" <<EOC
+[ldap]
+uri = ["ldap://127.0.0.1:$port"]
+base = "dc=wikimedia,dc=org"
+[daemon]
+runtime_dir = "$W/tf/run"
+cache_dir = "$W/tf/cache"
+admin_dir = "$W/tf/admin"
+sss_compat_dir = "$W/tf/pipes"
+[cache]
+persist_interval_secs = 0
+EOC
+"$rel/toolforge-nssd" --config "$W/tf/config.toml" 2> "$W/tf/log" & pids+=($!)
+for i in $(seq 100); do [ -S "$W/tf/pipes/nss" ] && break; sleep 0.05; done
+providers="tf-sss toolforge"
+# --- SSSD, memory cache off
+if command -v sssd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/libnss_sss.so.2 ]; then
+  for d in /var/lib/sss/db /var/lib/sss/pipes /var/lib/sss/mc; do mkdir -p "$d"; mount -t tmpfs tmpfs "$d"; done
+  mkdir -p /var/lib/sss/pipes/private /run/sssd
+  cat > "$W/sssd.conf" <<EOC
+[sssd]
+services = nss
+domains = wm
+[nss]
+memcache_timeout = 0
+[domain/wm]
+id_provider = ldap
+auth_provider = none
+ldap_uri = ldap://127.0.0.1:$port
+ldap_search_base = dc=wikimedia,dc=org
+ldap_schema = rfc2307
+ldap_id_use_start_tls = false
+enumerate = false
+cache_credentials = false
+entry_cache_timeout = 300
+EOC
+  chmod 600 "$W/sssd.conf"
+  if sssd -c "$W/sssd.conf" -D 2> "$W/sssd.log"; then sleep 0.5; providers="tf-sss sssd toolforge"; else echo "sssd did not start: $(cat "$W/sssd.log")" >&2; fi
+else echo "skipping SSSD itself (apt-get install sssd-ldap libnss-sss)" >&2; fi
+sleep 1
+
+scenarios() { # scenarios COLDFILE: every measurement, warm-up first
+  "$B" pwnam "$1" 1000 | sed 's/^/cold /'
+  "$B" pwnam "$W/warm.txt" 2000 >/dev/null; "$B" pwuid "$W/warm.txt" 2000 >/dev/null
+  "$B" grnam "$W/groups.txt" "$(grep -c . "$W/groups.txt")" >/dev/null; "$B" initgroups "$W/warm.txt" 2000 >/dev/null
+  "$B" pwnam "$W/warm.txt" 20000 | sed 's/^/warm /'
+  "$B" pwuid "$W/warm.txt" 20000 | sed 's/^/warm /'
+  "$B" grnam "$W/groups.txt" 2000 | sed 's/^/warm /'
+  "$B" initgroups "$W/warm.txt" 2000 | sed 's/^/warm /'
+  "$B" pwnam "$W/warm.txt" 40000 2 | sed 's/^/warm2t /'
+  "$B" pwnam "$W/nokeys.txt" 20000 | sed 's/^/miss /'
+}
+export -f scenarios; export B W
+i=0
+for p in $providers; do
+  i=$((i + 1)); c=$(cold $i)
+  case $p in
+    tf-sss) src=sss; mounts="mount --bind $W/tf/pipes /var/lib/sss/pipes; mount --bind $W/tf/mc /var/lib/sss/mc" envs="" ;;
+    sssd) src=sss; mounts="true" envs="" ;;
+    toolforge) src=toolforge; mounts="true" envs="TOOLFORGE_NSS_DIR=$W/tf/run LD_LIBRARY_PATH=$W/tf/lib" ;;
+  esac
+  printf "passwd: %s\ngroup: %s\n" "$src" "$src" > "$W/nsswitch.$p"
+  unshare --mount bash -c "mount --bind $W/nsswitch.$p /etc/nsswitch.conf; $mounts; env $envs bash -c 'scenarios $c'" | sed "s/^/$p /"
+done | tee "$W/results.txt"
+# (by pid: other daemons of the same names may run on this machine)
+sp=$(cat /run/sssd.pid 2>/dev/null || true)
+{ ps -o rss=,comm= -p "${pids[1]}"; [ -n "$sp" ] && ps -o rss=,comm= -p "$sp" --ppid "$sp"; } |
+  awk '{print "rss_kb", $2, $1}' | tee -a "$W/results.txt"
+
+echo
+awk '
+  $1 == "rss_kb" { rss[$2] = $3; next }
+  { prov = $1; scen = $2 " " substr($3, 4)
+    for (i = 4; i <= NF; i++) if ($i ~ /^p50_ns=/) { split($i, a, "="); p50[prov, scen] = a[2] }
+    if (!(scen in seen)) { seen[scen] = 1; order[n++] = scen }
+    if (!(prov in pseen)) { pseen[prov] = 1; provs[m++] = prov } }
+  END {
+    printf "%-18s", "p50 (us)"; for (j = 0; j < m; j++) printf "%12s", provs[j]
+    if (pseen["sssd"]) printf "%16s", "sssd/tf-sss"; printf "\n"
+    for (i = 0; i < n; i++) { s = order[i]; printf "%-18s", s
+      for (j = 0; j < m; j++) printf "%12.2f", p50[provs[j], s] / 1000
+      t = p50["tf-sss", s]
+      if (pseen["sssd"]) printf "%16s", (t > 0 ? sprintf("%.1fx", p50["sssd", s] / t) : "-")
+      printf "\n" }
+    printf "%-18s%12.1f", "rss (MB)", rss["toolforge-nssd"] / 1024
+    if (pseen["sssd"]) printf "%12.1f", (rss["sssd"] + rss["sssd_nss"] + rss["sssd_be"]) / 1024
+    printf "\n"
+  }' "$W/results.txt"
