@@ -21,6 +21,7 @@ use toolforge_nss_protocol::sss::{
 };
 use toolforge_nss_protocol::{ErrorCode, Group, Passwd, Request, Response, ResponseRef};
 
+use crate::admission::Caller;
 use crate::directory::Directory;
 use crate::resolver::{Reply, Resolver};
 
@@ -173,9 +174,10 @@ impl Session {
         }
     }
 
-    /// The one place a request reaches the resolver.
+    /// The one place a request reaches the resolver: charged to the peer's uid, under the
+    /// same admission (fair queue, miss budget) as the module's socket.
     async fn ask<D: Directory>(&self, resolver: &Arc<Resolver<D>>, request: Request) -> Reply {
-        resolver.resolve(request).await
+        resolver.resolve(request, Caller::Peer(self.uid)).await
     }
 
     async fn lookup<D: Directory>(
