@@ -7,7 +7,7 @@
 //! [`enumeration`] pages listings; [`directory`] is the query interface, with its LDAP implementation
 //! (`directory::ldap`) and server health and backoff (`directory::servers`); [`persist`] keeps the cache
 //! on disk; [`publish`] writes the shared cache file the module maps; [`mapping`] turns entries into records; [`policy`] decides what is served;
-//! [`filter`] builds escaped LDAP filters; [`records`] holds the record types.
+//! [`filter`] builds escaped LDAP filters; [`handover`] is the takeover from a running daemon; [`records`] holds the record types.
 //!
 //! The daemon never resolves users or groups through NSS itself.
 
@@ -17,6 +17,7 @@ pub mod connection;
 pub mod directory;
 pub mod enumeration;
 pub mod filter;
+pub mod handover;
 pub mod histogram;
 pub mod mapping;
 pub mod metrics;

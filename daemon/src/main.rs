@@ -1,8 +1,12 @@
 //! `toolforge-nssd --config FILE`: runs the daemon in the foreground, logging to stderr.
 //! `toolforge-nssd --check-config FILE`: validates a configuration and exits.
 //!
-//! Signals: SIGTERM/SIGINT stop gracefully (the cache is saved); SIGHUP re-reads the config
-//! (a bad one is refused and the running one kept).
+//! Signals: SIGTERM/SIGINT stop gracefully (the cache is saved, the published cache file
+//! stays valid); SIGHUP re-reads the config (a bad one is refused and the running one kept).
+//!
+//! Started while another daemon serves the same runtime directory, it takes over from it
+//! (`handover`): no gap for warm or cold lookups. A bad config is refused before anything is
+//! touched, so the running daemon keeps serving.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +19,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use toolforge_nss_config::{Config, LogFormat};
+use toolforge_nss_protocol::mapfile::MapView;
 use toolforge_nssd::directory::ldap::LdapDirectory;
+use toolforge_nssd::handover::{self, Phase, Start};
 use toolforge_nssd::publish::Publisher;
 use toolforge_nssd::resolver::Resolver;
 use toolforge_nssd::server::{self, Listener};
@@ -35,6 +41,20 @@ struct Args {
     /// Validate FILE and exit: 0 when valid, 1 with the reason when not.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    /// After handing over to a new daemon: `exit` (0), or `wait` for SIGTERM, drained and
+    /// not ready (for supervisors that restart a process that exits, e.g. a Kubernetes pod).
+    #[arg(long, value_enum, default_value = "exit")]
+    after_handover: AfterHandover,
+    /// On a clean stop, withdraw the published cache file (processes then ask the socket,
+    /// and fail while no daemon runs). By default it stays valid until its entries expire.
+    #[arg(long)]
+    withdraw_on_stop: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AfterHandover {
+    Exit,
+    Wait,
 }
 
 /// Set in the daemon's own environment: the NSS module answers UNAVAIL when it sees it, so any
@@ -42,6 +62,12 @@ struct Args {
 const DISABLE_ENV: &str = "TOOLFORGE_NSS_DISABLE";
 
 type Daemon = Resolver<LdapDirectory>;
+
+/// How long a daemon starting after a crash leaves the cache file the dead one published in
+/// place before replacing it with its own, possibly less complete one: longer than the
+/// module's back-off after a failed connection (250 ms), so that processes which failed while
+/// no daemon ran ask the socket again before entries move from the file to the socket.
+const START_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -79,10 +105,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(args.config, config))
+    runtime.block_on(run(args, config))
 }
 
-async fn run(path: PathBuf, config: Config) -> ExitCode {
+async fn run(args: Args, config: Config) -> ExitCode {
+    let path = args.config.clone();
     let directory = match LdapDirectory::new(&config.ldap) {
         Ok(d) => d,
         Err(e) => {
@@ -92,42 +119,76 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
     };
     let resolver = Resolver::new(directory, &config);
     let persisting = config.cache.persist_interval_secs > 0;
-    if persisting {
-        match persist::load(&resolver, &config.daemon.cache_dir) {
+    // --- takeover (issue 14): before anything is bound or published.
+    let lookup_socket = config.daemon.runtime_dir.join(server::SOCKET_NAME);
+    let admin_socket = config.daemon.admin_dir.join(admin::SOCKET_NAME);
+    let takeover = match handover::take(&lookup_socket, &admin_socket) {
+        Ok(Start::Fresh) => None,
+        Ok(Start::Takeover(t)) => Some(t),
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handed = takeover.as_ref().and_then(|t| {
+        info!(old_version = %t.version, "taking over from the running daemon");
+        if t.cache.is_none() {
+            warn!(
+                old_cache_format = t.cache_format,
+                this_cache_format = persist::FORMAT,
+                "the running daemon's cache is in another format; loading the persisted cache instead"
+            );
+        }
+        t.cache.as_deref()
+    });
+    let loaded = match handed {
+        Some(bytes) => match persist::decode(&resolver, bytes) {
+            Ok(l) => {
+                info!(
+                    records = l.records,
+                    refused_by_policy = l.refused,
+                    "loaded the handed-over cache"
+                );
+                Some(l)
+            }
+            Err(e) => {
+                warn!("handed-over cache unusable: {e}");
+                resolver.maps_clear();
+                None
+            }
+        },
+        None => None,
+    };
+    let loaded = match loaded {
+        Some(l) => Some(l),
+        None if persisting => match persist::load(&resolver, &config.daemon.cache_dir) {
             Ok(Some(l)) => {
                 info!(
                     records = l.records,
                     refused_by_policy = l.refused,
                     "loaded the persisted cache"
                 );
-                if l.records > l.refused {
-                    resolver
-                        .stats
-                        .loaded_from_disk
-                        .store(true, Ordering::Relaxed);
-                }
+                Some(l)
             }
-            Ok(None) => info!(dir = %config.daemon.cache_dir.display(), "no persisted cache yet"),
-            Err(e) => warn!("persisted cache unusable: {e}"),
-        }
+            Ok(None) => {
+                info!(dir = %config.daemon.cache_dir.display(), "no persisted cache yet");
+                None
+            }
+            Err(e) => {
+                warn!("persisted cache unusable: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    if loaded.is_some_and(|l| l.records > l.refused) {
+        resolver
+            .stats
+            .loaded_from_disk
+            .store(true, Ordering::Relaxed);
     }
-    let listener = match Listener::bind(&config.daemon.runtime_dir) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("refusing to start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let admin = match privileges::check_private_dir(&config.daemon.admin_dir).and_then(|()| {
-        Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
-            .map_err(|e| e.to_string())
-    }) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("refusing to start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Every step that can fail comes before the sockets are taken over (SO_REUSEPORT: the
+    // old daemon's metrics listener does not block this one).
     let metrics = match &config.metrics.listen {
         Some(addr) => match metrics::bind(addr).await {
             Ok(l) => Some(l),
@@ -138,6 +199,62 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         },
         None => None,
     };
+    // Publish before dropping privileges (which hands the file to run_as_uid). Taking over:
+    // before the sockets, so that warm answers never lapse. Otherwise after the socket: a
+    // file left by a killed daemon keeps answering until this daemon can answer what a
+    // less complete cache (say, none persisted yet) leaves out.
+    let publisher =
+        Publisher::new(&config.daemon.runtime_dir, config.cache.map_file_max_mib).map(Arc::new);
+    let taking_over = takeover.is_some();
+    if taking_over {
+        publish_at_start(&publisher, &resolver).await;
+    }
+    let listener = match if taking_over {
+        Listener::take_over_at(
+            &config.daemon.runtime_dir,
+            0o755,
+            server::SOCKET_NAME,
+            0o666,
+        )
+    } else {
+        Listener::bind(&config.daemon.runtime_dir)
+    } {
+        Ok(l) => l,
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin = match privileges::check_private_dir(&config.daemon.admin_dir).and_then(|()| {
+        if taking_over {
+            Listener::take_over_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+        } else {
+            Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+        }
+        .map_err(|e| e.to_string())
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A fresh start beside a file a dead daemon left behind keeps that file in place a little
+    // (see START_GRACE); otherwise it publishes at once.
+    let left_behind = !taking_over
+        && publisher
+            .as_ref()
+            .is_some_and(|p| std::fs::read(p.path()).is_ok_and(|b| MapView::new(&b).is_some()));
+    let first_publication = if left_behind {
+        info!(grace = ?START_GRACE, "a cache file was left behind: it answers a while longer");
+        START_GRACE
+    } else {
+        if !taking_over {
+            publish_at_start(&publisher, &resolver).await;
+        }
+        Duration::ZERO
+    };
+    // --- end takeover
     if let Some(uid) = config.daemon.run_as_uid {
         let gid = config.daemon.run_as_gid.unwrap_or(uid);
         let own = [
@@ -153,16 +270,19 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         }
     }
     let started = std::time::Instant::now();
-    let publisher =
-        Publisher::new(&config.daemon.runtime_dir, config.cache.map_file_max_mib).map(Arc::new);
+    if let Some(t) = takeover {
+        // Our sockets are in place: the old daemon drains and exits.
+        let drains = tokio::task::spawn_blocking(move || t.finish())
+            .await
+            .unwrap_or(false);
+        info!(old_daemon_drains = drains, "took over");
+    }
     if let Some(p) = &publisher {
-        // At once: this also supersedes a file a previous run left behind.
-        admin::publish_now(p.clone(), resolver.clone()).await;
-        info!(file = %p.path().display(), "publishing the shared cache file");
         tokio::spawn(publish_periodically(
             p.clone(),
             resolver.clone(),
             Duration::from_millis(config.cache.map_publish_delay_ms),
+            first_publication,
         ));
     }
     tokio::spawn(admin::serve(
@@ -170,6 +290,7 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         resolver.clone(),
         started,
         publisher.clone(),
+        listener.id(),
     ));
     let warm = resolver.directory();
     tokio::spawn(async move { warm.warm_up().await });
@@ -198,9 +319,38 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
             Duration::from_secs(config.cache.persist_interval_secs),
         ));
     }
-    server::serve(listener, resolver.clone(), &config, shutdown_signal()).await;
+    // --- stop (issue 14): a signal, or another daemon took over.
+    let life = handover::lifecycle();
+    let stop = async {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = life.handed_over() => {}
+        }
+    };
+    server::serve(listener, resolver.clone(), &config, stop).await;
+    // A signal during a takeover: let it settle, so as not to save over the new daemon's cache.
+    life.settled().await;
+    if life.phase() == Phase::HandedOver {
+        if let Some(p) = &publisher {
+            p.retire();
+        }
+        info!("handed over to the new daemon; nothing more is published or saved");
+        if args.after_handover == AfterHandover::Wait {
+            info!("waiting for SIGTERM (--after-handover wait)");
+            shutdown_signal().await;
+        }
+        info!("stopped");
+        return ExitCode::SUCCESS;
+    }
     if let Some(p) = publisher {
-        p.withdraw();
+        // Wait for a publication under way, then stop publishing.
+        let _writing = life.may_write().await;
+        if args.withdraw_on_stop {
+            p.withdraw();
+            info!("cache file withdrawn (--withdraw-on-stop)");
+        } else {
+            p.retire();
+        }
     }
     if persisting {
         save(&resolver, &config.daemon.cache_dir).await;
@@ -249,7 +399,20 @@ async fn fail_back(resolver: Arc<Daemon>) {
     }
 }
 
+/// The first publication: it also supersedes a file a previous run (or the daemon taken over
+/// from) left behind.
+async fn publish_at_start(publisher: &Option<Arc<Publisher>>, resolver: &Arc<Daemon>) {
+    if let Some(p) = publisher {
+        admin::publish_now(p.clone(), resolver.clone()).await;
+        info!(file = %p.path().display(), "publishing the shared cache file");
+    }
+}
+
+/// Saves the persisted cache, unless this daemon is handing over (the new one owns the file).
 async fn save(resolver: &Arc<Daemon>, dir: &Path) {
+    let Some(_writing) = handover::lifecycle().may_write().await else {
+        return;
+    };
     let bytes = persist::encode(resolver);
     let dir = dir.to_owned();
     let len = bytes.len();
@@ -275,7 +438,17 @@ async fn persist_periodically(resolver: Arc<Daemon>, dir: PathBuf, every: Durati
 /// Republishes the cache file `delay` after the cache changed (changes meanwhile are
 /// published together), then rests nine times as long as the build took, so that publishing
 /// costs at most a tenth of a core however fast the cache changes.
-async fn publish_periodically(publisher: Arc<Publisher>, resolver: Arc<Daemon>, delay: Duration) {
+/// The first publication waits `first`.
+async fn publish_periodically(
+    publisher: Arc<Publisher>,
+    resolver: Arc<Daemon>,
+    delay: Duration,
+    first: Duration,
+) {
+    if !first.is_zero() {
+        tokio::time::sleep(first).await;
+        admin::publish_now(publisher.clone(), resolver.clone()).await;
+    }
     loop {
         resolver.stats.change.notified().await;
         tokio::time::sleep(delay).await;
