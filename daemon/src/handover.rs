@@ -138,6 +138,9 @@ pub enum Start {
     Fresh,
     /// One does, and handed its cache over.
     Takeover(Takeover),
+    /// One did, and went away before it handed its cache over (killed during the takeover):
+    /// start as after a crash.
+    Orphaned,
 }
 
 fn io_context(what: &str, p: &Path, e: std::io::Error) -> String {
@@ -165,7 +168,7 @@ pub fn take(lookup_socket: &Path, admin_socket: &Path) -> Result<Start, String> 
                     error = %why,
                     "the running daemon went away during the takeover; starting as after a crash"
                 );
-                Ok(Start::Fresh)
+                Ok(Start::Orphaned)
             } else {
                 Err(format!(
                     "another daemon is serving {} but the takeover through {} failed: {why}",

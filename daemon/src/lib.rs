@@ -7,7 +7,7 @@
 //! [`enumeration`] pages listings; [`directory`] is the query interface, with its LDAP implementation
 //! (`directory::ldap`) and server health and backoff (`directory::servers`); [`persist`] keeps the cache
 //! on disk; [`publish`] writes the shared cache file the module maps; [`mapping`] turns entries into records; [`policy`] decides what is served;
-//! [`filter`] builds escaped LDAP filters; [`handover`] is the takeover from a running daemon; [`records`] holds the record types.
+//! [`filter`] builds escaped LDAP filters; [`handover`] is the takeover from a running daemon; [`upgrade`] starts a successor on SIGUSR2 and speaks systemd's readiness protocol; [`records`] holds the record types.
 //!
 //! The daemon never resolves users or groups through NSS itself.
 
@@ -30,4 +30,5 @@ pub mod records;
 pub mod resolver;
 pub mod server;
 pub mod singleflight;
+pub mod upgrade;
 pub mod wallclock;

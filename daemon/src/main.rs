@@ -2,7 +2,9 @@
 //! `toolforge-nssd --check-config FILE`: validates a configuration and exits.
 //!
 //! Signals: SIGTERM/SIGINT stop gracefully (the cache is saved, the published cache file
-//! stays valid); SIGHUP re-reads the config (a bad one is refused and the running one kept).
+//! stays valid); SIGHUP re-reads the config (a bad one is refused and the running one kept);
+//! SIGUSR2 starts a successor from the binary at the same path, which takes over (a gapless
+//! upgrade under systemd, see `upgrade`).
 //!
 //! Started while another daemon serves the same runtime directory, it takes over from it
 //! (`handover`): no gap for warm or cold lookups. A bad config is refused before anything is
@@ -25,7 +27,7 @@ use toolforge_nssd::handover::{self, Phase, Start};
 use toolforge_nssd::publish::Publisher;
 use toolforge_nssd::resolver::Resolver;
 use toolforge_nssd::server::{self, Listener};
-use toolforge_nssd::{admin, metrics, persist, privileges};
+use toolforge_nssd::{admin, metrics, persist, privileges, upgrade};
 
 /// Caching LDAP name-service daemon for containers (serves libnss_toolforge.so.2).
 #[derive(Parser, Debug)]
@@ -63,8 +65,9 @@ const DISABLE_ENV: &str = "TOOLFORGE_NSS_DISABLE";
 
 type Daemon = Resolver<LdapDirectory>;
 
-/// How long a daemon starting after a crash leaves the cache file the dead one published in
-/// place before replacing it with its own, possibly less complete one: longer than the
+/// How long a daemon whose takeover found the old daemon gone leaves the cache file the dead
+/// one published in place before replacing it with its own, possibly far less complete one
+/// (no cache handed over; the persisted one may be a minute old): longer than the
 /// module's back-off after a failed connection (250 ms), so that processes which failed while
 /// no daemon ran ask the socket again before entries move from the file to the socket.
 const START_GRACE: Duration = Duration::from_secs(1);
@@ -122,8 +125,13 @@ async fn run(args: Args, config: Config) -> ExitCode {
     // --- takeover (issue 14): before anything is bound or published.
     let lookup_socket = config.daemon.runtime_dir.join(server::SOCKET_NAME);
     let admin_socket = config.daemon.admin_dir.join(admin::SOCKET_NAME);
+    let mut orphaned = false;
     let takeover = match handover::take(&lookup_socket, &admin_socket) {
         Ok(Start::Fresh) => None,
+        Ok(Start::Orphaned) => {
+            orphaned = true;
+            None
+        }
         Ok(Start::Takeover(t)) => Some(t),
         Err(e) => {
             error!("refusing to start: {e}");
@@ -239,9 +247,9 @@ async fn run(args: Args, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // A fresh start beside a file a dead daemon left behind keeps that file in place a little
-    // (see START_GRACE); otherwise it publishes at once.
-    let left_behind = !taking_over
+    // A start after the old daemon died during the takeover keeps the file it left in place a
+    // little (see START_GRACE); otherwise publish at once.
+    let left_behind = orphaned
         && publisher
             .as_ref()
             .is_some_and(|p| std::fs::read(p.path()).is_ok_and(|b| MapView::new(&b).is_some()));
@@ -276,7 +284,11 @@ async fn run(args: Args, config: Config) -> ExitCode {
             .await
             .unwrap_or(false);
         info!(old_daemon_drains = drains, "took over");
+        upgrade::notify_ready(true);
+    } else {
+        upgrade::notify_ready(false);
     }
+    tokio::spawn(successor_on_sigusr2());
     if let Some(p) = &publisher {
         tokio::spawn(publish_periodically(
             p.clone(),
@@ -509,6 +521,19 @@ async fn reload_on_sighup(resolver: Arc<Daemon>, path: PathBuf, mut running: Con
             "configuration reloaded"
         );
         running = new;
+    }
+}
+
+/// SIGUSR2: start a successor that takes over (ignored once this daemon is handing over).
+async fn successor_on_sigusr2() {
+    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        error!("cannot install the SIGUSR2 handler; upgrade by restarting");
+        return;
+    };
+    while usr2.recv().await.is_some() {
+        if handover::lifecycle().phase() == Phase::Serving {
+            upgrade::start_successor();
+        }
     }
 }
 

@@ -408,3 +408,82 @@ fn probes_reflect_this_daemon_and_an_outage_is_not_a_hang() {
     assert!(s.read(&mut buf).is_err() && started.elapsed() >= Duration::from_millis(900));
     signal(lone.pid().unwrap(), libc::SIGCONT);
 }
+
+#[test]
+fn sigusr2_upgrades_in_place_and_tells_systemd_the_new_main_pid() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = shared(Schema::Rfc2307);
+    let dir = tempfile::tempdir().unwrap();
+    let (run, cache) = (dir.path().join("run"), dir.path().join("cache"));
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        toolforge_nss_tests::daemon::config(
+            &[env.slapd.uri()],
+            Schema::Rfc2307,
+            &run,
+            &cache,
+            "",
+            "",
+        ),
+    )
+    .unwrap();
+    // Stands in for systemd's notification socket.
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let log = dir.path().join("log");
+    let mut old = toolforge_nss_tests::process::spawn_tied(
+        std::process::Command::new(toolforge_nss_tests::paths::daemon_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(recv(), "READY=1");
+    let socket = run.join("socket");
+    let u = &env.fixture.users.values().next().unwrap();
+    let asked = || matches!(query(&socket, &Request::GetPwNam(u.name.clone())), Response::Passwd(p) if p.uid == u.uid);
+    assert!(asked());
+    signal(old.id(), libc::SIGUSR2);
+    let said = recv();
+    let pid: u32 = said
+        .strip_prefix("MAINPID=")
+        .and_then(|r| r.strip_suffix("\nREADY=1"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{said:?}"));
+    assert_ne!(pid, old.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Some(s) = old.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old daemon exits after the handover"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(exited.success());
+    assert!(asked(), "the successor serves");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("SIGUSR2: starting a successor"), "{text}");
+    assert!(text.contains("loaded the handed-over cache"), "{text}");
+    // The successor is nobody's child here: stop it.
+    signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid as i32, 0) } == 0 {
+        assert!(Instant::now() < deadline, "the successor stops on SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
