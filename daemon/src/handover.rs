@@ -113,11 +113,10 @@ impl Lifecycle {
         let _ = rx.wait_for(|p| *p == Phase::HandedOver).await;
     }
 
-    /// Resolves once no takeover is under way (bounded by [`STEP_TIMEOUT`] twice over).
+    /// Resolves once no takeover is under way (waits at most [`STEP_TIMEOUT`]).
     pub async fn settled(&self) {
         let mut rx = self.phase.subscribe();
-        let _ =
-            tokio::time::timeout(STEP_TIMEOUT * 2, rx.wait_for(|p| *p != Phase::HandingOver)).await;
+        let _ = tokio::time::timeout(STEP_TIMEOUT, rx.wait_for(|p| *p != Phase::HandingOver)).await;
     }
 }
 

@@ -487,3 +487,44 @@ fn sigusr2_upgrades_in_place_and_tells_systemd_the_new_main_pid() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The DaemonSet rolls out as the takeover needs (the rollout itself needs a cluster; the
+/// takeover it relies on is tested above), and its embedded config is valid.
+#[test]
+fn the_daemonset_rolls_out_with_a_surge_and_probes_each_pod() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/daemonset.yaml");
+    let yaml = std::fs::read_to_string(path).unwrap();
+    for needle in [
+        "rollingUpdate: {maxSurge: 1, maxUnavailable: 0}",
+        "terminationGracePeriodSeconds: 30",
+        "preStop:",
+        "httpGet: {path: /readyz, port: metrics}",
+        "httpGet: {path: /livez, port: metrics}",
+        "\"--after-handover\", \"wait\"",
+        "{name: metrics, containerPort: 9477, protocol: TCP}",
+    ] {
+        assert!(yaml.contains(needle), "{path} lacks {needle:?}");
+    }
+    assert!(
+        !yaml.contains("test\", \"-S\""),
+        "no probe on the shared socket file"
+    );
+    // The ConfigMap's config.toml: the block under `config.toml: |`, indented four spaces.
+    let config: String = yaml
+        .lines()
+        .skip_while(|l| !l.contains("config.toml: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(config.contains("listen = \"0.0.0.0:9477\""), "{config}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, &config).unwrap();
+    let out = std::process::Command::new(toolforge_nss_tests::paths::daemon_bin())
+        .arg("--check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{config}\n{out:?}");
+}
