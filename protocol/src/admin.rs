@@ -250,7 +250,7 @@ impl AdminResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{Header, HEADER_LEN, MAX_RESPONSE_BODY};
+    use crate::frame::{Header, HEADER_LEN};
     use crate::Request;
 
     #[test]

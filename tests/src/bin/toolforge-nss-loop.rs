@@ -90,7 +90,7 @@ fn main() {
     let mut check = 0u32;
     loop {
         check += 1;
-        if check % 64 == 0 && stop.exists() {
+        if check.is_multiple_of(64) && stop.exists() {
             break;
         }
         let (name, uid) = &warm_names[w % warm_names.len()];
