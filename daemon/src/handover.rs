@@ -69,13 +69,17 @@ pub struct Lifecycle {
 /// This process's lifecycle.
 pub fn lifecycle() -> &'static Lifecycle {
     static L: OnceLock<Lifecycle> = OnceLock::new();
-    L.get_or_init(|| Lifecycle {
-        gate: Mutex::new(()),
-        phase: watch::Sender::new(Phase::Serving),
-    })
+    L.get_or_init(Lifecycle::new)
 }
 
 impl Lifecycle {
+    fn new() -> Lifecycle {
+        Lifecycle {
+            gate: Mutex::new(()),
+            phase: watch::Sender::new(Phase::Serving),
+        }
+    }
+
     pub fn phase(&self) -> Phase {
         *self.phase.borrow()
     }
@@ -156,13 +160,18 @@ pub fn take(lookup_socket: &Path, admin_socket: &Path) -> Result<Start, String> 
     match ask_handover(admin_socket) {
         Ok(t) => Ok(Start::Takeover(t)),
         Err(AskError::Refused(why)) => Err(format!(
-            "another daemon is serving {} and refused to hand over ({why}); \
-             versions before takeover support cannot: stop it first",
+            "another daemon is serving {} and did not hand over: {why} \
+             (a version without takeovers cannot: stop it first)",
             lookup_socket.display()
         )),
         Err(AskError::Io(why)) => {
             // The old daemon may have died during the takeover: then start as after a crash.
-            if UnixStream::connect(lookup_socket).is_err() {
+            // Its sockets close one by one as it exits: give the lookup socket a moment.
+            let gone = (0..20).any(|_| {
+                std::thread::sleep(Duration::from_millis(50));
+                UnixStream::connect(lookup_socket).is_err()
+            });
+            if gone {
                 warn!(
                     error = %why,
                     "the running daemon went away during the takeover; starting as after a crash"
@@ -315,4 +324,56 @@ pub async fn give<D: Directory>(
         .await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn nothing_is_written_while_handing_over_and_one_takeover_at_a_time() {
+        let life = Lifecycle::new();
+        assert!(life.may_write().await.is_some());
+        assert!(life.begin_handover().await);
+        assert!(!life.begin_handover().await, "a second takeover is refused");
+        assert!(life.may_write().await.is_none());
+        life.end_handover(false);
+        assert_eq!(life.phase(), Phase::Serving);
+        assert!(life.may_write().await.is_some(), "resumed");
+        // A write under way delays the handover until it is done.
+        let guard = life.may_write().await.unwrap();
+        let begin = life.begin_handover();
+        tokio::pin!(begin);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut begin)
+                .await
+                .is_err(),
+            "waits for the write"
+        );
+        drop(guard);
+        assert!(begin.await);
+        life.end_handover(true);
+        assert_eq!(life.phase(), Phase::HandedOver);
+        assert!(life.may_write().await.is_none(), "never again");
+        tokio::time::timeout(Duration::from_secs(1), life.handed_over())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), life.settled())
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn no_daemon_means_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = take(&dir.path().join("socket"), &dir.path().join("admin.socket"));
+        assert!(matches!(start, Ok(Start::Fresh)));
+        // A daemon that answers on the lookup socket but has no admin socket here: refused.
+        let _l = std::os::unix::net::UnixListener::bind(dir.path().join("socket")).unwrap();
+        let refused = take(&dir.path().join("socket"), &dir.path().join("admin.socket"));
+        let Err(why) = refused else {
+            panic!("a daemon whose admin socket is elsewhere is not taken over")
+        };
+        assert!(why.contains("admin.socket"), "{why}");
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
 use toolforge_nss_config::{Config, LogFormat};
@@ -112,6 +112,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, config: Config) -> ExitCode {
+    let mut stops = StopSignals::install();
+    let usr2 = signal(SignalKind::user_defined2()).ok();
     let path = args.config.clone();
     let directory = match LdapDirectory::new(&config.ldap) {
         Ok(d) => d,
@@ -126,7 +128,10 @@ async fn run(args: Args, config: Config) -> ExitCode {
     let lookup_socket = config.daemon.runtime_dir.join(server::SOCKET_NAME);
     let admin_socket = config.daemon.admin_dir.join(admin::SOCKET_NAME);
     let mut orphaned = false;
-    let takeover = match handover::take(&lookup_socket, &admin_socket) {
+    let taken = tokio::task::spawn_blocking(move || handover::take(&lookup_socket, &admin_socket))
+        .await
+        .unwrap_or_else(|e| Err(format!("takeover task failed: {e}")));
+    let takeover = match taken {
         Ok(Start::Fresh) => None,
         Ok(Start::Orphaned) => {
             orphaned = true;
@@ -288,7 +293,7 @@ async fn run(args: Args, config: Config) -> ExitCode {
     } else {
         upgrade::notify_ready(false);
     }
-    tokio::spawn(successor_on_sigusr2());
+    tokio::spawn(successor_on_sigusr2(usr2));
     if let Some(p) = &publisher {
         tokio::spawn(publish_periodically(
             p.clone(),
@@ -335,7 +340,7 @@ async fn run(args: Args, config: Config) -> ExitCode {
     let life = handover::lifecycle();
     let stop = async {
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = stops.recv() => {}
             _ = life.handed_over() => {}
         }
     };
@@ -349,7 +354,7 @@ async fn run(args: Args, config: Config) -> ExitCode {
         info!("handed over to the new daemon; nothing more is published or saved");
         if args.after_handover == AfterHandover::Wait {
             info!("waiting for SIGTERM (--after-handover wait)");
-            shutdown_signal().await;
+            stops.recv().await;
         }
         info!("stopped");
         return ExitCode::SUCCESS;
@@ -525,8 +530,8 @@ async fn reload_on_sighup(resolver: Arc<Daemon>, path: PathBuf, mut running: Con
 }
 
 /// SIGUSR2: start a successor that takes over (ignored once this daemon is handing over).
-async fn successor_on_sigusr2() {
-    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+async fn successor_on_sigusr2(usr2: Option<Signal>) {
+    let Some(mut usr2) = usr2 else {
         error!("cannot install the SIGUSR2 handler; upgrade by restarting");
         return;
     };
@@ -537,16 +542,29 @@ async fn successor_on_sigusr2() {
     }
 }
 
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+/// SIGTERM and SIGINT, registered first thing, so that a stop asked for during start-up
+/// waits for it instead of killing the daemon with its sockets half in place.
+struct StopSignals {
+    term: Option<Signal>,
+    int: Option<Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        StopSignals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) {
+        let (Some(term), Some(int)) = (self.term.as_mut(), self.int.as_mut()) else {
+            error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+        }
     }
 }
