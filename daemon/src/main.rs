@@ -44,7 +44,8 @@ struct Args {
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
     /// After handing over to a new daemon: `exit` (0), or `wait` for SIGTERM, drained and
-    /// not ready (for supervisors that restart a process that exits, e.g. a Kubernetes pod).
+    /// not ready (for supervisors that restart a process that exits, e.g. a Kubernetes pod);
+    /// waiting, it exits 1 if the new daemon stops answering (so that it is started again).
     #[arg(long, value_enum, default_value = "exit")]
     after_handover: AfterHandover,
     /// On a clean stop, withdraw the published cache file (processes then ask the socket,
@@ -354,7 +355,14 @@ async fn run(args: Args, config: Config) -> ExitCode {
         info!("handed over to the new daemon; nothing more is published or saved");
         if args.after_handover == AfterHandover::Wait {
             info!("waiting for SIGTERM (--after-handover wait)");
-            stops.recv().await;
+            let socket = config.daemon.runtime_dir.join(server::SOCKET_NAME);
+            tokio::select! {
+                _ = stops.recv() => {}
+                _ = successor_gone(&socket) => {
+                    warn!("the daemon that took over no longer answers; exiting so that this one is started again");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
         info!("stopped");
         return ExitCode::SUCCESS;
@@ -526,6 +534,21 @@ async fn reload_on_sighup(resolver: Arc<Daemon>, path: PathBuf, mut running: Con
             "configuration reloaded"
         );
         running = new;
+    }
+}
+
+/// Resolves once nothing has answered on `socket` for three checks a second apart (the
+/// daemon that took over is gone: a handed-over daemon waiting for SIGTERM then exits, and
+/// its supervisor starts it again).
+async fn successor_gone(socket: &Path) {
+    let mut misses = 0;
+    while misses < 3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            misses = 0;
+        } else {
+            misses += 1;
+        }
     }
 }
 

@@ -527,3 +527,23 @@ fn the_daemonset_rolls_out_with_a_surge_and_probes_each_pod() {
         .unwrap();
     assert!(out.status.success(), "{config}\n{out:?}");
 }
+
+#[test]
+fn a_handed_over_daemon_waiting_for_sigterm_exits_when_its_successor_is_gone() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_env, mut old, _nss, _warm, _cold) = setup("", &["--after-handover", "wait"]);
+    let mut new = old.successor(|c| c.to_string());
+    wait_log(&old, "waiting for SIGTERM");
+    assert!(old.wait_exit(Duration::from_millis(500)).is_none());
+    // The new pod goes away (say, a rollout undone): the old one must not sit there drained.
+    assert!(new.stop());
+    let exit = old.wait_exit(Duration::from_secs(15));
+    assert!(
+        exit.is_some_and(|s| s.code() == Some(1)),
+        "exits 1 so that it is restarted: {exit:?}\n{}",
+        old.log()
+    );
+    assert!(old
+        .log()
+        .contains("the daemon that took over no longer answers"));
+}
