@@ -2,7 +2,7 @@
 //! cached users (warm) and users never looked up (cold) through glibc and the module, while
 //! the daemon is restarted cleanly, taken over by a new daemon (same or another config), killed
 //! in the middle of a takeover, or replaced by one whose start fails. Also the probes a pod
-//! uses. Each case prints a `takeover-figures` line (bench/takeover.sh collects them).
+//! uses, and the explicit withdrawal. Each case prints a `takeover-figures` line (bench/takeover.sh collects them).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -546,4 +546,26 @@ fn a_handed_over_daemon_waiting_for_sigterm_exits_when_its_successor_is_gone() {
     assert!(old
         .log()
         .contains("the daemon that took over no longer answers"));
+}
+
+#[test]
+fn withdrawing_the_cache_file_at_a_stop_is_explicit() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_env, mut d, nss, warm, _cold) = setup("", &["--withdraw-on-stop"]);
+    let file = std::fs::File::open(d.map_file()).unwrap();
+    assert!(d.stop());
+    assert!(!d.map_file().exists(), "withdrawn");
+    assert!(d
+        .log()
+        .contains("cache file withdrawn (--withdraw-on-stop)"));
+    // The file readers still map is flagged superseded: they stop answering from it.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &file, &mut bytes).unwrap();
+    let flags = u32::from_le_bytes(
+        bytes[toolforge_nss_protocol::mapfile::FLAGS_OFFSET..][..4]
+            .try_into()
+            .unwrap(),
+    );
+    assert_eq!(flags, toolforge_nss_protocol::mapfile::FLAG_SUPERSEDED);
+    assert_eq!(nss.run(&["getent", "passwd", &warm[0].name]).code, Some(2));
 }
