@@ -2,7 +2,8 @@
 //! cached users (warm) and users never looked up (cold) through glibc and the module, while
 //! the daemon is restarted cleanly, taken over by a new daemon (same or another config), killed
 //! in the middle of a takeover, or replaced by one whose start fails. Also the probes a pod
-//! uses, and the explicit withdrawal. Each case prints a `takeover-figures` line (bench/takeover.sh collects them).
+//! uses, SIGUSR2 upgrades, the DaemonSet's rollout settings and the explicit withdrawal.
+//! Each looping case prints a `takeover-figures` line (bench/takeover.sh collects them).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
