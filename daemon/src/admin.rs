@@ -198,7 +198,7 @@ pub async fn publish_now(publisher: Arc<Publisher>, resolver: Arc<Daemon>) {
             left_out = p.left_out,
             "cache file published"
         ),
-        Ok(Ok(None)) => {} // withdrawn at shutdown
+        Ok(Ok(None)) => {} // retired (stopped or handed over) or withdrawn
         Ok(Err(e)) => warn!(error = %e, "cannot publish the cache file"),
         Err(e) => warn!(error = %e, "cache file publication failed"),
     }
