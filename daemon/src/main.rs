@@ -144,63 +144,7 @@ async fn run(args: Args, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let handed = takeover.as_ref().and_then(|t| {
-        info!(old_version = %t.version, "taking over from the running daemon");
-        if t.cache.is_none() {
-            warn!(
-                old_cache_format = t.cache_format,
-                this_cache_format = persist::FORMAT,
-                "the running daemon's cache is in another format; loading the persisted cache instead"
-            );
-        }
-        t.cache.as_deref()
-    });
-    let loaded = match handed {
-        Some(bytes) => match persist::decode(&resolver, bytes) {
-            Ok(l) => {
-                info!(
-                    records = l.records,
-                    refused_by_policy = l.refused,
-                    "loaded the handed-over cache"
-                );
-                Some(l)
-            }
-            Err(e) => {
-                warn!("handed-over cache unusable: {e}");
-                resolver.maps_clear();
-                None
-            }
-        },
-        None => None,
-    };
-    let loaded = match loaded {
-        Some(l) => Some(l),
-        None if persisting => match persist::load(&resolver, &config.daemon.cache_dir) {
-            Ok(Some(l)) => {
-                info!(
-                    records = l.records,
-                    refused_by_policy = l.refused,
-                    "loaded the persisted cache"
-                );
-                Some(l)
-            }
-            Ok(None) => {
-                info!(dir = %config.daemon.cache_dir.display(), "no persisted cache yet");
-                None
-            }
-            Err(e) => {
-                warn!("persisted cache unusable: {e}");
-                None
-            }
-        },
-        None => None,
-    };
-    if loaded.is_some_and(|l| l.records > l.refused) {
-        resolver
-            .stats
-            .loaded_from_disk
-            .store(true, Ordering::Relaxed);
-    }
+    restore_cache(&resolver, takeover.as_ref(), &config);
     // Every step that can fail comes before the sockets are taken over (SO_REUSEPORT: the
     // old daemon's metrics listener does not block this one).
     let metrics = match &config.metrics.listen {
@@ -421,6 +365,69 @@ async fn fail_back(resolver: Arc<Daemon>) {
         let dir = resolver.directory();
         tokio::time::sleep(dir.failback_interval()).await;
         dir.fail_back().await;
+    }
+}
+
+/// Fills the cache from what the old daemon handed over (when in a format this daemon
+/// reads), else from the persisted cache (when persistence is on).
+fn restore_cache(resolver: &Arc<Daemon>, takeover: Option<&handover::Takeover>, config: &Config) {
+    let persisting = config.cache.persist_interval_secs > 0;
+    let handed = takeover.and_then(|t| {
+        info!(old_version = %t.version, "taking over from the running daemon");
+        if t.cache.is_none() {
+            warn!(
+                old_cache_format = t.cache_format,
+                this_cache_format = persist::FORMAT,
+                "the running daemon's cache is in another format; loading the persisted cache instead"
+            );
+        }
+        t.cache.as_deref()
+    });
+    let loaded = match handed {
+        Some(bytes) => match persist::decode(resolver, bytes) {
+            Ok(l) => {
+                info!(
+                    records = l.records,
+                    refused_by_policy = l.refused,
+                    "loaded the handed-over cache"
+                );
+                Some(l)
+            }
+            Err(e) => {
+                warn!("handed-over cache unusable: {e}");
+                resolver.maps_clear();
+                None
+            }
+        },
+        None => None,
+    };
+    let loaded = match loaded {
+        Some(l) => Some(l),
+        None if persisting => match persist::load(resolver, &config.daemon.cache_dir) {
+            Ok(Some(l)) => {
+                info!(
+                    records = l.records,
+                    refused_by_policy = l.refused,
+                    "loaded the persisted cache"
+                );
+                Some(l)
+            }
+            Ok(None) => {
+                info!(dir = %config.daemon.cache_dir.display(), "no persisted cache yet");
+                None
+            }
+            Err(e) => {
+                warn!("persisted cache unusable: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    if loaded.is_some_and(|l| l.records > l.refused) {
+        resolver
+            .stats
+            .loaded_from_disk
+            .store(true, Ordering::Relaxed);
     }
 }
 
