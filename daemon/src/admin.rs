@@ -208,7 +208,10 @@ pub async fn publish_now(publisher: Arc<Publisher>, resolver: Arc<Daemon>) {
 /// (or handed over); never once it has handed over to a new daemon.
 pub fn ready(r: &Daemon) -> bool {
     (r.directory().ever_connected() || r.stats.loaded_from_disk.load(Ordering::Relaxed))
-        && handover::lifecycle().phase() != Phase::HandedOver
+        && !matches!(
+            handover::lifecycle().phase(),
+            Phase::HandedOver | Phase::Abandoned
+        )
 }
 
 fn secs_left(t: Instant) -> i64 {
@@ -392,6 +395,7 @@ pub fn status(r: &Daemon, started: Instant) -> String {
         Phase::Serving => "serving",
         Phase::HandingOver => "handing over",
         Phase::HandedOver => "handed over (draining)",
+        Phase::Abandoned => "abandoned by the daemon that took over (stopping)",
     };
     let _ = writeln!(s, "phase: {phase}");
     let (up, since) = dir.reachable_since();

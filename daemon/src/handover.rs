@@ -11,10 +11,12 @@
 //!    publishes the cache file, renames its sockets over the old ones, then sends `Drain` on
 //!    the same connection ([`Takeover::finish`]);
 //! 4. the old daemon, when the connection brings `Drain` or ends, looks at its lookup socket's
-//!    path: replaced by another inode, it drains (stops accepting, finishes the requests in
-//!    flight, closes idle connections) and exits without publishing or saving again; still its
-//!    own (the new daemon failed or was killed before it took the sockets), it resumes
-//!    publishing and saving and carries on.
+//!    path: `Drain` and replaced by another inode, it drains (stops accepting, finishes the
+//!    requests in flight, closes idle connections) and exits without publishing or saving
+//!    again; still its own (the new daemon failed or was killed before it took the sockets),
+//!    it resumes publishing and saving and carries on; replaced without `Drain` (the new
+//!    daemon died after taking the sockets), it stops cleanly and exits 1, so that its
+//!    supervisor starts a daemon again.
 //!
 //! Exactly one daemon publishes at any time: the old one stops before it answers, the new one
 //! starts after it got the answer. A running daemon that does not know `Handover` (older
@@ -34,7 +36,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Mutex, MutexGuard};
 use tokio::time::timeout;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse, MAX_HANDOVER_BODY};
 use toolforge_nss_protocol::{
@@ -58,6 +60,10 @@ pub enum Phase {
     HandingOver,
     /// The new daemon took the sockets: draining, then exiting. Never ready again.
     HandedOver,
+    /// The new daemon took the sockets and died before it said it serves: stop cleanly (save
+    /// the cache, the last one standing) and exit 1, so that the supervisor starts a daemon
+    /// that owns the sockets again.
+    Abandoned,
 }
 
 /// The process-wide phase, and the gate every publication and save holds while it writes.
@@ -88,7 +94,7 @@ impl Lifecycle {
     /// takeover is under way or done.
     pub async fn may_write(&self) -> Option<MutexGuard<'_, ()>> {
         let guard = self.gate.lock().await;
-        (self.phase() == Phase::Serving).then_some(guard)
+        matches!(self.phase(), Phase::Serving | Phase::Abandoned).then_some(guard)
     }
 
     /// Enters `HandingOver` once no write is under way; `false` if not serving (a second
@@ -102,19 +108,17 @@ impl Lifecycle {
         true
     }
 
-    /// Ends a takeover: handed over for good, or back to serving.
-    pub fn end_handover(&self, handed_over: bool) {
-        self.phase.send_replace(if handed_over {
-            Phase::HandedOver
-        } else {
-            Phase::Serving
-        });
+    /// Ends a takeover in `phase` (not `HandingOver`).
+    pub fn end_handover(&self, phase: Phase) {
+        self.phase.send_replace(phase);
     }
 
-    /// Resolves once this daemon has handed over (its sockets belong to another daemon).
-    pub async fn handed_over(&self) {
+    /// Resolves once this daemon must stop serving: handed over, or abandoned.
+    pub async fn must_stop(&self) {
         let mut rx = self.phase.subscribe();
-        let _ = rx.wait_for(|p| *p == Phase::HandedOver).await;
+        let _ = rx
+            .wait_for(|p| matches!(p, Phase::HandedOver | Phase::Abandoned))
+            .await;
     }
 
     /// Resolves once no takeover is under way (waits at most [`STEP_TIMEOUT`]).
@@ -305,21 +309,31 @@ pub async fn give<D: Directory>(
         }
     }
     let replaced = lookup.replaced();
-    life.end_handover(replaced);
-    if replaced {
-        info!("handed over: the new daemon owns the sockets; draining");
-    } else {
-        warn!(
-            asked_to_drain = drain_id.is_some(),
-            "the new daemon did not take the sockets over; serving on"
-        );
-        // Publish what changed meanwhile.
-        resolver.stats.change.notify_one();
-    }
+    let phase = match (drain_id.is_some(), replaced) {
+        (true, true) => {
+            info!("handed over: the new daemon owns the sockets; draining");
+            Phase::HandedOver
+        }
+        (_, false) => {
+            warn!(
+                asked_to_drain = drain_id.is_some(),
+                "the new daemon did not take the sockets over; serving on"
+            );
+            // Publish what changed meanwhile.
+            resolver.stats.change.notify_one();
+            Phase::Serving
+        }
+        (false, true) => {
+            error!("the new daemon took the sockets over and went away; stopping so that a daemon is started again");
+            Phase::Abandoned
+        }
+    };
+    life.end_handover(phase);
     if let Some(id) = drain_id {
         let _ = timeout(
             Duration::from_secs(2),
-            stream.write_all(&AdminResponse::Done(u32::from(replaced)).encode(id)),
+            stream
+                .write_all(&AdminResponse::Done(u32::from(phase == Phase::HandedOver)).encode(id)),
         )
         .await;
     }
@@ -337,7 +351,7 @@ mod tests {
         assert!(life.begin_handover().await);
         assert!(!life.begin_handover().await, "a second takeover is refused");
         assert!(life.may_write().await.is_none());
-        life.end_handover(false);
+        life.end_handover(Phase::Serving);
         assert_eq!(life.phase(), Phase::Serving);
         assert!(life.may_write().await.is_some(), "resumed");
         // A write under way delays the handover until it is done.
@@ -352,10 +366,10 @@ mod tests {
         );
         drop(guard);
         assert!(begin.await);
-        life.end_handover(true);
+        life.end_handover(Phase::HandedOver);
         assert_eq!(life.phase(), Phase::HandedOver);
         assert!(life.may_write().await.is_none(), "never again");
-        tokio::time::timeout(Duration::from_secs(1), life.handed_over())
+        tokio::time::timeout(Duration::from_secs(1), life.must_stop())
             .await
             .unwrap();
         tokio::time::timeout(Duration::from_secs(1), life.settled())

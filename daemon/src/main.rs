@@ -167,6 +167,21 @@ async fn run(args: Args, config: Config) -> ExitCode {
     if taking_over {
         publish_at_start(&publisher, &resolver).await;
     }
+    // The admin socket first: its directory check is the last step that can refuse.
+    let admin = match privileges::check_private_dir(&config.daemon.admin_dir).and_then(|()| {
+        if taking_over {
+            Listener::take_over_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+        } else {
+            Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+        }
+        .map_err(|e| e.to_string())
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match if taking_over {
         Listener::take_over_at(
             &config.daemon.runtime_dir,
@@ -177,20 +192,6 @@ async fn run(args: Args, config: Config) -> ExitCode {
     } else {
         Listener::bind(&config.daemon.runtime_dir)
     } {
-        Ok(l) => l,
-        Err(e) => {
-            error!("refusing to start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let admin = match privileges::check_private_dir(&config.daemon.admin_dir).and_then(|()| {
-        if taking_over {
-            Listener::take_over_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
-        } else {
-            Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
-        }
-        .map_err(|e| e.to_string())
-    }) {
         Ok(l) => l,
         Err(e) => {
             error!("refusing to start: {e}");
@@ -286,7 +287,7 @@ async fn run(args: Args, config: Config) -> ExitCode {
     let stop = async {
         tokio::select! {
             _ = stops.recv() => {}
-            _ = life.handed_over() => {}
+            _ = life.must_stop() => {}
         }
     };
     server::serve(listener, resolver.clone(), &config, stop).await;
@@ -325,6 +326,9 @@ async fn run(args: Args, config: Config) -> ExitCode {
         save(&resolver, &config.daemon.cache_dir).await;
     }
     info!("stopped");
+    if life.phase() == Phase::Abandoned {
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 

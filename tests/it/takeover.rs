@@ -313,25 +313,7 @@ fn a_new_daemon_that_cannot_start_leaves_the_old_one_serving() {
     assert!(!old.log().contains("taking over"));
     // A new daemon that dies after asking for the cache (before taking the sockets): the old
     // one resumes, publishing included.
-    let mut s = std::os::unix::net::UnixStream::connect(old.admin_socket()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(
-        &AdminRequest::Handover {
-            version: "0.0.0-test".into(),
-            cache_format: 1,
-        }
-        .encode(9),
-    )
-    .unwrap();
-    let mut head = [0u8; HEADER_LEN];
-    s.read_exact(&mut head).unwrap();
-    let h = Header::decode(&head, MAX_HANDOVER_BODY).unwrap();
-    let mut body = vec![0u8; h.body_len as usize];
-    s.read_exact(&mut body).unwrap();
-    assert!(matches!(
-        AdminResponse::decode(h.kind, &body),
-        Ok(AdminResponse::HandedOver { ref cache, .. }) if !cache.is_empty()
-    ));
+    let s = ask_handover(&old);
     assert!(status(&old).contains("phase: handing over"));
     drop(s);
     wait_log(&old, "did not take the sockets over; serving on");
@@ -569,4 +551,56 @@ fn withdrawing_the_cache_file_at_a_stop_is_explicit() {
     );
     assert_eq!(flags, toolforge_nss_protocol::mapfile::FLAG_SUPERSEDED);
     assert_eq!(nss.run(&["getent", "passwd", &warm[0].name]).code, Some(2));
+}
+
+/// Sends `Handover` on a connection of its own to `d`'s admin socket and reads the answer.
+fn ask_handover(d: &Daemon) -> std::os::unix::net::UnixStream {
+    let mut s = std::os::unix::net::UnixStream::connect(d.admin_socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = AdminRequest::Handover {
+        version: "0.0.0-test".into(),
+        cache_format: 1,
+    };
+    s.write_all(&req.encode(9)).unwrap();
+    let mut head = [0u8; HEADER_LEN];
+    s.read_exact(&mut head).unwrap();
+    let h = Header::decode(&head, MAX_HANDOVER_BODY).unwrap();
+    let mut body = vec![0u8; h.body_len as usize];
+    s.read_exact(&mut body).unwrap();
+    assert!(matches!(
+        AdminResponse::decode(h.kind, &body),
+        Ok(AdminResponse::HandedOver { .. })
+    ));
+    s
+}
+
+#[test]
+fn a_new_daemon_dying_after_it_took_the_sockets_makes_the_old_one_restart() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_env, mut old, nss, warm, cold) = setup("", &[]);
+    let s = ask_handover(&old);
+    // "The new daemon" renames a socket over the lookup socket, then dies without `Drain`.
+    let tmp = old.runtime_dir().join(".socket.test");
+    drop(std::os::unix::net::UnixListener::bind(&tmp).unwrap());
+    std::fs::rename(&tmp, old.socket()).unwrap();
+    drop(s);
+    let exit = old.wait_exit(Duration::from_secs(10));
+    assert!(
+        exit.is_some_and(|s| s.code() == Some(1)),
+        "exits 1 for its supervisor to start it again: {exit:?}\n{}",
+        old.log()
+    );
+    let log = old.log();
+    let rest = after(&log, "took the sockets over and went away");
+    assert!(
+        rest.contains("cache persisted"),
+        "the last one standing saves: {rest}"
+    );
+    // Its cache file still answers; restarted, it replaces the dead socket and serves.
+    assert_eq!(
+        nss.run(&["getent", "passwd", &warm[0].name]).lines(),
+        [warm[0].passwd_line()]
+    );
+    old.restart();
+    assert!(answers(&old, cold[0]));
 }
