@@ -125,6 +125,7 @@ fn text(r: AdminResponse) -> String {
     match r {
         AdminResponse::Text(t) => t,
         AdminResponse::Done(n) => format!("{n}\n"),
+        AdminResponse::HandedOver { version, .. } => format!("handed over (version {version})\n"),
     }
 }
 

@@ -1,6 +1,9 @@
 //! The admin socket: status, cache invalidation and a cache dump, for root only. It lives in
 //! `admin_dir` (0700, never mounted into pods), the socket is 0600, and every connection's
 //! peer uid (SO_PEERCRED) must be 0. One request per connection, bounded in size and time.
+//! The exception is a takeover (`Handover`, then `Drain` on the same connection, see
+//! `handover`), which a new daemon running as this daemon's own uid may also ask for, and
+//! which has its own time limits.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -21,9 +24,10 @@ use toolforge_nss_protocol::{
 };
 
 use crate::directory::ldap::LdapDirectory;
+use crate::handover::{self, Phase};
 use crate::publish::Publisher;
 use crate::resolver::{Reply, Resolver};
-use crate::server::Listener;
+use crate::server::{Listener, SocketId};
 use crate::wallclock::Clock;
 
 /// The admin socket's file name inside `admin_dir`.
@@ -34,12 +38,14 @@ const MAX_DUMP_LINES: usize = 50_000;
 
 type Daemon = Resolver<LdapDirectory>;
 
-/// Serves admin requests for the life of the process.
+/// Serves admin requests for the life of the process. `lookup` is this daemon's lookup
+/// socket (a takeover checks whether it was replaced).
 pub async fn serve(
     listener: Listener,
     resolver: Arc<Daemon>,
     started: Instant,
     publisher: Option<Arc<Publisher>>,
+    lookup: SocketId,
 ) {
     info!(socket = %listener.path().display(), "serving admin requests (uid 0 only)");
     loop {
@@ -51,9 +57,9 @@ pub async fn serve(
                 continue;
             }
         };
-        let (resolver, publisher) = (resolver.clone(), publisher.clone());
+        let (resolver, publisher, lookup) = (resolver.clone(), publisher.clone(), lookup.clone());
         tokio::spawn(async move {
-            let _ = timeout(DEADLINE, handle(stream, resolver, started, publisher)).await;
+            let _ = handle(stream, resolver, started, publisher, lookup).await;
         });
     }
 }
@@ -66,69 +72,125 @@ fn error(code: ErrorCode, message: &str) -> Vec<u8> {
     .encode(0, 0, Capabilities::default())
 }
 
-async fn handle(
-    mut stream: UnixStream,
-    resolver: Arc<Daemon>,
-    started: Instant,
-    publisher: Option<Arc<Publisher>>,
-) -> std::io::Result<()> {
-    let uid = stream.peer_cred().map(|c| c.uid()).ok();
-    if uid != Some(0) {
-        warn!(peer_uid = ?uid, "admin request refused: not root");
-        return stream
-            .write_all(&error(
-                ErrorCode::BadRequest,
-                "permission denied: admin requests need uid 0",
-            ))
-            .await;
-    }
+/// Reads one request (the caller bounds it in time); `Ok(None)`: refused and answered.
+async fn read_request(stream: &mut UnixStream) -> std::io::Result<Option<(Header, AdminRequest)>> {
     let mut head = [0u8; HEADER_LEN];
     stream.read_exact(&mut head).await?;
     let header = match Header::decode(&head, MAX_REQUEST_BODY) {
         Ok(h) if h.version_supported() => h,
         Ok(h) => {
-            return stream
-                .write_all(&error(
-                    ErrorCode::UnsupportedVersion,
-                    &format!("version {}", h.version),
-                ))
-                .await
+            let e = error(
+                ErrorCode::UnsupportedVersion,
+                &format!("version {}", h.version),
+            );
+            stream.write_all(&e).await?;
+            return Ok(None);
         }
         Err(e) => {
-            return stream
+            stream
                 .write_all(&error(ErrorCode::BadRequest, &e.to_string()))
-                .await
+                .await?;
+            return Ok(None);
         }
     };
     let mut body = vec![0u8; header.body_len as usize];
     stream.read_exact(&mut body).await?;
-    let answer = match AdminRequest::decode(header.kind, &body) {
-        Ok(AdminRequest::Status) => AdminResponse::Text(status(&resolver, started)),
-        Ok(AdminRequest::Invalidate(scope)) => {
-            let removed = resolver.invalidate(&scope);
-            // The answer waits for the cache file: once the command returns, no process
-            // reads an invalidated entry from it.
-            if let Some(p) = publisher {
-                publish_now(p, resolver.clone()).await;
-            }
-            AdminResponse::Done(removed)
-        }
-        Ok(AdminRequest::Dump) => AdminResponse::Text(dump(&resolver)),
-        Ok(AdminRequest::Explain(map, key)) => {
-            let file = publisher.map(|p| p.path());
-            AdminResponse::Text(explain(&resolver, map, key, file).await)
-        }
+    match AdminRequest::decode(header.kind, &body) {
+        Ok(req) => Ok(Some((header, req))),
         Err(e) => {
-            return stream
+            stream
                 .write_all(&error(ErrorCode::BadRequest, &e.to_string()))
-                .await
+                .await?;
+            Ok(None)
         }
-    };
-    stream.write_all(&answer.encode(header.request_id)).await
+    }
 }
 
-/// Publishes the cache file now (after an invalidation).
+async fn handle(
+    mut stream: UnixStream,
+    resolver: Arc<Daemon>,
+    started: Instant,
+    publisher: Option<Arc<Publisher>>,
+    lookup: SocketId,
+) -> std::io::Result<()> {
+    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+    // SAFETY: geteuid has no preconditions.
+    let own = uid == Some(unsafe { libc::geteuid() });
+    let denied = error(
+        ErrorCode::BadRequest,
+        "permission denied: admin requests need uid 0",
+    );
+    if uid != Some(0) && !own {
+        warn!(peer_uid = ?uid, "admin request refused: not root");
+        return timeout(DEADLINE, stream.write_all(&denied))
+            .await
+            .unwrap_or(Ok(()));
+    }
+    let (header, request) = match timeout(DEADLINE, read_request(&mut stream)).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) | Err(_) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+    };
+    if let AdminRequest::Handover {
+        version,
+        cache_format,
+    } = request
+    {
+        return handover::give(
+            stream,
+            resolver,
+            header.request_id,
+            &lookup,
+            version,
+            cache_format,
+        )
+        .await;
+    }
+    if uid != Some(0) {
+        warn!(peer_uid = ?uid, "admin request refused: not root");
+        return timeout(DEADLINE, stream.write_all(&denied))
+            .await
+            .unwrap_or(Ok(()));
+    }
+    timeout(DEADLINE, async move {
+        let answer = match request {
+            AdminRequest::Status => AdminResponse::Text(status(&resolver, started)),
+            AdminRequest::Invalidate(scope) => {
+                let removed = resolver.invalidate(&scope);
+                // The answer waits for the cache file: once the command returns, no process
+                // reads an invalidated entry from it.
+                if let Some(p) = publisher {
+                    publish_now(p, resolver.clone()).await;
+                }
+                AdminResponse::Done(removed)
+            }
+            AdminRequest::Dump => AdminResponse::Text(dump(&resolver)),
+            AdminRequest::Explain(map, key) => {
+                let file = publisher.map(|p| p.path());
+                AdminResponse::Text(explain(&resolver, map, key, file).await)
+            }
+            AdminRequest::Drain | AdminRequest::Handover { .. } => {
+                return stream
+                    .write_all(&error(
+                        ErrorCode::BadRequest,
+                        "Drain only follows Handover on the same connection",
+                    ))
+                    .await
+            }
+        };
+        stream.write_all(&answer.encode(header.request_id)).await
+    })
+    .await
+    .unwrap_or(Ok(()))
+}
+
+/// Publishes the cache file now (after an invalidation); nothing while a takeover is under
+/// way or done (the new daemon publishes).
 pub async fn publish_now(publisher: Arc<Publisher>, resolver: Arc<Daemon>) {
+    let Some(_writing) = handover::lifecycle().may_write().await else {
+        debug!("not publishing: this daemon is handing over");
+        return;
+    };
     match tokio::task::spawn_blocking(move || publisher.publish(&resolver)).await {
         Ok(Ok(Some(p))) => debug!(
             generation = p.generation,
@@ -136,15 +198,20 @@ pub async fn publish_now(publisher: Arc<Publisher>, resolver: Arc<Daemon>) {
             left_out = p.left_out,
             "cache file published"
         ),
-        Ok(Ok(None)) => {} // withdrawn at shutdown
+        Ok(Ok(None)) => {} // retired (stopped or handed over) or withdrawn
         Ok(Err(e)) => warn!(error = %e, "cannot publish the cache file"),
         Err(e) => warn!(error = %e, "cache file publication failed"),
     }
 }
 
-/// Whether the daemon can answer: a server answered once, or a persisted cache was loaded.
+/// Whether the daemon can answer: a server answered once, or a persisted cache was loaded
+/// (or handed over); never once it has handed over to a new daemon.
 pub fn ready(r: &Daemon) -> bool {
-    r.directory().ever_connected() || r.stats.loaded_from_disk.load(Ordering::Relaxed)
+    (r.directory().ever_connected() || r.stats.loaded_from_disk.load(Ordering::Relaxed))
+        && !matches!(
+            handover::lifecycle().phase(),
+            Phase::HandedOver | Phase::Abandoned
+        )
 }
 
 fn secs_left(t: Instant) -> i64 {
@@ -326,6 +393,13 @@ pub fn status(r: &Daemon, started: Instant) -> String {
     let _ = writeln!(s, "version: {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(s, "uptime_secs: {}", started.elapsed().as_secs());
     let _ = writeln!(s, "ready: {}", ready(r));
+    let phase = match handover::lifecycle().phase() {
+        Phase::Serving => "serving",
+        Phase::HandingOver => "handing over",
+        Phase::HandedOver => "handed over (draining)",
+        Phase::Abandoned => "abandoned by the daemon that took over (stopping)",
+    };
+    let _ = writeln!(s, "phase: {phase}");
     let (up, since) = dir.reachable_since();
     let since_secs = std::time::SystemTime::now()
         .duration_since(since)

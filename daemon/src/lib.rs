@@ -9,7 +9,9 @@
 //! (`directory::ldap`) and server health and backoff (`directory::servers`); [`persist`] keeps the cache
 //! on disk; [`publish`] writes the shared cache file the module maps; [`mapping`] turns entries into records; [`policy`] decides what is served;
 //! [`filter`] builds escaped LDAP filters; [`records`] holds the record types; [`sss`] answers
-//! SSSD's NSS client protocol on an optional second socket.
+//! SSSD's NSS client protocol on an optional second socket; [`handover`] is the takeover
+//! from a running daemon; [`upgrade`] starts a successor on SIGUSR2 and speaks systemd's
+//! readiness protocol.
 //!
 //! The daemon never resolves users or groups through NSS itself.
 
@@ -20,6 +22,7 @@ pub mod connection;
 pub mod directory;
 pub mod enumeration;
 pub mod filter;
+pub mod handover;
 pub mod histogram;
 pub mod mapping;
 pub mod metrics;
@@ -33,4 +36,5 @@ pub mod resolver;
 pub mod server;
 pub mod singleflight;
 pub mod sss;
+pub mod upgrade;
 pub mod wallclock;

@@ -1,8 +1,14 @@
 //! `toolforge-nssd --config FILE`: runs the daemon in the foreground, logging to stderr.
 //! `toolforge-nssd --check-config FILE`: validates a configuration and exits.
 //!
-//! Signals: SIGTERM/SIGINT stop gracefully (the cache is saved); SIGHUP re-reads the config
-//! (a bad one is refused and the running one kept).
+//! Signals: SIGTERM/SIGINT stop gracefully (the cache is saved, the published cache file
+//! stays valid); SIGHUP re-reads the config (a bad one is refused and the running one kept);
+//! SIGUSR2 starts a successor from the binary at the same path, which takes over (a gapless
+//! upgrade under systemd, see `upgrade`).
+//!
+//! Started while another daemon serves the same runtime directory, it takes over from it
+//! (`handover`): no gap for warm or cold lookups. A bad config is refused before anything is
+//! touched, so the running daemon keeps serving.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,15 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
 use toolforge_nss_config::{Config, LogFormat};
+use toolforge_nss_protocol::mapfile::MapView;
 use toolforge_nssd::directory::ldap::LdapDirectory;
+use toolforge_nssd::handover::{self, Phase, Start};
 use toolforge_nssd::publish::Publisher;
 use toolforge_nssd::resolver::Resolver;
 use toolforge_nssd::server::{self, Listener};
-use toolforge_nssd::{admin, metrics, persist, privileges, sss};
+use toolforge_nssd::{admin, metrics, persist, privileges, sss, upgrade};
 
 /// Caching LDAP name-service daemon for containers (serves libnss_toolforge.so.2).
 #[derive(Parser, Debug)]
@@ -35,6 +43,21 @@ struct Args {
     /// Validate FILE and exit: 0 when valid, 1 with the reason when not.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    /// After handing over to a new daemon: `exit` (0), or `wait` for SIGTERM, drained and
+    /// not ready (for supervisors that restart a process that exits, e.g. a Kubernetes pod);
+    /// waiting, it exits 1 if the new daemon stops answering (so that it is started again).
+    #[arg(long, value_enum, default_value = "exit")]
+    after_handover: AfterHandover,
+    /// On a clean stop, withdraw the published cache file (processes then ask the socket,
+    /// and fail while no daemon runs). By default it stays valid until its entries expire.
+    #[arg(long)]
+    withdraw_on_stop: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AfterHandover {
+    Exit,
+    Wait,
 }
 
 /// Set in the daemon's own environment: the NSS module answers UNAVAIL when it sees it, so any
@@ -42,6 +65,13 @@ struct Args {
 const DISABLE_ENV: &str = "TOOLFORGE_NSS_DISABLE";
 
 type Daemon = Resolver<LdapDirectory>;
+
+/// How long a daemon whose takeover found the old daemon gone leaves the cache file the dead
+/// one published in place before replacing it with its own, possibly far less complete one
+/// (no cache handed over; the persisted one may be a minute old): longer than the
+/// module's back-off after a failed connection (250 ms), so that processes which failed while
+/// no daemon ran ask the socket again before entries move from the file to the socket.
+const START_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -81,10 +111,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(args.config, config))
+    runtime.block_on(run(args, config))
 }
 
-async fn run(path: PathBuf, config: Config) -> ExitCode {
+async fn run(args: Args, config: Config) -> ExitCode {
+    let mut stops = StopSignals::install();
+    let usr2 = signal(SignalKind::user_defined2()).ok();
+    let path = args.config.clone();
     let directory = match LdapDirectory::new(&config.ldap) {
         Ok(d) => d,
         Err(e) => {
@@ -94,50 +127,28 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
     };
     let resolver = Resolver::new(directory, &config);
     let persisting = config.cache.persist_interval_secs > 0;
-    if persisting {
-        match persist::load(&resolver, &config.daemon.cache_dir) {
-            Ok(Some(l)) => {
-                info!(
-                    records = l.records,
-                    refused_by_policy = l.refused,
-                    "loaded the persisted cache"
-                );
-                if l.records > l.refused {
-                    resolver
-                        .stats
-                        .loaded_from_disk
-                        .store(true, Ordering::Relaxed);
-                }
-            }
-            Ok(None) => info!(dir = %config.daemon.cache_dir.display(), "no persisted cache yet"),
-            Err(e) => warn!("persisted cache unusable: {e}"),
+    // --- takeover (issue 14): before anything is bound or published.
+    let lookup_socket = config.daemon.runtime_dir.join(server::SOCKET_NAME);
+    let admin_socket = config.daemon.admin_dir.join(admin::SOCKET_NAME);
+    let mut orphaned = false;
+    let taken = tokio::task::spawn_blocking(move || handover::take(&lookup_socket, &admin_socket))
+        .await
+        .unwrap_or_else(|e| Err(format!("takeover task failed: {e}")));
+    let takeover = match taken {
+        Ok(Start::Fresh) => None,
+        Ok(Start::Orphaned) => {
+            orphaned = true;
+            None
         }
-    }
-    let listener = match Listener::bind(&config.daemon.runtime_dir) {
-        Ok(l) => l,
+        Ok(Start::Takeover(t)) => Some(t),
         Err(e) => {
             error!("refusing to start: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let admin = match privileges::check_private_dir(&config.daemon.admin_dir).and_then(|()| {
-        Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
-            .map_err(|e| e.to_string())
-    }) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("refusing to start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // SSSD compatibility socket (issue 15): bound before the privilege drop.
-    let sss_listener = match sss::bind_for(&config) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("refusing to start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    restore_cache(&resolver, takeover.as_ref(), &config);
+    // Every step that can fail comes before the sockets are taken over (SO_REUSEPORT: the
+    // old daemon's metrics listener does not block this one).
     let metrics = match &config.metrics.listen {
         Some(addr) => match metrics::bind(addr).await {
             Ok(l) => Some(l),
@@ -148,6 +159,72 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         },
         None => None,
     };
+    // Publish before dropping privileges (which hands the file to run_as_uid). Taking over:
+    // before the sockets, so that warm answers never lapse. Otherwise after the socket: a
+    // file left by a killed daemon keeps answering until this daemon can answer what a
+    // less complete cache (say, none persisted yet) leaves out.
+    let publisher =
+        Publisher::new(&config.daemon.runtime_dir, config.cache.map_file_max_mib).map(Arc::new);
+    let taking_over = takeover.is_some();
+    if taking_over {
+        publish_at_start(&publisher, &resolver).await;
+    }
+    // SSSD compatibility socket (issue 15): bound before the privilege drop, and taken over
+    // from a running daemon like the other two.
+    let sss_listener = match sss::bind_for(&config, taking_over) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The admin socket first: its directory check is the last step that can refuse.
+    let admin = match privileges::check_private_dir(&config.daemon.admin_dir).and_then(|()| {
+        if taking_over {
+            Listener::take_over_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+        } else {
+            Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+        }
+        .map_err(|e| e.to_string())
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match if taking_over {
+        Listener::take_over_at(
+            &config.daemon.runtime_dir,
+            0o755,
+            server::SOCKET_NAME,
+            0o666,
+        )
+    } else {
+        Listener::bind(&config.daemon.runtime_dir)
+    } {
+        Ok(l) => l,
+        Err(e) => {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A start after the old daemon died during the takeover keeps the file it left in place a
+    // little (see START_GRACE); otherwise publish at once.
+    let left_behind = orphaned
+        && publisher
+            .as_ref()
+            .is_some_and(|p| std::fs::read(p.path()).is_ok_and(|b| MapView::new(&b).is_some()));
+    let first_publication = if left_behind {
+        info!(grace = ?START_GRACE, "a cache file was left behind: it answers a while longer");
+        START_GRACE
+    } else {
+        if !taking_over {
+            publish_at_start(&publisher, &resolver).await;
+        }
+        Duration::ZERO
+    };
+    // --- end takeover
     if let Some(uid) = config.daemon.run_as_uid {
         let gid = config.daemon.run_as_gid.unwrap_or(uid);
         let own = [
@@ -163,16 +240,23 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         }
     }
     let started = std::time::Instant::now();
-    let publisher =
-        Publisher::new(&config.daemon.runtime_dir, config.cache.map_file_max_mib).map(Arc::new);
+    if let Some(t) = takeover {
+        // Our sockets are in place: the old daemon drains and exits.
+        let drains = tokio::task::spawn_blocking(move || t.finish())
+            .await
+            .unwrap_or(false);
+        info!(old_daemon_drains = drains, "took over");
+        upgrade::notify_ready(true);
+    } else {
+        upgrade::notify_ready(false);
+    }
+    tokio::spawn(successor_on_sigusr2(usr2));
     if let Some(p) = &publisher {
-        // At once: this also supersedes a file a previous run left behind.
-        admin::publish_now(p.clone(), resolver.clone()).await;
-        info!(file = %p.path().display(), "publishing the shared cache file");
         tokio::spawn(publish_periodically(
             p.clone(),
             resolver.clone(),
             Duration::from_millis(config.cache.map_publish_delay_ms),
+            first_publication,
         ));
     }
     tokio::spawn(admin::serve(
@@ -180,6 +264,7 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         resolver.clone(),
         started,
         publisher.clone(),
+        listener.id(),
     ));
     let warm = resolver.directory();
     tokio::spawn(async move { warm.warm_up().await });
@@ -208,18 +293,57 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
             Duration::from_secs(config.cache.persist_interval_secs),
         ));
     }
+    // --- stop (issue 14): a signal, or another daemon took over.
+    let life = handover::lifecycle();
+    let stop = async {
+        tokio::select! {
+            _ = stops.recv() => {}
+            _ = life.must_stop() => {}
+        }
+    };
     let sss_server = sss_listener.map(|l| sss::SssServer::start(l, resolver.clone(), &config));
-    server::serve(listener, resolver.clone(), &config, shutdown_signal()).await;
+    server::serve(listener, resolver.clone(), &config, stop).await;
     if let Some(s) = sss_server {
         s.stop().await;
     }
+    // A signal during a takeover: let it settle, so as not to save over the new daemon's cache.
+    life.settled().await;
+    if life.phase() == Phase::HandedOver {
+        if let Some(p) = &publisher {
+            p.retire();
+        }
+        info!("handed over to the new daemon; nothing more is published or saved");
+        if args.after_handover == AfterHandover::Wait {
+            info!("waiting for SIGTERM (--after-handover wait)");
+            let socket = config.daemon.runtime_dir.join(server::SOCKET_NAME);
+            tokio::select! {
+                _ = stops.recv() => {}
+                _ = successor_gone(&socket) => {
+                    warn!("the daemon that took over no longer answers; exiting so that this one is started again");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        info!("stopped");
+        return ExitCode::SUCCESS;
+    }
     if let Some(p) = publisher {
-        p.withdraw();
+        // Wait for a publication under way, then stop publishing.
+        let _writing = life.may_write().await;
+        if args.withdraw_on_stop {
+            p.withdraw();
+            info!("cache file withdrawn (--withdraw-on-stop)");
+        } else {
+            p.retire();
+        }
     }
     if persisting {
         save(&resolver, &config.daemon.cache_dir).await;
     }
     info!("stopped");
+    if life.phase() == Phase::Abandoned {
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 
@@ -266,7 +390,83 @@ async fn fail_back(resolver: Arc<Daemon>) {
     }
 }
 
+/// Fills the cache from what the old daemon handed over (when in a format this daemon
+/// reads), else from the persisted cache (when persistence is on).
+fn restore_cache(resolver: &Arc<Daemon>, takeover: Option<&handover::Takeover>, config: &Config) {
+    let persisting = config.cache.persist_interval_secs > 0;
+    let handed = takeover.and_then(|t| {
+        info!(old_version = %t.version, "taking over from the running daemon");
+        if t.cache.is_none() {
+            warn!(
+                old_cache_format = t.cache_format,
+                this_cache_format = persist::FORMAT,
+                "the running daemon's cache is in another format; loading the persisted cache instead"
+            );
+        }
+        t.cache.as_deref()
+    });
+    let loaded = match handed {
+        Some(bytes) => match persist::decode(resolver, bytes) {
+            Ok(l) => {
+                info!(
+                    records = l.records,
+                    refused_by_policy = l.refused,
+                    "loaded the handed-over cache"
+                );
+                Some(l)
+            }
+            Err(e) => {
+                warn!("handed-over cache unusable: {e}");
+                resolver.maps_clear();
+                None
+            }
+        },
+        None => None,
+    };
+    let loaded = match loaded {
+        Some(l) => Some(l),
+        None if persisting => match persist::load(resolver, &config.daemon.cache_dir) {
+            Ok(Some(l)) => {
+                info!(
+                    records = l.records,
+                    refused_by_policy = l.refused,
+                    "loaded the persisted cache"
+                );
+                Some(l)
+            }
+            Ok(None) => {
+                info!(dir = %config.daemon.cache_dir.display(), "no persisted cache yet");
+                None
+            }
+            Err(e) => {
+                warn!("persisted cache unusable: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    if loaded.is_some_and(|l| l.records > l.refused) {
+        resolver
+            .stats
+            .loaded_from_disk
+            .store(true, Ordering::Relaxed);
+    }
+}
+
+/// The first publication: it also supersedes a file a previous run (or the daemon taken over
+/// from) left behind.
+async fn publish_at_start(publisher: &Option<Arc<Publisher>>, resolver: &Arc<Daemon>) {
+    if let Some(p) = publisher {
+        admin::publish_now(p.clone(), resolver.clone()).await;
+        info!(file = %p.path().display(), "publishing the shared cache file");
+    }
+}
+
+/// Saves the persisted cache, unless this daemon is handing over (the new one owns the file).
 async fn save(resolver: &Arc<Daemon>, dir: &Path) {
+    let Some(_writing) = handover::lifecycle().may_write().await else {
+        return;
+    };
     let bytes = persist::encode(resolver);
     let dir = dir.to_owned();
     let len = bytes.len();
@@ -292,7 +492,17 @@ async fn persist_periodically(resolver: Arc<Daemon>, dir: PathBuf, every: Durati
 /// Republishes the cache file `delay` after the cache changed (changes meanwhile are
 /// published together), then rests nine times as long as the build took, so that publishing
 /// costs at most a tenth of a core however fast the cache changes.
-async fn publish_periodically(publisher: Arc<Publisher>, resolver: Arc<Daemon>, delay: Duration) {
+/// The first publication waits `first`.
+async fn publish_periodically(
+    publisher: Arc<Publisher>,
+    resolver: Arc<Daemon>,
+    delay: Duration,
+    first: Duration,
+) {
+    if !first.is_zero() {
+        tokio::time::sleep(first).await;
+        admin::publish_now(publisher.clone(), resolver.clone()).await;
+    }
     loop {
         resolver.stats.change.notified().await;
         tokio::time::sleep(delay).await;
@@ -370,16 +580,57 @@ async fn reload_on_sighup(resolver: Arc<Daemon>, path: PathBuf, mut running: Con
     }
 }
 
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
+/// Resolves once nothing has answered on `socket` for three checks a second apart (the
+/// daemon that took over is gone: a handed-over daemon waiting for SIGTERM then exits, and
+/// its supervisor starts it again).
+async fn successor_gone(socket: &Path) {
+    let mut misses = 0;
+    while misses < 3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            misses = 0;
+        } else {
+            misses += 1;
+        }
+    }
+}
+
+/// SIGUSR2: start a successor that takes over (ignored once this daemon is handing over).
+async fn successor_on_sigusr2(usr2: Option<Signal>) {
+    let Some(mut usr2) = usr2 else {
+        error!("cannot install the SIGUSR2 handler; upgrade by restarting");
+        return;
     };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+    while usr2.recv().await.is_some() {
+        if handover::lifecycle().phase() == Phase::Serving {
+            upgrade::start_successor();
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, registered first thing, so that a stop asked for during start-up
+/// waits for it instead of killing the daemon with its sockets half in place.
+struct StopSignals {
+    term: Option<Signal>,
+    int: Option<Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        StopSignals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) {
+        let (Some(term), Some(int)) = (self.term.as_mut(), self.int.as_mut()) else {
+            error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+        }
     }
 }

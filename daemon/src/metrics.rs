@@ -1,6 +1,15 @@
 //! An optional Prometheus text endpoint (`[metrics] listen`): `GET /metrics` answers the
 //! counters below; anything else gets 404. Requests are bounded (8 KiB, 2 s) like any other
 //! input, and the endpoint only reads.
+//!
+//! The same listener answers this daemon's probes (Kubernetes `httpGet`, one pod's own
+//! address): `GET /readyz` 200 when this daemon answers lookups (a server answered once or a
+//! cache was loaded) and is not handing over, 503 otherwise; `GET /livez` 200 when the
+//! runtime, the blocking pool and the cache locks respond within 2 s, whether the directory
+//! is reachable or not (an outage must not restart the daemon), 503 when they do not.
+//!
+//! The listener is bound with `SO_REUSEPORT`, so a daemon taking over binds the same address
+//! while the old one still holds it.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -231,11 +240,19 @@ pub async fn serve(listener: TcpListener, resolver: Arc<Daemon>) {
             if read.is_err() {
                 return;
             }
-            let response = if buf[..n].starts_with(b"GET /metrics ")
-                || buf[..n].starts_with(b"GET /metrics?")
-            {
+            let req = &buf[..n];
+            let is = |path: &[u8]| {
+                req.strip_prefix(b"GET ".as_slice())
+                    .and_then(|r| r.strip_prefix(path))
+                    .is_some_and(|r| r.starts_with(b" ") || r.starts_with(b"?"))
+            };
+            let response = if is(b"/metrics") {
                 let body = render(&resolver);
                 format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            } else if is(b"/readyz") {
+                probe_answer(ready(&resolver), "ready")
+            } else if is(b"/livez") {
+                probe_answer(alive(&resolver).await, "alive")
             } else {
                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     .to_string()
@@ -249,10 +266,47 @@ pub async fn serve(listener: TcpListener, resolver: Arc<Daemon>) {
     }
 }
 
-/// Binds the metrics address (a bind failure refuses the start, as any bad config would).
+fn probe_answer(ok: bool, what: &str) -> String {
+    let (status, body) = if ok {
+        ("200 OK", what.to_string())
+    } else {
+        ("503 Service Unavailable", format!("not {what}"))
+    };
+    format!("HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n", body.len() + 1)
+}
+
+/// Whether the daemon is not hung: a blocking task that takes every cache lock finishes
+/// within 2 s. Never asks the directory.
+async fn alive(r: &Arc<Daemon>) -> bool {
+    let r = r.clone();
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::task::spawn_blocking(move || r.cache_sizes())
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+/// Binds the metrics address with `SO_REUSEPORT` (a daemon taking over shares it with the old
+/// one until that exits); a bind failure refuses the start, as any bad config would.
 pub async fn bind(addr: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("metrics.listen = {addr:?}: {e}"))
+    let fail = |e: std::io::Error| format!("metrics.listen = {addr:?}: {e}");
+    let parsed: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("metrics.listen = {addr:?}: {e}"))?;
+    let socket = if parsed.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.set_reuseport(true).map_err(fail)?;
+    socket.bind(parsed).map_err(fail)?;
+    socket
+        .listen(128)
+        .map_err(fail)
         .inspect_err(|e| warn!("{e}"))
 }

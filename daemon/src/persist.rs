@@ -33,7 +33,8 @@ use crate::resolver::Resolver;
 use crate::wallclock::Clock;
 
 const MAGIC: &[u8; 8] = b"TFNSCACH";
-const FORMAT: u32 = 1;
+/// The format this daemon writes and reads (a takeover hands the cache over in it).
+pub const FORMAT: u32 = 1;
 pub const FILE_NAME: &str = "cache";
 /// Largest file written or read.
 pub const MAX_FILE_BYTES: usize = 256 << 20;

@@ -9,8 +9,9 @@
 //! How it is replaced: the new file is written beside the old one under a temporary name
 //! (mode 0644), renamed over it, and only then is the old file flagged `SUPERSEDED` in place
 //! (the one byte a published file ever changes). A reader therefore sees a complete old file
-//! or a complete new one, and notices the replacement on its next lookup. On shutdown the
-//! file is flagged and removed, as the socket is.
+//! or a complete new one, and notices the replacement on its next lookup. A clean stop or a
+//! handover retires the publisher (the file stays valid until its entries expire, as a
+//! killed daemon's does); only an explicit withdrawal flags and removes it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -207,7 +208,14 @@ impl Publisher {
         Ok(())
     }
 
-    /// Flags the file and removes it (shutdown): readers go back to asking the socket.
+    /// Stops publishing for good and leaves the published file valid (a clean stop, a
+    /// handover): readers keep answering from it until its entries expire.
+    pub fn retire(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+    }
+
+    /// Flags the file and removes it (an explicit withdrawal): readers go back to asking the
+    /// socket.
     pub fn withdraw(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.closed = true;

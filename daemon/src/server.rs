@@ -1,6 +1,7 @@
 //! The listening side: prepares `runtime_dir` and its socket (created 0666 under a temporary
 //! name, then renamed over the old one, so clients never see it missing; a live daemon on the
-//! same socket is refused, a stale socket replaced), accepts connections up to
+//! same socket is refused, a stale socket replaced, and a live one replaced only when taking
+//! over from it: see `handover`), accepts connections up to
 //! `max_connections` in all and `max_connections_per_uid` per peer uid (beyond, a `Busy`
 //! error and close), and shuts down gracefully: stop
 //! accepting, let connections finish their current request, remove the socket.
@@ -45,9 +46,32 @@ impl Drop for Listener {
     }
 }
 
+/// Which socket file a listener put in place, to tell later whether another daemon has
+/// renamed its own over it (a takeover).
+#[derive(Clone, Debug)]
+pub struct SocketId {
+    path: PathBuf,
+    inode: u64,
+}
+
+impl SocketId {
+    /// Whether the path now holds another socket (or nothing).
+    pub fn replaced(&self) -> bool {
+        !std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode)
+    }
+}
+
 impl Listener {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The socket file this listener put in place.
+    pub fn id(&self) -> SocketId {
+        SocketId {
+            path: self.path.clone(),
+            inode: self.inode,
+        }
     }
 
     /// Accepts one connection.
@@ -66,6 +90,27 @@ impl Listener {
         dir_mode: u32,
         name: &str,
         socket_mode: u32,
+    ) -> io::Result<Listener> {
+        Listener::bind_inner(dir, dir_mode, name, socket_mode, false)
+    }
+
+    /// As [`Listener::bind_at`], replacing the socket of a live daemon (a takeover: the caller
+    /// has the running daemon's agreement, see `handover`).
+    pub fn take_over_at(
+        dir: &Path,
+        dir_mode: u32,
+        name: &str,
+        socket_mode: u32,
+    ) -> io::Result<Listener> {
+        Listener::bind_inner(dir, dir_mode, name, socket_mode, true)
+    }
+
+    fn bind_inner(
+        dir: &Path,
+        dir_mode: u32,
+        name: &str,
+        socket_mode: u32,
+        take_over: bool,
     ) -> io::Result<Listener> {
         let runtime_dir = dir;
         let context = |what: &str, p: &Path, e: io::Error| {
@@ -88,13 +133,16 @@ impl Listener {
                     ),
                 ));
             }
-            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            if take_over {
+                info!(socket = %path.display(), "taking over the socket");
+            } else if std::os::unix::net::UnixStream::connect(&path).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     format!("another daemon is serving {}", path.display()),
                 ));
+            } else {
+                info!(socket = %path.display(), "replacing stale socket");
             }
-            info!(socket = %path.display(), "replacing stale socket");
         }
         let tmp = runtime_dir.join(format!(".{name}.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);

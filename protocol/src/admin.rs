@@ -9,7 +9,18 @@
 //! Dump            (empty)                      -> AdminText   one line per cached entry
 //! Explain         u8 map (0 passwd, 1 group, 2 initgroups), str key
 //!                                              -> AdminText   "key: value" lines
+//! Handover        str version, u32 cache format (of the daemon taking over)
+//!                                              -> AdminHandover str version, u32 cache format,
+//!                                                 u32 length, cache bytes (persisted-cache format)
+//! Drain           (empty, on the same connection, after AdminHandover)
+//!                                              -> AdminDone   1 draining, 0 kept serving
 //! ```
+//!
+//! `Handover` and `Drain` are the takeover (see the daemon's `handover` module): the running
+//! daemon stops publishing and saving, hands its cache over and waits on the connection; once
+//! the new daemon has published and renamed its sockets over the old ones it sends `Drain`.
+//! They are accepted from uid 0 and from the daemon's own uid. An older daemon answers
+//! `Handover` with an unknown-kind error: the new one then refuses to start (stop the old first).
 //! Errors come back as the usual `Error` response. Framing, versions and limits are those
 //! of [`crate::frame`].
 
@@ -21,8 +32,13 @@ pub const KIND_STATUS: u16 = 0x41;
 pub const KIND_INVALIDATE: u16 = 0x42;
 pub const KIND_DUMP: u16 = 0x43;
 pub const KIND_EXPLAIN: u16 = 0x44;
+pub const KIND_HANDOVER: u16 = 0x45;
+pub const KIND_DRAIN: u16 = 0x46;
 pub const KIND_TEXT: u16 = 0xc1;
 pub const KIND_DONE: u16 = 0xc2;
+pub const KIND_HANDED_OVER: u16 = 0xc3;
+/// Largest cache a handover answer carries (the persisted cache's own limit).
+pub const MAX_HANDOVER_BODY: u32 = 256 << 20;
 
 /// What to drop from the cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,12 +63,25 @@ pub enum AdminRequest {
     Dump,
     /// Look `key` up in `map` and say where the answer came from.
     Explain(Map, String),
+    /// A new daemon takes over: stop publishing, hand the cache over, wait for `Drain`.
+    Handover {
+        version: String,
+        cache_format: u32,
+    },
+    /// The new daemon serves now: finish, close and exit.
+    Drain,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminResponse {
     Text(String),
     Done(u32),
+    /// The running daemon's version, its cache format and its cache in that format.
+    HandedOver {
+        version: String,
+        cache_format: u32,
+        cache: Vec<u8>,
+    },
 }
 
 impl AdminRequest {
@@ -60,6 +89,17 @@ impl AdminRequest {
         let (kind, body): (u16, Vec<u8>) = match self {
             AdminRequest::Status => (KIND_STATUS, vec![]),
             AdminRequest::Dump => (KIND_DUMP, vec![]),
+            AdminRequest::Drain => (KIND_DRAIN, vec![]),
+            AdminRequest::Handover {
+                version,
+                cache_format,
+            } => {
+                let mut b = Vec::new();
+                let mut w = Writer { out: &mut b };
+                w.str(version.as_bytes());
+                w.u32(*cache_format);
+                (KIND_HANDOVER, b)
+            }
             AdminRequest::Explain(map, key) => {
                 let mut b = Vec::new();
                 let mut w = Writer { out: &mut b };
@@ -98,6 +138,15 @@ impl AdminRequest {
         let req = match kind {
             KIND_STATUS => AdminRequest::Status,
             KIND_DUMP => AdminRequest::Dump,
+            KIND_DRAIN => AdminRequest::Drain,
+            KIND_HANDOVER => {
+                let version =
+                    String::from_utf8(r.str()?.to_vec()).map_err(|_| DecodeError::InvalidUtf8)?;
+                AdminRequest::Handover {
+                    version,
+                    cache_format: r.u32()?,
+                }
+            }
             KIND_EXPLAIN => {
                 let map = match r.u16()? {
                     0 => Map::Passwd,
@@ -137,6 +186,19 @@ impl AdminResponse {
                 (KIND_TEXT, b)
             }
             AdminResponse::Done(n) => (KIND_DONE, n.to_le_bytes().to_vec()),
+            AdminResponse::HandedOver {
+                version,
+                cache_format,
+                cache,
+            } => {
+                let mut b = Vec::with_capacity(12 + version.len() + cache.len());
+                let mut w = Writer { out: &mut b };
+                w.str(version.as_bytes());
+                w.u32(*cache_format);
+                w.u32(cache.len() as u32);
+                b.extend_from_slice(cache);
+                (KIND_HANDED_OVER, b)
+            }
         };
         encode_frame_raw(
             kind,
@@ -158,6 +220,18 @@ impl AdminResponse {
                 AdminResponse::Text(String::from_utf8_lossy(t).into_owned())
             }
             KIND_DONE => AdminResponse::Done(r.u32().map_err(|e| e.to_string())?),
+            KIND_HANDED_OVER => {
+                let err = |e: DecodeError| e.to_string();
+                let version = String::from_utf8_lossy(r.str().map_err(err)?).into_owned();
+                let cache_format = r.u32().map_err(err)?;
+                let n = r.u32().map_err(err)? as usize;
+                let cache = r.bytes(n).map_err(err)?.to_vec();
+                AdminResponse::HandedOver {
+                    version,
+                    cache_format,
+                    cache,
+                }
+            }
             _ => {
                 return match ResponseRef::decode(kind, body) {
                     Ok(ResponseRef::Error { message, .. }) => {
@@ -176,7 +250,7 @@ impl AdminResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{Header, HEADER_LEN, MAX_RESPONSE_BODY};
+    use crate::frame::{Header, HEADER_LEN};
     use crate::Request;
 
     #[test]
@@ -189,6 +263,11 @@ mod tests {
             AdminRequest::Invalidate(Scope::Group("wikidev".into())),
             AdminRequest::Explain(Map::Passwd, "alice".into()),
             AdminRequest::Explain(Map::InitGroups, "1234".into()),
+            AdminRequest::Handover {
+                version: "1.2.3".into(),
+                cache_format: 1,
+            },
+            AdminRequest::Drain,
         ] {
             let f = req.encode(3);
             let h = Header::decode(&f, MAX_REQUEST_BODY).unwrap();
@@ -197,16 +276,28 @@ mod tests {
         for resp in [
             AdminResponse::Text("uptime: 5s\n".into()),
             AdminResponse::Done(42),
+            AdminResponse::HandedOver {
+                version: "1.2.3".into(),
+                cache_format: 1,
+                cache: vec![1, 2, 3, 0, 9],
+            },
         ] {
             let f = resp.encode(3);
-            let h = Header::decode(&f, MAX_RESPONSE_BODY).unwrap();
+            let h = Header::decode(&f, MAX_HANDOVER_BODY).unwrap();
             assert_eq!(AdminResponse::decode(h.kind, &f[HEADER_LEN..]), Ok(resp));
         }
     }
 
     #[test]
     fn lookup_decoding_does_not_know_admin_kinds() {
-        for kind in [KIND_STATUS, KIND_INVALIDATE, KIND_DUMP, KIND_EXPLAIN] {
+        for kind in [
+            KIND_STATUS,
+            KIND_INVALIDATE,
+            KIND_DUMP,
+            KIND_EXPLAIN,
+            KIND_HANDOVER,
+            KIND_DRAIN,
+        ] {
             assert_eq!(
                 Request::decode(kind, &[]),
                 Err(DecodeError::UnknownKind(kind))
@@ -219,5 +310,10 @@ mod tests {
         assert!(AdminRequest::decode(KIND_INVALIDATE, &[9, 0, 0, 0]).is_err());
         assert!(AdminRequest::decode(KIND_STATUS, &[1]).is_err());
         assert!(AdminResponse::decode(KIND_TEXT, &[200, 0, 0, 0, b'x']).is_err());
+        // A handover answer that claims more cache bytes than it carries.
+        assert!(
+            AdminResponse::decode(KIND_HANDED_OVER, &[0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 1]).is_err()
+        );
+        assert!(AdminRequest::decode(KIND_DRAIN, &[0]).is_err());
     }
 }

@@ -114,9 +114,15 @@ fn child_follows_files() {
     d.wait_for_cache_file(Table::PasswdByName, u.name.as_bytes())
         .unwrap();
     assert_eq!(frozen(&d, || pwnam(&m, &u.name, 1024, false).0).0, SUCCESS);
+    let before = generation(&d);
     d.kill();
     d.rewrite_config(|c| format!("{c}[policy]\noverride_homedir = \"/srv/home/%u\"\n"));
     d.restart();
+    // The killed daemon's file answers until the new daemon has published its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while generation(&d) <= before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let moved = format!("/srv/home/{}", u.name);
     let line = pwnam(&m, &u.name, 1024, false).2.unwrap();
     assert!(line.contains(&moved), "{line}");
@@ -136,8 +142,16 @@ fn child_follows_files() {
     assert_eq!(mapped_cache_files(&d.runtime_dir()), (1, 0));
     assert!(open_fds() <= fds + 1, "fds {fds} -> {}", open_fds());
 
-    // Stopped cleanly: the file is withdrawn and the mapping dropped.
+    // Stopped cleanly: the file stays valid (withdrawing is explicit) and keeps answering.
     assert!(d.stop());
-    assert_eq!(pwnam(&m, &u.name, 1024, false).0, UNAVAIL);
-    assert_eq!(mapped_cache_files(&d.runtime_dir()), (0, 0));
+    assert_eq!(pwnam(&m, &u.name, 1024, false).0, SUCCESS);
+    assert_eq!(mapped_cache_files(&d.runtime_dir()), (1, 0));
+}
+
+/// The generation of the cache file `d` has published (0: none).
+fn generation(d: &Daemon) -> u64 {
+    std::fs::read(d.map_file())
+        .ok()
+        .and_then(|b| toolforge_nss_protocol::mapfile::MapView::new(&b).map(|v| v.generation()))
+        .unwrap_or(0)
 }

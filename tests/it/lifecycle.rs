@@ -1,6 +1,7 @@
-//! The daemon's life seen from clients: stopped (files still resolve, directory users fail in
-//! under 100 ms), killed (stale socket refused fast, replaced on restart), a second daemon on
-//! the same socket refused, a frozen daemon bounded by the module's time budget.
+//! The daemon's life seen from clients: stopped (files still resolve, what was published
+//! still answers, other directory users fail in under 100 ms), killed (stale socket refused
+//! fast, replaced on restart), a second daemon on the same socket taking over (see
+//! `takeover`), a frozen daemon bounded by the module's time budget.
 
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -24,17 +25,26 @@ fn stopped_killed_restarted_and_duplicate_daemons() {
         [user.passwd_line()]
     );
 
-    // A second daemon on the same runtime dir refuses to start and leaves the first alone.
-    let out = std::process::Command::new(toolforge_nss_tests::paths::daemon_bin())
-        .arg("--config")
-        .arg(d.config_path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another daemon is serving"));
+    // A second daemon on the same runtime dir takes over (the first drains and exits 0).
+    let mut second = d.successor(|c| c.to_string());
+    assert!(
+        second.wait_for_log("took over", Duration::from_secs(15)),
+        "{}",
+        second.log()
+    );
+    assert!(d
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
     assert!(UnixStream::connect(d.socket()).is_ok());
+    assert_eq!(
+        nss.run(&["getent", "passwd", &user.name]).lines(),
+        [user.passwd_line()]
+    );
+    // Back to one daemon of our own, as before.
+    assert!(second.stop());
+    d.restart();
 
-    // SIGTERM: clean stop, socket removed.
+    // SIGTERM: clean stop, socket removed; the published cache file stays valid.
     assert!(d.stop(), "stops within 5 s of SIGTERM");
     assert!(!d.socket().exists(), "socket removed on SIGTERM");
     let baseline = nss.baseline();
@@ -43,14 +53,20 @@ fn stopped_killed_restarted_and_duplicate_daemons() {
         files.stdout.starts_with("root:x:0:0:"),
         "files keeps working: {files:?}"
     );
-    let gone = nss.run(&["getent", "passwd", &user.name]);
+    assert_eq!(
+        nss.run(&["getent", "passwd", &user.name]).lines(),
+        [user.passwd_line()],
+        "what was published answers after a clean stop"
+    );
+    let uncached = env.fixture.developer(true);
+    let gone = nss.run(&["getent", "passwd", &uncached.name]);
     assert_eq!(gone.code, Some(2));
     assert!(
         gone.elapsed.saturating_sub(baseline) < Duration::from_millis(100),
         "{:?} over baseline {baseline:?}",
         gone.elapsed
     );
-    let id = nss.run(&["id", &user.name]);
+    let id = nss.run(&["id", &uncached.name]);
     assert_ne!(id.code, Some(0));
 
     // Restart, then SIGKILL: the stale socket refuses connections, quickly; what the daemon

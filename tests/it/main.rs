@@ -18,4 +18,5 @@ mod resilience;
 mod security;
 mod singleflight;
 mod sss_compat;
+mod takeover;
 mod tls;

@@ -40,6 +40,11 @@ pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
     log_filter: String,
+    /// Where the runtime, cache and admin directories are (`dir` unless this daemon was
+    /// started beside another one on the same directories, see [`Daemon::successor`]).
+    home: Option<PathBuf>,
+    /// Command-line arguments after `--config FILE`.
+    args: Vec<String>,
 }
 
 impl Daemon {
@@ -60,6 +65,15 @@ impl Daemon {
 
     /// As [`Daemon::start_with`], logging with the `RUST_LOG` filter `log_filter`.
     pub fn start_logged(make: impl FnOnce(&Path, &Path) -> String, log_filter: &str) -> Daemon {
+        Daemon::start_args(make, log_filter, &[])
+    }
+
+    /// As [`Daemon::start_logged`], with more command-line arguments.
+    pub fn start_args(
+        make: impl FnOnce(&Path, &Path) -> String,
+        log_filter: &str,
+        args: &[&str],
+    ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("tf-daemon-")
             .tempdir()
@@ -76,12 +90,54 @@ impl Daemon {
             dir,
             child: None,
             log_filter: log_filter.to_owned(),
+            home: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.launch();
         d
     }
 
-    fn launch(&mut self) {
+    /// Starts a second daemon on this one's runtime, cache and admin directories, with this
+    /// one's config as `edit` changes it (a takeover, or a start that must fail). Its own
+    /// config and log live in a directory of its own. Does not wait for anything.
+    pub fn successor(&self, edit: impl FnOnce(&str) -> String) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("tf-daemon-next-")
+            .tempdir()
+            .expect("tempdir");
+        let text = std::fs::read_to_string(self.config_path()).expect("read config");
+        std::fs::write(dir.path().join("config.toml"), edit(&text)).expect("write config");
+        let mut d = Daemon {
+            dir,
+            child: None,
+            log_filter: self.log_filter.clone(),
+            home: Some(self.home().to_owned()),
+            args: Vec::new(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn home(&self) -> &Path {
+        self.home.as_deref().unwrap_or(self.dir.path())
+    }
+
+    /// Waits up to `timeout` for the daemon to exit; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -91,6 +147,7 @@ impl Daemon {
             Command::new(daemon_bin())
                 .arg("--config")
                 .arg(self.config_path())
+                .args(&self.args)
                 .env("RUST_LOG", &self.log_filter)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -98,6 +155,10 @@ impl Daemon {
         )
         .expect("start toolforge-nssd");
         self.child = Some(child);
+    }
+
+    fn launch(&mut self) {
+        self.spawn();
         let deadline = Instant::now() + Duration::from_secs(10);
         while UnixStream::connect(self.socket()).is_err() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -150,12 +211,12 @@ impl Daemon {
     }
 
     pub fn runtime_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
+        self.home().join("run")
     }
 
     /// The admin socket (root only).
     pub fn admin_socket(&self) -> PathBuf {
-        self.dir.path().join("admin").join("admin.socket")
+        self.home().join("admin").join("admin.socket")
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -178,7 +239,7 @@ impl Daemon {
     }
 
     pub fn cache_dir(&self) -> PathBuf {
-        self.dir.path().join("cache")
+        self.home().join("cache")
     }
 
     /// Waits until the log contains `needle` (up to `timeout`).

@@ -55,6 +55,30 @@ impl Nss {
 
     /// Runs `args` in the namespace, with extra environment `env`.
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args, env);
+        let start = Instant::now();
+        let out = cmd.output().expect("run unshare (util-linux)");
+        let elapsed = start.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !stderr.contains("unshare failed") && !stderr.contains("mount:"),
+            "cannot make a private mount namespace here: {stderr}"
+        );
+        Run {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+            code: out.status.code(),
+            elapsed,
+        }
+    }
+
+    /// Starts `args` in the namespace without waiting (a long-running process); tied to the
+    /// test process, so it dies with it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        crate::process::spawn_tied(&mut self.command(args, &[])).expect("spawn unshare")
+    }
+
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new("unshare");
         if !is_root() {
             cmd.args(["--user", "--map-root-user"]);
@@ -75,20 +99,7 @@ impl Nss {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let start = Instant::now();
-        let out = cmd.output().expect("run unshare (util-linux)");
-        let elapsed = start.elapsed();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            !stderr.contains("unshare failed") && !stderr.contains("mount:"),
-            "cannot make a private mount namespace here: {stderr}"
-        );
-        Run {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr,
-            code: out.status.code(),
-            elapsed,
-        }
+        cmd
     }
 
     pub fn run(&self, args: &[&str]) -> Run {

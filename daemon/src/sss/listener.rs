@@ -34,9 +34,14 @@ const BACKLOG: libc::c_int = 4096;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Binds `dir/nss` (creating `dir` 0755 if missing; an existing `dir` gets search permission
-/// for all added, because every container uid must reach the socket).
-pub fn bind(dir: &Path) -> io::Result<Listener> {
-    let listener = Listener::bind_at(dir, 0o755, SSS_SOCKET_NAME, 0o666)?;
+/// for all added, because every container uid must reach the socket). `take_over`: replace
+/// the socket of a live daemon that agreed to hand over (see `handover`).
+pub fn bind(dir: &Path, take_over: bool) -> io::Result<Listener> {
+    let listener = if take_over {
+        Listener::take_over_at(dir, 0o755, SSS_SOCKET_NAME, 0o666)?
+    } else {
+        Listener::bind_at(dir, 0o755, SSS_SOCKET_NAME, 0o666)?
+    };
     let mode = std::fs::metadata(dir)?.permissions().mode();
     if mode & 0o011 != 0o011 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011)).map_err(
@@ -62,11 +67,11 @@ pub fn bind(dir: &Path) -> io::Result<Listener> {
 
 /// The socket `[daemon] sss_compat_dir` asks for, if any; the directory is given to
 /// `run_as_uid` (as `runtime_dir` is) so the unprivileged daemon can remove its socket.
-pub fn bind_for(config: &Config) -> Result<Option<Listener>, String> {
+pub fn bind_for(config: &Config, take_over: bool) -> Result<Option<Listener>, String> {
     let Some(dir) = &config.daemon.sss_compat_dir else {
         return Ok(None);
     };
-    let listener = bind(dir).map_err(|e| format!("daemon.sss_compat_dir: {e}"))?;
+    let listener = bind(dir, take_over).map_err(|e| format!("daemon.sss_compat_dir: {e}"))?;
     if let Some(uid) = config.daemon.run_as_uid {
         let gid = config.daemon.run_as_gid.unwrap_or(uid);
         // SAFETY: geteuid has no preconditions.
