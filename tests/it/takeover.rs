@@ -123,7 +123,9 @@ fn setup(
 ) {
     let env = shared(Schema::Rfc2307);
     let (uri, schema) = (env.slapd.uri(), Schema::Rfc2307);
-    let extra = extra.to_owned();
+    // The looping client's cold lookups are hundreds of misses from one uid in a few seconds:
+    // more than the default per-uid miss budget (issue 11), which is not what is tested here.
+    let extra = format!("miss_queries_per_uid_per_sec = 0\n{extra}");
     let d = Daemon::start_args(
         move |run, cache| {
             toolforge_nss_tests::daemon::config(&[uri], schema, run, cache, "", &extra)
