@@ -41,13 +41,15 @@ lint:
 	./scripts/validate-manifests.sh
 
 # A .deb with the daemon, the CLI, the module (as libnss_toolforge.so.2), the unit and the
-# example config; package-test builds it and checks what it ships.
+# example config; package-test builds it and checks what it ships, then builds and tests the
+# daemon's image.
 package: release
 	command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
 	$(CARGO) deb -p toolforge-nssd --no-build
 
 package-test: deps
 	./scripts/test-deb.sh
+	./scripts/test-image.sh
 
 # toolforge-nss beside SSSD, nslcd and nscd (those installed) on one directory, in one run.
 bench: deps release

@@ -4,6 +4,7 @@
 mod admin;
 mod cache_file;
 mod cli;
+mod daemon_image;
 mod e2e;
 mod enumerate;
 mod env;
