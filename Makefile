@@ -35,7 +35,7 @@ test: deps build module
 	$(CARGO) test --workspace
 
 # Also checks every manifest in deploy/ against the Kubernetes API schema, offline.
-lint:
+lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	./scripts/validate-manifests.sh
