@@ -38,6 +38,10 @@ fn images() -> Vec<(&'static str, Image)> {
         .collect()
 }
 
+fn gid_of(u: &User) -> String {
+    u.gid.to_string()
+}
+
 fn as_user(u: &User) -> As {
     As {
         uid: u.uid,
@@ -152,15 +156,44 @@ fn a_tool_resolves_directory_users_and_groups_in_every_image() {
             tool.home,
             "{suite}"
         );
-        assert_eq!(
-            run(&[
+        // dash takes `~` from HOME only. An entrypoint that drops to the tool by name sets HOME
+        // from the tool's passwd entry, which only the module knows (`su` cannot be used:
+        // pam_unix refuses an account with no shadow entry, and the module serves none).
+        let entry = image.run(
+            Some(&runtime),
+            As::ROOT,
+            &[
+                "setpriv",
+                "--reuid",
+                &tool.name,
+                "--regid",
+                &gid_of(tool),
+                "--init-groups",
+                "--reset-env",
                 "sh",
                 "-c",
-                "HOME=$(getent passwd $(id -u) | cut -d: -f6); cd ~ && pwd"
-            ]),
-            tool.home,
-            "{suite}"
+                "cd ~ && pwd && id -u && id -G",
+            ],
         );
+        let mut groups: Vec<u32> = f.supplementary_gids(&tool.name);
+        groups.push(tool.gid);
+        groups.sort_unstable();
+        let out: Vec<&str> = entry.stdout.lines().collect();
+        assert_eq!(
+            (entry.code, out.first().copied(), out.get(1).copied()),
+            (Some(0), Some(tool.home.as_str()), Some(uid.as_str())),
+            "{suite}: {entry:?}"
+        );
+        let mut got: Vec<u32> = out
+            .get(2)
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        got.sort_unstable();
+        assert_eq!(got, groups, "{suite}: setpriv --init-groups");
         // Local users still come from the image's files.
         assert_eq!(
             run(&["getent", "passwd", "root"]),
@@ -175,8 +208,9 @@ fn a_tool_resolves_directory_users_and_groups_in_every_image() {
     }
 }
 
-/// `getent passwd NAME` in the image timed by bash inside it (no namespace setup counted):
-/// (exit code, stdout, seconds).
+/// `getent passwd NAME` in the image, timed by bash inside it (no namespace setup counted),
+/// three times: (exit code, stdout, the fastest run in seconds). The fastest, because a loaded
+/// machine can stall any one process; a lookup that waits on something never gets fast.
 fn timed_getent(image: &Image, runtime: Option<&Path>, who: As, name: &str) -> (i32, String, f64) {
     let r = image.run(
         runtime,
@@ -184,22 +218,25 @@ fn timed_getent(image: &Image, runtime: Option<&Path>, who: As, name: &str) -> (
         &[
             "bash",
             "-c",
-            "TIMEFORMAT=%3R; time getent passwd \"$0\"; echo \"rc=$?\" >&2",
+            "TIMEFORMAT=%3R; for i in 1 2 3; do time getent passwd \"$0\"; echo \"rc=$?\" >&2; done",
             name,
         ],
     );
-    let rc = r
+    let rcs: Vec<i32> = r
         .stderr
         .lines()
-        .find_map(|l| l.strip_prefix("rc="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1);
+        .filter_map(|l| l.strip_prefix("rc="))
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    assert_eq!(rcs.len(), 3, "{r:?}");
+    assert!(rcs.iter().all(|&c| c == rcs[0]), "{r:?}");
     let secs = r
         .stderr
         .lines()
-        .find_map(|l| l.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no timing in {r:?}"));
-    (rc, r.stdout, secs)
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .fold(f64::INFINITY, f64::min);
+    assert!(secs.is_finite(), "no timing in {r:?}");
+    (rcs[0], r.stdout, secs)
 }
 
 #[test]
@@ -219,6 +256,7 @@ fn without_the_runtime_directory_local_users_work_and_directory_users_fail_fast(
         assert_eq!(ls.stdout.trim_end(), "root", "{suite}: {ls:?}");
         for name in [tool.name.as_str(), f.developer(true).name.as_str()] {
             let (rc, out, secs) = timed_getent(&image, None, who, name);
+            eprintln!("{suite}: getent passwd {name} without a daemon: {secs} s");
             assert_eq!((rc, out.as_str()), (2, ""), "{suite}: getent passwd {name}");
             assert!(
                 secs < 0.1,
