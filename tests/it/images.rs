@@ -304,38 +304,41 @@ fn a_long_running_process_resumes_after_the_daemon_restarts() {
             assert_eq!(n, name, "{suite}");
             v.parse().ok()
         };
+        // Every answer is right or absent. With `within`, absent ones are asked again (a cold
+        // lookup on a loaded machine may run past the module's budget) until it has passed.
+        let mut resolve = |n: &str, uid: u32, within: Option<Duration>, when: &str| {
+            let deadline = within.map(|w| Instant::now() + w);
+            loop {
+                match (ask(n), deadline) {
+                    (Some(got), _) => {
+                        assert_eq!(got, uid, "{suite}: {n} {when}: a wrong answer");
+                        return;
+                    }
+                    (None, None) => return,
+                    (None, Some(d)) => assert!(
+                        Instant::now() < d,
+                        "{suite}: {n} {when}: no answer within {within:?}"
+                    ),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let patience = Some(Duration::from_secs(5));
         for _ in 0..5 {
             let (n, uid) = names.next().expect("enough developers");
-            assert_eq!(ask(&n), Some(uid), "{suite}: {n} before the restart");
+            resolve(&n, uid, patience, "before the restart");
         }
         daemon.stop();
         for _ in 0..3 {
             let (n, uid) = names.next().expect("enough developers");
-            let got = ask(&n);
-            assert!(
-                got.is_none() || got == Some(uid),
-                "{suite}: {n} while down: {got:?}"
-            );
+            resolve(&n, uid, None, "while down");
         }
         daemon.restart();
-        let (n, uid) = names.next().expect("enough developers");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match ask(&n) {
-                Some(got) => {
-                    assert_eq!(got, uid, "{suite}: {n} after the restart");
-                    break;
-                }
-                None => assert!(
-                    Instant::now() < deadline,
-                    "{suite}: the process never resumed resolving after the daemon restarted"
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        for _ in 0..5 {
+        // The same process, never restarted, resolves names it never asked before: through
+        // the new daemon's socket.
+        for _ in 0..6 {
             let (n, uid) = names.next().expect("enough developers");
-            assert_eq!(ask(&n), Some(uid), "{suite}: {n} after the restart");
+            resolve(&n, uid, patience, "after the restart");
         }
         assert_eq!(
             child.try_wait().expect("try_wait"),
