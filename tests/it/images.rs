@@ -194,6 +194,18 @@ fn a_tool_resolves_directory_users_and_groups_in_every_image() {
             .unwrap_or_default();
         got.sort_unstable();
         assert_eq!(got, groups, "{suite}: setpriv --init-groups");
+        // The README's checks of an image: the module's libraries all resolve, and the module
+        // alone (`-s toolforge`, bypassing nsswitch.conf) answers.
+        let ldd = run(&["ldd", "/usr/lib/x86_64-linux-gnu/libnss_toolforge.so.2"]);
+        assert!(
+            !ldd.contains("not found") && ldd.contains("libc.so.6"),
+            "{suite}: {ldd}"
+        );
+        assert_eq!(
+            run(&["getent", "-s", "toolforge", "passwd", &tool.name]),
+            tool.passwd_line(),
+            "{suite}"
+        );
         // Local users still come from the image's files.
         assert_eq!(
             run(&["getent", "passwd", "root"]),
