@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
-# cargo deb builds the daemon package; the CLI and module are built with the workspace.
+# cargo deb builds the daemon package; the CLI is built with the workspace, the module as
+# releases ship it (against the glibc 2.17 baseline).
 cargo build --release --workspace
+./scripts/build-module.sh >/dev/null
 deb=$(cargo deb -p toolforge-nssd --no-build 2>/dev/null | tail -n 1)
 [ -f "$deb" ] || { echo "no package built" >&2; exit 1; }
 echo "package: $deb"
@@ -28,5 +30,11 @@ dpkg -x "$deb" "$root"
 "$root/usr/sbin/toolforge-nssd" --version
 "$root/usr/bin/toolforge-nssctl" --version
 "$root/usr/sbin/toolforge-nssd" --check-config "$root/etc/toolforge-nss/config.toml"
-readelf -d "$root/usr/lib/x86_64-linux-gnu/libnss_toolforge.so.2" | grep -q 'SONAME.*libnss_toolforge.so.2' || { echo "wrong SONAME" >&2; fail=1; }
+mod="$root/usr/lib/x86_64-linux-gnu/libnss_toolforge.so.2"
+readelf -d "$mod" | grep -q 'SONAME.*libnss_toolforge.so.2' || { echo "wrong SONAME" >&2; fail=1; }
+# The packaged module is the baseline build: no GLIBC_ version above 2.17, no debug info.
+newest=$(objdump -T "$mod" | grep -o 'GLIBC_[0-9][0-9.]*' | sort -uV | tail -n 1)
+echo "module: $(stat -c %s "$mod") bytes, newest symbol version $newest"
+[ "$(printf '%s\nGLIBC_2.17\n' "$newest" | sort -V | tail -n 1)" = GLIBC_2.17 ] || { echo "the packaged module needs $newest (baseline GLIBC_2.17)" >&2; fail=1; }
+readelf -S "$mod" | grep -Eq '\.(debug_|symtab)' && { echo "the packaged module is not stripped" >&2; fail=1; }
 [ $fail = 0 ] && echo "package ok: 1 passed, 0 failed" || { echo "package: 0 passed, 1 failed"; exit 1; }

@@ -37,3 +37,21 @@ pub fn ctl_bin() -> PathBuf {
 pub fn module_so() -> PathBuf {
     artefact("libnss_toolforge.so")
 }
+
+/// The NSS module as releases ship it (`scripts/build-module.sh`: against the glibc 2.17
+/// baseline, stripped): `target/<arch>-unknown-linux-gnu/module/libnss_toolforge.so`.
+pub fn release_module_so() -> PathBuf {
+    let p = target_dir()
+        .parent()
+        .expect("target/<profile> has a parent")
+        .join(format!(
+            "{}-unknown-linux-gnu/module/libnss_toolforge.so",
+            std::env::consts::ARCH
+        ));
+    assert!(
+        p.exists(),
+        "{} is missing: build it as releases are (`./scripts/build-module.sh`; `make test` does)",
+        p.display()
+    );
+    p
+}
