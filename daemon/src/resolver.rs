@@ -214,6 +214,8 @@ pub struct Resolver<D: Directory> {
     pub stats: Stats,
     /// Budget and fair queue of directory work, by peer uid.
     pub admission: Arc<Admission>,
+    /// Mirror mode (issue 13): set at start when `[mirror] enabled`.
+    pub mirror: std::sync::OnceLock<Arc<crate::mirror::Mirror>>,
 }
 
 impl<D: Directory> Resolver<D> {
@@ -228,6 +230,7 @@ impl<D: Directory> Resolver<D> {
             enumerations: Enumerations::new(Duration::from_secs(config.cache.positive_ttl_secs)),
             stats: Stats::default(),
             admission: Admission::new(Limits::from(config)),
+            mirror: std::sync::OnceLock::new(),
         })
     }
 
@@ -330,6 +333,9 @@ impl<D: Directory> Resolver<D> {
     }
 
     async fn answer(self: &Arc<Self>, req: Request, caller: Caller) -> Reply {
+        if let Some(reply) = self.from_mirror(&req) {
+            return reply;
+        }
         match req {
             Request::GetPwNam(name) => {
                 let o = self.user(UserKey::Name(name), caller).await;
@@ -358,6 +364,52 @@ impl<D: Directory> Resolver<D> {
                 self.list(Listing::Groups, generation, cursor).await
             }
         }
+    }
+
+    /// Mirror mode (issue 13): once the mirror is complete it answers every keyed lookup,
+    /// found or not, with no directory query. Found users and groups are also cached (so the
+    /// shared cache file holds them), unless the mirror changed meanwhile.
+    fn from_mirror(&self, req: &Request) -> Option<Reply> {
+        use crate::mirror::Answer;
+        let m = self.mirror.get()?;
+        let generation = m.generation.load(Ordering::Acquire);
+        let s = self.settings();
+        let (answer, stale) = m.answer(req, &s.policy)?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let (kind, body) = match answer {
+            Answer::NotFound => return Some(Reply::Message(Response::NotFound)),
+            Answer::User(rec) => {
+                let e = match self.maps.users_by_name.get(&rec.passwd.name, now) {
+                    Lookup::Fresh(Some(e)) | Lookup::Due(Some(e)) if e.record == rec => e,
+                    _ => self.store_user(&s, rec, true, now),
+                };
+                (ResponseKind::Passwd, BodyRef::User(e))
+            }
+            Answer::Group(rec)
+                if Response::group_encoded_len(&rec.group) <= MAX_RESPONSE_BODY as usize =>
+            {
+                let e = match self.maps.groups_by_name.get(&rec.group.name, now) {
+                    Lookup::Fresh(Some(e)) | Lookup::Due(Some(e)) if e.record == rec => e,
+                    _ => self.store_group(&s, rec, true, now),
+                };
+                (ResponseKind::Group, BodyRef::Group(e))
+            }
+            Answer::Group(rec) => {
+                warn!(dn = %rec.dn, members = rec.group.members.len(), "group too large to serve");
+                return Some(Reply::Message(Response::NotFound));
+            }
+            Answer::Ids(gids) => {
+                let body = encode(&Response::GroupIds(gids.clone()));
+                let e = Arc::new(Encoded { record: gids, body });
+                (ResponseKind::GroupIds, BodyRef::Ids(e))
+            }
+        };
+        if m.generation.load(Ordering::Acquire) != generation {
+            // Changed while answering: the cached copy may predate the change.
+            self.maps.clear();
+        }
+        Some(Reply::Body { kind, body, stale })
     }
 
     fn reply<V>(

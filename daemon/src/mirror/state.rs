@@ -1,0 +1,441 @@
+//! The in-memory mirror: every user and group entry of the configured bases, keyed by a
+//! stable entry key (the `entryUUID`, or the DN when the server has none), with the indexes a
+//! lookup needs (users by name and uid, groups by name and gid, DNs to keys, and the reverse
+//! membership index member -> groups that initgroups reads). Every index is kept up to date
+//! incrementally by [`State::upsert`] and [`State::remove`]; answers are derived on demand
+//! (rfc2307bis member DNs resolved against the mirror, nested groups followed, policy
+//! applied exactly as to single lookups), so derived data can never drift from the entries.
+
+use std::collections::{HashMap, HashSet};
+
+use toolforge_nss_config::Schema;
+use toolforge_nss_protocol::names::is_valid_name;
+
+use crate::mapping::{Mapper, RawEntry};
+use crate::policy::Policy;
+use crate::records::{GroupRecord, Membership, UserRecord};
+
+/// Deepest nesting of rfc2307bis groups followed (loops are cut by a visited set anyway).
+const MAX_NESTING: usize = 16;
+
+/// Which map an entry belongs to (which search found it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    User,
+    Group,
+}
+
+/// A group as held: the record without members, and its raw member values (names for
+/// RFC 2307, DNs lowercased for RFC 2307bis).
+#[derive(Clone, Debug)]
+pub struct HeldGroup {
+    pub record: GroupRecord,
+    pub members: Vec<String>,
+}
+
+/// The raw entry as received, kept for persistence (the mirror is persisted as entries, so a
+/// changed mapping or policy applies to it on the next start).
+#[derive(Default)]
+pub struct State {
+    schema: Schema,
+    pub raw: HashMap<(Kind, String), RawEntry>,
+    users: HashMap<String, UserRecord>,
+    groups: HashMap<String, HeldGroup>,
+    user_by_dn: HashMap<String, String>,
+    group_by_dn: HashMap<String, String>,
+    users_by_name: HashMap<String, HashSet<String>>,
+    users_by_uid: HashMap<u32, HashSet<String>>,
+    groups_by_name: HashMap<String, HashSet<String>>,
+    groups_by_gid: HashMap<u32, HashSet<String>>,
+    /// Member value (name or lowercased DN) -> keys of the groups that list it.
+    member_of: HashMap<String, HashSet<String>>,
+}
+
+/// What the mirror answers for one lookup (policy applied).
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    User(UserRecord),
+    Group(GroupRecord),
+    Ids(Vec<u32>),
+    NotFound,
+}
+
+fn index<K: std::hash::Hash + Eq>(m: &mut HashMap<K, HashSet<String>>, k: K, key: &str) {
+    m.entry(k).or_default().insert(key.to_owned());
+}
+
+fn unindex<K: std::hash::Hash + Eq>(m: &mut HashMap<K, HashSet<String>>, k: &K, key: &str) {
+    if let Some(set) = m.get_mut(k) {
+        set.remove(key);
+        if set.is_empty() {
+            m.remove(k);
+        }
+    }
+}
+
+/// The single key of an index entry; none when absent or ambiguous (several entries claim
+/// the name or id: serving either would hand one the other's files).
+fn only<'a, K: std::hash::Hash + Eq>(m: &'a HashMap<K, HashSet<String>>, k: &K) -> Option<&'a str> {
+    let set = m.get(k)?;
+    (set.len() == 1).then(|| set.iter().next().map(String::as_str))?
+}
+
+impl State {
+    pub fn new(schema: Schema) -> State {
+        State {
+            schema,
+            ..State::default()
+        }
+    }
+
+    /// Users plus groups held.
+    pub fn len(&self) -> usize {
+        self.users.len() + self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        (self.users.len(), self.groups.len())
+    }
+
+    /// Adds or replaces the entry `key` (a rename or a changed uid moves it in every index).
+    /// An entry the mapper refuses is dropped (logged once by the caller's mapper error).
+    pub fn upsert(
+        &mut self,
+        mapper: &Mapper,
+        kind: Kind,
+        key: &str,
+        e: RawEntry,
+    ) -> Result<(), String> {
+        self.remove(kind, key);
+        match kind {
+            Kind::User => {
+                let u = mapper.user(&e, None)?;
+                let dn = u.dn.to_ascii_lowercase();
+                self.user_by_dn.insert(dn, key.to_owned());
+                index(&mut self.users_by_name, u.passwd.name.clone(), key);
+                index(&mut self.users_by_uid, u.passwd.uid, key);
+                self.users.insert(key.to_owned(), u);
+            }
+            Kind::Group => {
+                let mut g = mapper.group(&e, None)?.record;
+                let members: Vec<String> = match self.schema {
+                    Schema::Rfc2307 => std::mem::take(&mut g.group.members),
+                    Schema::Rfc2307bis => {
+                        g.group.members.clear();
+                        let attr = mapper.membership_attr();
+                        let mut v: Vec<String> = e
+                            .attrs
+                            .get(attr)
+                            .map(|v| v.iter().map(|d| d.trim().to_ascii_lowercase()).collect())
+                            .unwrap_or_default();
+                        v.sort_unstable();
+                        v.dedup();
+                        v
+                    }
+                };
+                for m in &members {
+                    index(&mut self.member_of, m.clone(), key);
+                }
+                self.group_by_dn
+                    .insert(g.dn.to_ascii_lowercase(), key.to_owned());
+                index(&mut self.groups_by_name, g.group.name.clone(), key);
+                index(&mut self.groups_by_gid, g.group.gid, key);
+                self.groups
+                    .insert(key.to_owned(), HeldGroup { record: g, members });
+            }
+        }
+        self.raw.insert((kind, key.to_owned()), e);
+        Ok(())
+    }
+
+    /// Removes the entry `key` from every index; `true` when it was held.
+    pub fn remove(&mut self, kind: Kind, key: &str) -> bool {
+        self.raw.remove(&(kind, key.to_owned()));
+        match kind {
+            Kind::User => {
+                let Some(u) = self.users.remove(key) else {
+                    return false;
+                };
+                self.user_by_dn.remove(&u.dn.to_ascii_lowercase());
+                unindex(&mut self.users_by_name, &u.passwd.name, key);
+                unindex(&mut self.users_by_uid, &u.passwd.uid, key);
+            }
+            Kind::Group => {
+                let Some(g) = self.groups.remove(key) else {
+                    return false;
+                };
+                for m in &g.members {
+                    unindex(&mut self.member_of, m, key);
+                }
+                self.group_by_dn.remove(&g.record.dn.to_ascii_lowercase());
+                unindex(&mut self.groups_by_name, &g.record.group.name, key);
+                unindex(&mut self.groups_by_gid, &g.record.group.gid, key);
+            }
+        }
+        true
+    }
+
+    /// Keys held of one kind (for the present phase of a sync and reconciliations).
+    pub fn keys(&self, kind: Kind) -> Vec<String> {
+        match kind {
+            Kind::User => self.users.keys().cloned().collect(),
+            Kind::Group => self.groups.keys().cloned().collect(),
+        }
+    }
+
+    fn user_answer(&self, key: Option<&str>, policy: &Policy) -> Answer {
+        match key.and_then(|k| self.users.get(k)) {
+            Some(u) => policy
+                .user(u.clone())
+                .map_or(Answer::NotFound, Answer::User),
+            None => Answer::NotFound,
+        }
+    }
+
+    pub fn user_by_name(&self, name: &str, policy: &Policy) -> Answer {
+        self.user_answer(only(&self.users_by_name, &name.to_owned()), policy)
+    }
+
+    pub fn user_by_uid(&self, uid: u32, policy: &Policy) -> Answer {
+        self.user_answer(only(&self.users_by_uid, &uid), policy)
+    }
+
+    /// Member names of a group: RFC 2307 names as listed; RFC 2307bis DNs resolved against
+    /// the mirror, users directly and groups by their own members (nested), DNs that are
+    /// neither dropped.
+    fn members_of(&self, g: &HeldGroup) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.schema {
+            Schema::Rfc2307 => out.extend(
+                g.members
+                    .iter()
+                    .filter(|m| is_valid_name(m.as_bytes()))
+                    .cloned(),
+            ),
+            Schema::Rfc2307bis => {
+                let mut visited = HashSet::new();
+                visited.insert(g.record.dn.to_ascii_lowercase());
+                let mut level: Vec<&String> = g.members.iter().collect();
+                for _ in 0..MAX_NESTING {
+                    let mut next = Vec::new();
+                    for dn in level {
+                        if let Some(u) = self.user_by_dn.get(dn).and_then(|k| self.users.get(k)) {
+                            out.push(u.passwd.name.clone());
+                        } else if let Some(n) =
+                            self.group_by_dn.get(dn).and_then(|k| self.groups.get(k))
+                        {
+                            if visited.insert(dn.clone()) {
+                                next.extend(n.members.iter());
+                            }
+                        }
+                    }
+                    if next.is_empty() {
+                        break;
+                    }
+                    level = next;
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn group_answer(&self, key: Option<&str>, policy: &Policy) -> Answer {
+        let Some(g) = key.and_then(|k| self.groups.get(k)) else {
+            return Answer::NotFound;
+        };
+        let mut rec = g.record.clone();
+        rec.group.members = self.members_of(g);
+        policy.group(rec).map_or(Answer::NotFound, Answer::Group)
+    }
+
+    pub fn group_by_name(&self, name: &str, policy: &Policy) -> Answer {
+        self.group_answer(only(&self.groups_by_name, &name.to_owned()), policy)
+    }
+
+    pub fn group_by_gid(&self, gid: u32, policy: &Policy) -> Answer {
+        self.group_answer(only(&self.groups_by_gid, &gid), policy)
+    }
+
+    /// The gids of the groups that list `name` (RFC 2307), or its DN, directly or through
+    /// nested groups (RFC 2307bis), policy applied; `NotFound` when none.
+    pub fn groups_of(&self, name: &str, policy: &Policy) -> Answer {
+        let start: Vec<String> = match self.schema {
+            Schema::Rfc2307 => vec![name.to_owned()],
+            Schema::Rfc2307bis => {
+                match only(&self.users_by_name, &name.to_owned()).and_then(|k| self.users.get(k)) {
+                    Some(u) => vec![u.dn.to_ascii_lowercase()],
+                    None => return Answer::NotFound,
+                }
+            }
+        };
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut gids = Vec::new();
+        let mut level = start;
+        for _ in 0..MAX_NESTING {
+            let mut next = Vec::new();
+            for m in &level {
+                for key in self.member_of.get(m).into_iter().flatten() {
+                    if !seen.insert(key.clone()) {
+                        continue;
+                    }
+                    let Some(g) = self.groups.get(key) else {
+                        continue;
+                    };
+                    let ms = Membership {
+                        name: g.record.group.name.clone(),
+                        gid: g.record.group.gid,
+                    };
+                    if policy.membership_allowed(&ms) {
+                        gids.push(ms.gid);
+                    }
+                    if self.schema == Schema::Rfc2307bis {
+                        next.push(g.record.dn.to_ascii_lowercase());
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            level = next;
+        }
+        gids.sort_unstable();
+        gids.dedup();
+        if gids.is_empty() {
+            Answer::NotFound
+        } else {
+            Answer::Ids(gids)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use toolforge_nss_config::{AttributeMap, PolicyConfig};
+
+    fn entry(dn: &str, kv: &[(&str, &[&str])]) -> RawEntry {
+        RawEntry::new(
+            dn.into(),
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+        )
+    }
+
+    fn user(name: &str, uid: &str) -> RawEntry {
+        entry(
+            &format!("uid={name},ou=people,dc=x"),
+            &[
+                ("uid", &[name]),
+                ("uidNumber", &[uid]),
+                ("gidNumber", &[uid]),
+                ("homeDirectory", &["/home/x"]),
+            ],
+        )
+    }
+
+    #[test]
+    fn bis_members_renames_and_reverse_index_stay_consistent() {
+        let mapper = Mapper::new(Schema::Rfc2307bis, &AttributeMap::default());
+        let policy = Policy::new(&PolicyConfig::default());
+        let mut s = State::new(Schema::Rfc2307bis);
+        s.upsert(&mapper, Kind::User, "u1", user("alice", "5001"))
+            .unwrap();
+        s.upsert(&mapper, Kind::User, "u2", user("bob", "5002"))
+            .unwrap();
+        s.upsert(
+            &mapper,
+            Kind::Group,
+            "g1",
+            entry(
+                "cn=inner,ou=groups,dc=x",
+                &[
+                    ("cn", &["inner"]),
+                    ("gidNumber", &["7001"]),
+                    ("member", &["uid=alice,ou=people,dc=x"]),
+                ],
+            ),
+        )
+        .unwrap();
+        s.upsert(
+            &mapper,
+            Kind::Group,
+            "g2",
+            entry(
+                "cn=outer,ou=groups,dc=x",
+                &[
+                    ("cn", &["outer"]),
+                    ("gidNumber", &["7002"]),
+                    (
+                        "member",
+                        &[
+                            "cn=inner,ou=groups,dc=x",
+                            "UID=bob,ou=people,dc=x",
+                            "uid=ghost,ou=people,dc=x",
+                        ],
+                    ),
+                ],
+            ),
+        )
+        .unwrap();
+        let Answer::Group(g) = s.group_by_name("outer", &policy) else {
+            panic!()
+        };
+        assert_eq!(g.group.members, vec!["alice", "bob"]);
+        assert_eq!(s.groups_of("alice", &policy), Answer::Ids(vec![7001, 7002]));
+        // alice renamed (same key, new DN): the old DN no longer resolves.
+        s.upsert(&mapper, Kind::User, "u1", user("alicia", "5001"))
+            .unwrap();
+        let Answer::Group(g) = s.group_by_name("outer", &policy) else {
+            panic!()
+        };
+        assert_eq!(g.group.members, vec!["bob"]);
+        assert_eq!(s.user_by_name("alice", &policy), Answer::NotFound);
+        assert!(
+            matches!(s.user_by_uid(5001, &policy), Answer::User(u) if u.passwd.name == "alicia")
+        );
+        // A group deleted leaves no trace in the reverse index.
+        assert!(s.remove(Kind::Group, "g2"));
+        assert_eq!(s.groups_of("bob", &policy), Answer::NotFound);
+        // Two users claiming one uid: neither is served by uid.
+        s.upsert(&mapper, Kind::User, "u3", user("carol", "5002"))
+            .unwrap();
+        assert_eq!(s.user_by_uid(5002, &policy), Answer::NotFound);
+        assert!(matches!(s.user_by_name("carol", &policy), Answer::User(_)));
+    }
+
+    #[test]
+    fn policy_applies_to_mirror_answers() {
+        let mapper = Mapper::new(Schema::Rfc2307, &AttributeMap::default());
+        let policy = Policy::new(&PolicyConfig::default());
+        let mut s = State::new(Schema::Rfc2307);
+        s.upsert(&mapper, Kind::User, "r", user("root", "0"))
+            .unwrap();
+        s.upsert(&mapper, Kind::User, "z", user("zero", "0"))
+            .unwrap();
+        s.upsert(
+            &mapper,
+            Kind::Group,
+            "g",
+            entry(
+                "cn=wheel,dc=x",
+                &[
+                    ("cn", &["wheel"]),
+                    ("gidNumber", &["0"]),
+                    ("memberUid", &["zero"]),
+                ],
+            ),
+        )
+        .unwrap();
+        assert_eq!(s.user_by_name("root", &policy), Answer::NotFound);
+        assert_eq!(s.user_by_uid(0, &policy), Answer::NotFound);
+        assert_eq!(s.group_by_gid(0, &policy), Answer::NotFound);
+        assert_eq!(s.groups_of("zero", &policy), Answer::NotFound);
+    }
+}
