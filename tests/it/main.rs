@@ -13,6 +13,7 @@ mod env;
 mod images;
 mod lifecycle;
 mod maps;
+mod mirror;
 mod module_abi;
 mod ops;
 mod protocol_abuse;

@@ -25,7 +25,23 @@ pub struct Slapd {
     child: Option<Child>,
 }
 
-fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>) -> String {
+/// Server options beyond the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Load the `syncprov` overlay (RFC 4533 Content Synchronization provider), with a
+    /// session log so that deletions reach a resuming consumer without a present phase.
+    pub syncprov: bool,
+}
+
+fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>, opts: Options) -> String {
+    let (module, overlay) = if opts.syncprov {
+        (
+            "moduleload syncprov\n",
+            "index entryUUID,entryCSN eq\noverlay syncprov\nsyncprov-checkpoint 10 1\nsyncprov-sessionlog 200\n",
+        )
+    } else {
+        ("", "")
+    };
     let tls = tls
         .map(|(ca, cert, key)| {
             format!(
@@ -43,7 +59,7 @@ include /etc/ldap/schema/nis.schema
 include /etc/ldap/schema/inetorgperson.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
-pidfile {d}/slapd.pid
+{module}pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
 sizelimit size.soft=1000 size.hard=1000 size.prtotal=unlimited
 {tls}database mdb
@@ -54,7 +70,7 @@ rootpw {ADMIN_PASSWORD}
 directory {d}/db
 index objectClass eq
 index uid,uidNumber,gidNumber,memberUid,member,cn eq
-",
+{overlay}",
         d = dir.display()
     )
 }
@@ -68,12 +84,21 @@ impl Slapd {
     /// As [`Slapd::start`]; with `(ca, cert, key)` it also serves `ldaps://` on `tls_port`
     /// and offers StartTLS on the plain port.
     pub fn start_tls(fixture: &Fixture, tls: Option<(&Path, &Path, &Path)>) -> Slapd {
+        Slapd::start_opts(fixture, tls, Options::default())
+    }
+
+    /// As [`Slapd::start_tls`], with [`Options`].
+    pub fn start_opts(
+        fixture: &Fixture,
+        tls: Option<(&Path, &Path, &Path)>,
+        opts: Options,
+    ) -> Slapd {
         let dir = tempfile::Builder::new()
             .prefix("tf-slapd-")
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("db")).expect("db dir");
-        std::fs::write(dir.path().join("slapd.conf"), config(dir.path(), tls))
+        std::fs::write(dir.path().join("slapd.conf"), config(dir.path(), tls, opts))
             .expect("write slapd.conf");
         std::fs::write(dir.path().join("data.ldif"), &fixture.ldif).expect("write ldif");
         let out = Command::new("slapadd")

@@ -1,0 +1,422 @@
+//! Mirror mode (issue 13) against a real slapd, with the `syncprov` overlay (RFC 4533
+//! `refreshAndPersist`) and without it (polling): the initial load, then changes (a member
+//! added to a tool group, a user added, a user deleted, a group renamed, a uid changed) seen
+//! through real `getent`/`id` within 2 s with syncrepl and within `poll_interval_secs + 1`
+//! with polling (deletions within `full_refresh_secs`); a burst of 1,000 changes; the daemon
+//! killed and restarted (from its persisted mirror and cookies, with the directory down at
+//! first); slapd restarted; a flood of lookups of random names that makes no directory query;
+//! a directory beyond `max_entries` falling back to lookup mode.
+//!
+//! Deadlines carry a margin for a loaded 2-core machine (`SLACK`), stated beside each.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse};
+use toolforge_nss_protocol::{Request, Response};
+use toolforge_nss_tests::client::{admin, query};
+use toolforge_nss_tests::daemon::Daemon;
+use toolforge_nss_tests::fixture::{Fixture, Schema, Shape, BASE};
+use toolforge_nss_tests::nss::Nss;
+use toolforge_nss_tests::slapd::{Options, Slapd, ADMIN_DN, ADMIN_PASSWORD};
+
+/// Added to every deadline the issue states, for a loaded machine.
+const SLACK: Duration = Duration::from_secs(2);
+
+fn ldap_tool(tool: &str, slapd: &Slapd, ldif: &str) {
+    use std::io::Write;
+    let mut child = Command::new(tool)
+        .args([
+            "-x",
+            "-H",
+            &slapd.uri(),
+            "-D",
+            ADMIN_DN,
+            "-w",
+            ADMIN_PASSWORD,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ldif.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn modify(slapd: &Slapd, ldif: &str) {
+    ldap_tool("ldapmodify", slapd, ldif);
+}
+
+fn status(d: &Daemon) -> String {
+    match admin(&d.admin_socket(), &AdminRequest::Status) {
+        Ok(AdminResponse::Text(t)) => t,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+fn status_value(d: &Daemon, key: &str) -> String {
+    let s = status(d);
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no {key} in status:\n{s}"))
+}
+
+fn wait_complete(d: &Daemon, within: Duration) {
+    let deadline = Instant::now() + within;
+    while status_value(d, "mirror_state") != "complete" {
+        assert!(
+            Instant::now() < deadline,
+            "mirror not complete within {within:?}:\n{}\n{}",
+            status(d),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Searches slapd received other than root DSE reads (the sync connection's heartbeat).
+fn entry_searches(slapd: &Slapd) -> usize {
+    slapd
+        .log()
+        .lines()
+        .filter(|l| l.contains(" SRCH base=") && !l.contains(" SRCH base=\"\""))
+        .count()
+}
+
+/// Runs `args` until its output satisfies `ok`; returns how long that took.
+fn until(nss: &Nss, args: &[&str], within: Duration, ok: impl Fn(&str) -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = nss.run(args);
+        if ok(&r.stdout) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{args:?} not as expected within {within:?}; last output {:?} {:?}",
+            r.stdout,
+            r.stderr
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mirror_config(mode: &str, poll: u64, full: u64, extra: &str) -> String {
+    format!(
+        "[mirror]\nenabled = true\nmode = \"{mode}\"\npoll_interval_secs = {poll}\nfull_refresh_secs = {full}\n{extra}"
+    )
+}
+
+struct Env {
+    fixture: Fixture,
+    slapd: Slapd,
+    daemon: Daemon,
+}
+
+fn start(syncprov: bool, mirror: &str) -> Env {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let slapd = Slapd::start_opts(&fixture, None, Options { syncprov });
+    let daemon = Daemon::start(&[slapd.uri()], Schema::Rfc2307bis, mirror);
+    wait_complete(&daemon, Duration::from_secs(20));
+    Env {
+        fixture,
+        slapd,
+        daemon,
+    }
+}
+
+fn new_user_ldif(name: &str, uid: u32) -> String {
+    format!(
+        "dn: uid={name},ou=people,{BASE}\nchangetype: add\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\n\
+         uid: {name}\ncn: {name}\nsn: {name}\nuidNumber: {uid}\ngidNumber: 500\nhomeDirectory: /home/{name}\nloginShell: /bin/bash\n"
+    )
+}
+
+/// The five changes of the issue, each seen through getent/id within `within`; deletions
+/// within `delete_within`.
+fn five_changes(env: &Env, within: Duration, delete_within: Duration) {
+    let nss = Nss::new(&env.daemon.runtime_dir(), "files toolforge");
+    let f = &env.fixture;
+    let dev = f.developer(false).clone();
+    let tool = f.tool().clone();
+    // Warm: both answered (and cached) before the changes.
+    let r = nss.run(&["id", "-nG", &dev.name]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        !r.stdout.split_whitespace().any(|g| g == tool.name),
+        "{r:?}"
+    );
+    let r = nss.run(&["getent", "group", &tool.name]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+
+    // 1. A member added to a tool group.
+    modify(
+        &env.slapd,
+        &format!(
+            "dn: cn={},ou=servicegroups,{BASE}\nchangetype: modify\nadd: member\nmember: {}\n",
+            tool.name, dev.dn
+        ),
+    );
+    let t = until(&nss, &["id", "-nG", &dev.name], within, |out| {
+        out.split_whitespace().any(|g| g == tool.name)
+    });
+    eprintln!("member added: visible in {t:?}");
+    until(&nss, &["getent", "group", &tool.name], within, |out| {
+        out.trim_end()
+            .split(':')
+            .nth(3)
+            .is_some_and(|m| m.split(',').any(|u| u == dev.name))
+    });
+
+    // 2. A user added.
+    ldap_tool("ldapmodify", &env.slapd, &new_user_ldif("mirrornew", 61000));
+    let t = until(&nss, &["getent", "passwd", "mirrornew"], within, |out| {
+        out.starts_with("mirrornew:x:61000:500:")
+    });
+    eprintln!("user added: visible in {t:?}");
+
+    // 3. A uid changed.
+    modify(
+        &env.slapd,
+        &format!("dn: uid=mirrornew,ou=people,{BASE}\nchangetype: modify\nreplace: uidNumber\nuidNumber: 61001\n"),
+    );
+    let t = until(&nss, &["getent", "passwd", "mirrornew"], within, |out| {
+        out.starts_with("mirrornew:x:61001:")
+    });
+    eprintln!("uid changed: visible in {t:?}");
+    until(&nss, &["getent", "passwd", "61000"], within, |out| {
+        out.is_empty()
+    });
+
+    // 4. A group renamed (modrdn).
+    modify(
+        &env.slapd,
+        &format!(
+            "dn: cn={},ou=servicegroups,{BASE}\nchangetype: modrdn\nnewrdn: cn=tools.renamed\ndeleteoldrdn: 1\n",
+            tool.name
+        ),
+    );
+    let t = until(
+        &nss,
+        &["getent", "group", "tools.renamed"],
+        delete_within,
+        |out| out.starts_with(&format!("tools.renamed:x:{}:", tool.gid)),
+    );
+    eprintln!("group renamed: new name visible in {t:?}");
+    until(
+        &nss,
+        &["getent", "group", &tool.name],
+        delete_within,
+        |out| out.is_empty(),
+    );
+
+    // 5. A user deleted.
+    ldap_tool(
+        "ldapdelete",
+        &env.slapd,
+        &format!("uid=mirrornew,ou=people,{BASE}\n"),
+    );
+    let t = until(
+        &nss,
+        &["getent", "passwd", "mirrornew"],
+        delete_within,
+        |out| out.is_empty(),
+    );
+    eprintln!("user deleted: gone in {t:?}");
+}
+
+#[test]
+fn syncrepl_changes_are_visible_within_two_seconds_and_lookups_make_no_query() {
+    let env = start(true, &mirror_config("auto", 30, 3600, ""));
+    assert_eq!(status_value(&env.daemon, "mirror_mode"), "syncrepl");
+    let searches = entry_searches(&env.slapd);
+    five_changes(
+        &env,
+        Duration::from_secs(2) + SLACK,
+        Duration::from_secs(2) + SLACK,
+    );
+
+    // A flood of lookups of random names, found or not: no directory query at all.
+    let before = entry_searches(&env.slapd);
+    let sock = env.daemon.socket();
+    let mut seed = 0x9e37_79b9_u64;
+    for i in 0..2000u32 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let name = format!("rnd{:x}", seed >> 20);
+        let req = match i % 5 {
+            0 => Request::GetPwNam(name),
+            1 => Request::GetGrNam(name),
+            2 => Request::GetPwUid((seed >> 40) as u32 % 100_000 + 1),
+            3 => Request::GetGrGid((seed >> 40) as u32 % 100_000 + 1),
+            _ => Request::InitGroups(name),
+        };
+        let got = query(&sock, &req);
+        assert!(
+            matches!(
+                got,
+                Response::NotFound
+                    | Response::Passwd(_)
+                    | Response::Group(_)
+                    | Response::GroupIds(_)
+            ),
+            "{req:?}: {got:?}"
+        );
+    }
+    for u in env.fixture.users.values().take(200) {
+        assert!(
+            matches!(query(&sock, &Request::GetPwNam(u.name.clone())), Response::Passwd(p) if p.uid == u.uid)
+        );
+    }
+    assert_eq!(
+        entry_searches(&env.slapd),
+        before,
+        "lookups made directory searches with the mirror complete"
+    );
+    assert!(before >= searches, "sanity");
+    let st = status(&env.daemon);
+    assert!(
+        st.contains("mirror_cookie_age_secs: ") && !st.contains("mirror_cookie_age_secs: -"),
+        "{st}"
+    );
+}
+
+#[test]
+fn polling_changes_within_the_interval_and_deletions_at_full_refresh() {
+    // No syncprov: `auto` polls.
+    let env = start(false, &mirror_config("auto", 1, 4, ""));
+    assert_eq!(status_value(&env.daemon, "mirror_mode"), "poll");
+    // poll_interval_secs + 1; deletions and renames within full_refresh_secs (+ the load).
+    five_changes(
+        &env,
+        Duration::from_secs(2) + SLACK,
+        Duration::from_secs(4 + 1) + SLACK,
+    );
+}
+
+#[test]
+fn a_burst_of_a_thousand_changes_a_kill_and_restarts_of_both_sides() {
+    let mut env = start(true, &mirror_config("syncrepl", 30, 3600, ""));
+    let sock = env.daemon.socket();
+    // 1,000 users added in one ldapmodify run.
+    let burst: String = (0..1000u32)
+        .map(|i| new_user_ldif(&format!("burst{i}"), 70_000 + i) + "\n")
+        .collect();
+    let started = Instant::now();
+    ldap_tool("ldapmodify", &env.slapd, &burst);
+    let deadline = Instant::now() + Duration::from_secs(10) + SLACK;
+    while !matches!(
+        query(&sock, &Request::GetPwNam("burst999".into())),
+        Response::Passwd(_)
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "the burst did not arrive:\n{}",
+            env.daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "1,000 adds applied {:?} after the ldapmodify started",
+        started.elapsed()
+    );
+    for i in 0..1000u32 {
+        match query(&sock, &Request::GetPwNam(format!("burst{i}"))) {
+            Response::Passwd(p) => assert_eq!(p.uid, 70_000 + i),
+            other => panic!("burst{i}: {other:?}"),
+        }
+    }
+    // Let the mirror be saved (every 5 s when it changed), then kill the daemon mid-sync.
+    std::thread::sleep(Duration::from_secs(6));
+    env.daemon.kill();
+    // Changes while it is down: one delete, one add.
+    ldap_tool(
+        "ldapdelete",
+        &env.slapd,
+        &format!("uid=burst0,ou=people,{BASE}\n"),
+    );
+    ldap_tool(
+        "ldapmodify",
+        &env.slapd,
+        &new_user_ldif("whiledown", 69_999),
+    );
+    // Directory down at restart: the persisted mirror answers at once.
+    env.slapd.stop();
+    env.daemon.restart();
+    let sock = env.daemon.socket();
+    assert!(
+        matches!(query(&sock, &Request::GetPwNam("burst500".into())), Response::Passwd(p) if p.uid == 70_500),
+        "{}",
+        env.daemon.log()
+    );
+    assert_eq!(status_value(&env.daemon, "mirror_state"), "degraded");
+    let nss = Nss::new(&env.daemon.runtime_dir(), "files toolforge");
+    let r = nss.run(&["getent", "passwd", "burst500"]);
+    assert!(r.stdout.starts_with("burst500:x:70500:"), "{r:?}");
+    // The directory back: the sync resumes from the cookie with the changes made meanwhile.
+    let searches = entry_searches(&env.slapd);
+    env.slapd.restart();
+    let within = Duration::from_secs(30) + SLACK; // the sync connection's backoff (<= 30 s)
+    until(&nss, &["getent", "passwd", "whiledown"], within, |o| {
+        o.starts_with("whiledown:x:69999:")
+    });
+    until(
+        &nss,
+        &["getent", "passwd", "burst0"],
+        Duration::from_secs(2) + SLACK,
+        |o| o.is_empty(),
+    );
+    assert_eq!(status_value(&env.daemon, "mirror_state"), "complete");
+    // Resumed rather than reloaded: no paged listing of the users after the restart.
+    let after: Vec<String> = env.slapd.log().lines().skip(0).map(str::to_owned).collect();
+    let listings = after
+        .iter()
+        .filter(|l| {
+            l.contains(" SRCH base=") && l.contains("filter=\"(objectClass=posixAccount)\"")
+        })
+        .count();
+    assert!(listings <= searches + 2, "{listings} listings");
+
+    // slapd restarted under a running sync: changes keep arriving.
+    env.slapd.restart();
+    modify(
+        &env.slapd,
+        &format!("dn: uid=whiledown,ou=people,{BASE}\nchangetype: modify\nreplace: loginShell\nloginShell: /bin/zsh\n"),
+    );
+    until(&nss, &["getent", "passwd", "whiledown"], within, |o| {
+        o.trim_end().ends_with(":/bin/zsh")
+    });
+}
+
+#[test]
+fn a_directory_beyond_the_bound_falls_back_to_lookup_mode() {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let slapd = Slapd::start(&fixture);
+    let d = Daemon::start(
+        &[slapd.uri()],
+        Schema::Rfc2307bis,
+        &mirror_config("poll", 1, 60, "max_entries = 50\n"),
+    );
+    assert!(
+        d.wait_for_log("outgrew mirror.max_entries", Duration::from_secs(20)),
+        "{}",
+        d.log()
+    );
+    assert_eq!(status_value(&d, "mirror_state"), "too_large");
+    // Lookup mode: answers come from the directory.
+    let u = fixture.developer(false);
+    assert!(
+        matches!(query(&d.socket(), &Request::GetPwNam(u.name.clone())), Response::Passwd(p) if p.uid == u.uid)
+    );
+    assert!(slapd.searches_containing(&format!("uid={}", u.name)) >= 1);
+}
