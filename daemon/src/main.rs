@@ -286,7 +286,7 @@ async fn run(args: Args, config: Config) -> ExitCode {
     );
     tokio::spawn(fail_back(resolver.clone()));
     if config.mirror.enabled {
-        start_mirror(&resolver, &config);
+        start_mirror(&resolver, &config).await;
     }
     tokio::spawn(reload_on_sighup(resolver.clone(), path, config.clone()));
     if persisting {
@@ -390,8 +390,9 @@ async fn prefetch(resolver: Arc<Daemon>, users: Vec<String>, groups: Vec<String>
 
 /// Mirror mode (issue 13): the mirror's own task (restore, load, sync or poll) and the
 /// invalidation of cached answers on every change it applies.
-fn start_mirror(resolver: &Arc<Daemon>, config: &Config) {
+async fn start_mirror(resolver: &Arc<Daemon>, config: &Config) {
     let m = mirror::Mirror::new(config);
+    mirror::restore(&m).await;
     if resolver.mirror.set(m.clone()).is_ok() {
         tokio::spawn(mirror::invalidate_on_change(m.clone(), resolver.clone()));
         tokio::spawn(mirror::run(m));

@@ -410,26 +410,36 @@ impl Mirror {
     }
 }
 
+/// Loads the persisted mirror, if any: called before the sockets serve, so that a daemon
+/// started with the directory unreachable answers from it at once.
+pub async fn restore(m: &Arc<Mirror>) {
+    if !m.persist {
+        return;
+    }
+    let mm = m.clone();
+    match tokio::task::spawn_blocking(move || store::load(&mm)).await {
+        Ok(Ok(Some(n))) => {
+            info!(
+                entries = n,
+                "mirror restored from disk: answering from it at once"
+            )
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => warn!(error = %e, "persisted mirror not used"),
+        Err(e) => warn!(error = %e, "mirror restore task failed"),
+    }
+}
+
 /// Backoff between attempts of the sync connection: 1 s doubling to 30 s.
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis((1000u64 << failures.min(5)).min(30_000))
 }
 
-/// Drives the mirror: restore from disk, load, then keep current (syncrepl or polling),
+/// Drives the mirror (after [`restore`]): load, then keep current (syncrepl or polling),
 /// reconnecting with backoff; saves periodically. Never returns unless the directory
 /// outgrows the bound.
 pub async fn run(m: Arc<Mirror>) {
     if m.persist {
-        let mm = m.clone();
-        match tokio::task::spawn_blocking(move || store::load(&mm)).await {
-            Ok(Ok(Some(n))) => info!(
-                entries = n,
-                "mirror restored from disk: answering from it at once"
-            ),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => warn!(error = %e, "persisted mirror not used"),
-            Err(e) => warn!(error = %e, "mirror restore task failed"),
-        }
         let saver = m.clone();
         tokio::spawn(async move {
             loop {

@@ -70,6 +70,11 @@ pub fn save(m: &Mirror) -> Result<usize, String> {
     let p = path(m);
     let tmp = p.with_extension("tmp");
     let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if !m.cache_dir.exists() {
+            std::fs::create_dir_all(&m.cache_dir)?;
+            std::fs::set_permissions(&m.cache_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&out)?;
         f.sync_all()?;

@@ -140,6 +140,7 @@ async fn stream(
 ) -> Result<(), SyncError> {
     let cookie = m.cookie(&id);
     let resumed = cookie.is_some();
+    debug!(%base, cookie = %String::from_utf8_lossy(cookie.as_deref().unwrap_or_default()), "sync: resuming");
     let req = SyncRequest {
         mode: RefreshMode::RefreshAndPersist,
         cookie,
@@ -183,10 +184,16 @@ async fn stream(
             on_info(&m, &id, kind, &base_lc, info, &mut mentioned);
             continue;
         }
-        on_entry(&m, &id, kind, re, &mut mentioned)?;
+        on_entry(&m, &id, kind, &base_lc, re, &mut mentioned)?;
     }
     let res = s.finish().await;
     if res.rc == REFRESH_REQUIRED {
+        return Err(SyncError::Failed("refresh required".into()));
+    }
+    if resumed && res.rc != 0 {
+        // A cookie this server does not take (another server's, or newer than its state after
+        // a crash: "consumer state is newer than provider"): start again from a full load.
+        warn!(%base, rc = res.rc, text = %res.text, "the server refused our sync cookie");
         return Err(SyncError::Failed("refresh required".into()));
     }
     if res.rc != 0 {
@@ -211,6 +218,7 @@ fn on_entry(
     m: &Mirror,
     id: &str,
     kind: Kind,
+    base_lc: &str,
     re: ResultEntry,
     mentioned: &mut Option<HashSet<String>>,
 ) -> Result<(), SyncError> {
@@ -225,7 +233,7 @@ fn on_entry(
     match state.state {
         EntryState::Present => {}
         EntryState::Delete => {
-            let gone = m.apply(|s, _| s.remove(kind, &uuid));
+            let gone = m.apply(|s, _| remove_under(s, kind, &uuid, base_lc));
             debug!(%uuid, gone, "sync: delete");
         }
         EntryState::Add | EntryState::Modify => {
@@ -236,6 +244,7 @@ fn on_entry(
             };
             e.attrs.insert(load::UUID_ATTR.into(), vec![uuid.clone()]);
             let dn = e.dn.clone();
+            debug!(%dn, state = ?state.state, "sync: entry");
             debug_assert_eq!(key_of(&e), uuid);
             if let Err(why) = m.apply(|s, mapper| s.upsert(mapper, kind, &uuid, e)) {
                 // Not (or no longer) a well-formed entry: nothing to serve under its key.
@@ -262,7 +271,10 @@ fn on_info(
     mentioned: &mut Option<HashSet<String>>,
 ) {
     match info {
-        SyncInfo::NewCookie(c) => m.set_cookie(id, c),
+        SyncInfo::NewCookie(c) => {
+            debug!(cookie = %String::from_utf8_lossy(&c), "sync: new cookie");
+            m.set_cookie(id, c)
+        }
         SyncInfo::RefreshDelete {
             cookie,
             refresh_done,
@@ -287,11 +299,7 @@ fn on_info(
                     let removed = m.apply(|s, _| {
                         let mut n = 0;
                         for key in s.keys(kind) {
-                            let under = s
-                                .raw
-                                .get(&(kind, key.clone()))
-                                .is_some_and(|e| e.dn.to_ascii_lowercase().ends_with(base_lc));
-                            if under && !set.contains(&key) && s.remove(kind, &key) {
+                            if !set.contains(&key) && remove_under(s, kind, &key, base_lc) {
                                 n += 1;
                             }
                         }
@@ -316,7 +324,7 @@ fn on_info(
             if refresh_deletes {
                 m.apply(|s, _| {
                     for k in &keys {
-                        s.remove(kind, k);
+                        remove_under(s, kind, k, base_lc);
                     }
                 });
             } else if let Some(set) = mentioned.as_mut() {
@@ -324,6 +332,23 @@ fn on_info(
             }
         }
     }
+}
+
+/// Removes `key` if it is held under `base_lc`: one search's deletions never touch entries
+/// of another base (OpenLDAP reports an entry that changed under another base as gone from
+/// this search's content).
+fn remove_under(s: &mut crate::mirror::State, kind: Kind, key: &str, base_lc: &str) -> bool {
+    let under = s
+        .raw
+        .get(&(kind, key.to_owned()))
+        .is_some_and(|e| dn_under(&e.dn, base_lc));
+    under && s.remove(kind, key)
+}
+
+/// Whether `dn` is `base_lc` or below it (case-insensitive).
+fn dn_under(dn: &str, base_lc: &str) -> bool {
+    let dn = dn.to_ascii_lowercase();
+    dn == base_lc || dn.ends_with(&format!(",{base_lc}"))
 }
 
 fn refreshed(m: &Mirror, mentioned: &mut Option<HashSet<String>>) {
