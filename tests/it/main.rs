@@ -15,4 +15,5 @@ mod protocol_abuse;
 mod resilience;
 mod security;
 mod singleflight;
+mod tenancy;
 mod tls;

@@ -53,8 +53,8 @@ impl Nss {
         }
     }
 
-    /// Runs `args` in the namespace, with extra environment `env`.
-    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+    /// The command that runs `args` in the namespace (for a process the caller drives).
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("unshare");
         if !is_root() {
             cmd.args(["--user", "--map-root-user"]);
@@ -72,6 +72,12 @@ impl Nss {
         .env("TOOLFORGE_NSS_DIR", &self.runtime_dir)
         .env_remove("TOOLFORGE_NSS_DISABLE")
         .env_remove("TOOLFORGE_NSS_TIMEOUT_MS");
+        cmd
+    }
+
+    /// Runs `args` in the namespace, with extra environment `env`.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
