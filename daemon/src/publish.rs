@@ -33,11 +33,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use toolforge_nss_protocol::mapfile::Table;
 use toolforge_nss_protocol::mapfile::{
     round_up_page, MapBuilder, MapView, Region, CURRENT_OFFSET, FLAGS_OFFSET, FLAG_SUPERSEDED,
     REGION_HEADER, SEQ_OFFSET,
 };
-use toolforge_nss_protocol::mapfile::Table;
 use toolforge_nss_protocol::ResponseKind;
 
 use crate::cache::Publishable;
@@ -209,9 +209,12 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     }
     // No /dev/urandom: still different per call and per process.
     let t = Clock::new().unix_ms;
-    let mut x = t.rotate_left(17) ^ u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut x =
+        t.rotate_left(17) ^ u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     for chunk in b.chunks_mut(8) {
-        x = x.wrapping_mul(0x5851_f42d_4c95_7f2d).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(0x5851_f42d_4c95_7f2d)
+            .wrapping_add(1442695040888963407);
         for (d, s) in chunk.iter_mut().zip(x.to_le_bytes()) {
             *d = s;
         }
@@ -227,7 +230,11 @@ fn secs(clock: &Clock, t: Instant) -> u64 {
 /// Half length for a publication of `len` bytes: room to grow by a quarter, at least
 /// [`MIN_HALF`], a power of two.
 fn half_for(len: usize) -> usize {
-    round_up_page(len.saturating_add(len / 4).max(MIN_HALF).next_power_of_two())
+    round_up_page(
+        len.saturating_add(len / 4)
+            .max(MIN_HALF)
+            .next_power_of_two(),
+    )
 }
 
 /// Opens an existing file of this format that this process may write and readers trust
@@ -249,13 +256,17 @@ fn adopt(path: &Path) -> Option<(Open, u64)> {
     let mut head = vec![0u8; REGION_HEADER];
     file.read_exact_at(&mut head, 0).ok()?;
     let region = Region::parse(&head, usize::try_from(meta.len()).ok()?)?;
-    if head.get(FLAGS_OFFSET).is_some_and(|f| u32::from(*f) & FLAG_SUPERSEDED != 0) {
+    if head
+        .get(FLAGS_OFFSET)
+        .is_some_and(|f| u32::from(*f) & FLAG_SUPERSEDED != 0)
+    {
         return None;
     }
     let generation = Region::current(&head)
         .and_then(|(h, _)| {
             let mut half = vec![0u8; region.half_len];
-            file.read_exact_at(&mut half, region.half(h).start as u64).ok()?;
+            file.read_exact_at(&mut half, region.half(h).start as u64)
+                .ok()?;
             MapView::publication(&half).map(|v| v.generation())
         })
         .unwrap_or(0);
@@ -474,7 +485,10 @@ impl Publisher {
     pub fn withdraw(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.closed = true;
-        let open = state.open.take().or_else(|| adopt(&self.path()).map(|(o, _)| o));
+        let open = state
+            .open
+            .take()
+            .or_else(|| adopt(&self.path()).map(|(o, _)| o));
         if let Some(open) = open {
             if self.still_current(&open) {
                 let _ = std::fs::remove_file(self.path());
@@ -502,7 +516,13 @@ mod tests {
         let mut b = MapBuilder::new(generation, generation);
         for i in 0..users {
             let name = format!("user{i}");
-            b.add(Table::PasswdByName, name.as_bytes(), 9, ResponseKind::Passwd, &[7; 100]);
+            b.add(
+                Table::PasswdByName,
+                name.as_bytes(),
+                9,
+                ResponseKind::Passwd,
+                &[7; 100],
+            );
         }
         b.build()
     }
@@ -525,7 +545,10 @@ mod tests {
     fn publications_are_written_in_place_and_a_resize_empties_the_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = Publisher::new(dir.path(), 64).unwrap();
-        assert!(put(&p, &publication(1, 10)), "the first publication makes the file");
+        assert!(
+            put(&p, &publication(1, 10)),
+            "the first publication makes the file"
+        );
         let first = File::open(p.path()).unwrap();
         let ino = first.metadata().unwrap().ino();
         for g in 2..20 {
@@ -536,14 +559,22 @@ mod tests {
         assert_eq!(meta.ino(), ino, "the same file throughout");
         assert_eq!(meta.permissions().mode() & 0o777, 0o644);
         // Two small publications and the header: the holes cost nothing.
-        assert!(allocated(&first) <= 3 * 4096 + 2 * 8192, "{}", allocated(&first));
+        assert!(
+            allocated(&first) <= 3 * 4096 + 2 * 8192,
+            "{}",
+            allocated(&first)
+        );
         // Outgrowing a half: a new file, and the old one keeps only its header page.
         assert!(put(&p, &publication(20, 5_000)));
         assert_eq!(generation_on_disk(&p), Some(20));
         let mut head = vec![0u8; REGION_HEADER];
         first.read_exact_at(&mut head, 0).unwrap();
         assert_eq!(head[FLAGS_OFFSET] as u32 & FLAG_SUPERSEDED, FLAG_SUPERSEDED);
-        assert_eq!(Region::current(&head), None, "both halves marked as being written");
+        assert_eq!(
+            Region::current(&head),
+            None,
+            "both halves marked as being written"
+        );
         assert!(allocated(&first) <= 4096, "{}", allocated(&first));
         assert_eq!(
             first.metadata().unwrap().len(),
@@ -563,7 +594,11 @@ mod tests {
         assert_eq!(generation_on_disk(&p), Some(2), "still valid after retire");
         assert!(p.state.lock().unwrap().closed);
         let next = Publisher::new(dir.path(), 64).unwrap();
-        assert_eq!(next.state.lock().unwrap().generation, 2, "generations continue");
+        assert_eq!(
+            next.state.lock().unwrap().generation,
+            2,
+            "generations continue"
+        );
         assert!(!put(&next, &publication(3, 10)), "written in place");
         assert_eq!(std::fs::metadata(next.path()).unwrap().ino(), ino);
         assert_eq!(generation_on_disk(&next), Some(3));

@@ -216,7 +216,12 @@ fn sleep_ms(ms: u64) {
 }
 
 /// One try: the cached connection (retried once on a fresh one if it broke), or a fresh one.
-fn attempt(path: &[u8], frame: &[u8], request_id: u32, deadline: &Deadline) -> Result<Reply, Attempt> {
+fn attempt(
+    path: &[u8],
+    frame: &[u8],
+    request_id: u32,
+    deadline: &Deadline,
+) -> Result<Reply, Attempt> {
     if let Some(conn) = connection::take() {
         match exchange(&conn, frame, request_id, deadline) {
             Ok(reply) if is_busy(&reply) => return Err(Attempt::Busy),

@@ -184,7 +184,9 @@ static IN_USE: [AtomicI32; 16] = [const { AtomicI32::new(-1) }; 16];
 
 fn in_use(fd: c_int) {
     for e in &IN_USE {
-        if e.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if e.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
             return;
         }
     }
@@ -192,7 +194,9 @@ fn in_use(fd: c_int) {
 
 fn not_in_use(fd: c_int) {
     for e in &IN_USE {
-        if e.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if e.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
             return;
         }
     }

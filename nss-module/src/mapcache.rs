@@ -214,7 +214,9 @@ impl MapCache {
                 None => Read::Miss(NoAnswer::NoFile),
                 Some(view) => match view.get(table, key) {
                     None => Read::Miss(NoAnswer::Absent),
-                    Some(hit) if hit.expires_unix_secs <= clock::secs(libc::CLOCK_REALTIME_COARSE) => {
+                    Some(hit)
+                        if hit.expires_unix_secs <= clock::secs(libc::CLOCK_REALTIME_COARSE) =>
+                    {
                         Read::Miss(NoAnswer::Expired)
                     }
                     Some(hit) => Read::Hit(f(hit.kind, hit.body)),
@@ -601,8 +603,11 @@ mod tests {
         let put = |at: usize, v: u64| f.write_all_at(&v.to_le_bytes(), at as u64).unwrap();
         put(SEQ_OFFSET + 8 * h, seq + 1);
         // Scribble first, so a reader that does not check the sequence sees garbage.
-        f.write_all_at(&vec![0xa5; publication.len()], (REGION_HEADER + h * HALF) as u64)
-            .unwrap();
+        f.write_all_at(
+            &vec![0xa5; publication.len()],
+            (REGION_HEADER + h * HALF) as u64,
+        )
+        .unwrap();
         f.write_all_at(publication, (REGION_HEADER + h * HALF) as u64)
             .unwrap();
         put(SEQ_OFFSET + 8 * h, seq + 2);
@@ -651,9 +656,13 @@ mod tests {
                     while !done.load(Ordering::Relaxed) {
                         let name = format!("user{}", i % USERS);
                         i += 7;
-                        let got = cache.with_entry(&d, &path, Table::PasswdByName, name.as_bytes(), |k, b| {
-                            version_of(k, b, &name)
-                        });
+                        let got = cache.with_entry(
+                            &d,
+                            &path,
+                            Table::PasswdByName,
+                            name.as_bytes(),
+                            |k, b| version_of(k, b, &name),
+                        );
                         match got {
                             Ok(Some(v)) => {
                                 assert!(v >= last, "went back from version {last} to {v}");
@@ -694,7 +703,9 @@ mod tests {
         let cache = Arc::new(MapCache::new());
         replace(dir.path(), &file_of(&version(1, far_future())));
         let get = |c: &MapCache| {
-            c.with_entry(&d, &path, Table::PasswdByName, b"user1", |k, b| version_of(k, b, "user1"))
+            c.with_entry(&d, &path, Table::PasswdByName, b"user1", |k, b| {
+                version_of(k, b, "user1")
+            })
         };
         assert_eq!(get(&cache), Ok(Some(1)));
         for v in 2..50 {
@@ -798,9 +809,10 @@ mod tests {
             }
             for i in 0..USERS {
                 let name = format!("user{i}");
-                let r = cache.with_entry(&d, &path, Table::PasswdByName, name.as_bytes(), |k, b| {
-                    ResponseRef::decode(k, b).is_ok()
-                });
+                let r =
+                    cache.with_entry(&d, &path, Table::PasswdByName, name.as_bytes(), |k, b| {
+                        ResponseRef::decode(k, b).is_ok()
+                    });
                 if what == "corrupted" {
                     // No crash and no out-of-bounds read; what the entry holds is checked by
                     // the caller (decoded, matched against the question, else the socket).

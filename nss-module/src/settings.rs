@@ -72,7 +72,8 @@ impl Settings {
             .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
             .map(|v| v.clamp(10, 60_000))
             .unwrap_or(DEFAULT_TIMEOUT_MS);
-        let disabled = plain_env(c"TOOLFORGE_NSS_DISABLE").is_some_and(|v| !v.is_empty() && v != b"0");
+        let disabled =
+            plain_env(c"TOOLFORGE_NSS_DISABLE").is_some_and(|v| !v.is_empty() && v != b"0");
         Settings {
             socket_path,
             map_path,

@@ -12,7 +12,6 @@ pub struct Stat {
     pub ino: u64,
     pub mode: u32,
     pub uid: u32,
-    pub nlink: u64,
     pub size: i64,
 }
 
@@ -22,7 +21,6 @@ fn from(st: &libc::stat) -> Stat {
         ino: st.st_ino,
         mode: st.st_mode,
         uid: st.st_uid,
-        nlink: st.st_nlink as u64,
         size: st.st_size,
     }
 }
@@ -32,7 +30,13 @@ pub fn fstat(fd: c_int) -> Option<Stat> {
     // SAFETY: a zeroed stat is a valid out-parameter.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: the kernel writes one struct stat; a bad fd gives EBADF.
-    let rc = unsafe { libc::syscall(libc::SYS_fstat, fd as libc::c_long, &mut st as *mut libc::stat) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fstat,
+            fd as libc::c_long,
+            &mut st as *mut libc::stat,
+        )
+    };
     (rc == 0).then(|| from(&st))
 }
 
@@ -64,7 +68,10 @@ mod tests {
     fn raw_stat_agrees_with_std() {
         let m = std::fs::metadata("/").unwrap();
         let s = stat(c"/", true).unwrap();
-        assert_eq!((s.dev, s.ino, s.mode, s.uid), (m.dev(), m.ino(), m.mode(), m.uid()));
+        assert_eq!(
+            (s.dev, s.ino, s.mode, s.uid),
+            (m.dev(), m.ino(), m.mode(), m.uid())
+        );
         let f = std::fs::File::open("/proc/self/exe").unwrap();
         let fs = fstat(std::os::fd::AsRawFd::as_raw_fd(&f)).unwrap();
         let fm = f.metadata().unwrap();

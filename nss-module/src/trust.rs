@@ -130,7 +130,6 @@ mod tests {
             ino: 0,
             mode: libc::S_IFREG | mode,
             uid,
-            nlink: 1,
             size: 0,
         };
         assert!(trusted_file(&file(0, 0o644)));

@@ -657,7 +657,13 @@ mod tests {
     fn misses_are_stored_as_keyed_digests_and_never_shadow_names() {
         let mut b = MapBuilder::new(1, 99).complete(true);
         b.add(Table::PasswdByName, b"alice", 9, ResponseKind::Passwd, b"A");
-        b.add(Table::PasswdByName, b"alice", 9, ResponseKind::NotFound, b"");
+        b.add(
+            Table::PasswdByName,
+            b"alice",
+            9,
+            ResponseKind::NotFound,
+            b"",
+        );
         b.add(
             Table::PasswdByName,
             b"secret-typo-name",
@@ -669,14 +675,22 @@ mod tests {
         let key = MapBuilder::new(1, 99).miss_key;
         let collide = miss_digest(&key, b"victim");
         b.add(Table::PasswdByName, &collide, 9, ResponseKind::Passwd, b"C");
-        b.add(Table::PasswdByName, b"victim", 9, ResponseKind::NotFound, b"");
+        b.add(
+            Table::PasswdByName,
+            b"victim",
+            9,
+            ResponseKind::NotFound,
+            b"",
+        );
         let pubn = b.build();
         let file = single_file(&pubn);
         let v = MapView::new(&file).unwrap();
         assert!(v.complete());
         assert_eq!(v.get(Table::PasswdByName, b"alice").unwrap().body, b"A");
         assert_eq!(
-            v.get(Table::PasswdByName, b"secret-typo-name").unwrap().kind,
+            v.get(Table::PasswdByName, b"secret-typo-name")
+                .unwrap()
+                .kind,
             ResponseKind::NotFound as u16
         );
         assert_eq!(v.get(Table::PasswdByName, b"victim"), None);

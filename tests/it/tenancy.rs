@@ -143,7 +143,11 @@ fn forger(socket: &Path, uid: Option<u32>) -> Child {
     while !socket.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(socket.exists(), "the forger did not bind {}", socket.display());
+    assert!(
+        socket.exists(),
+        "the forger did not bind {}",
+        socket.display()
+    );
     c
 }
 
@@ -266,8 +270,16 @@ fn pinned_shared_memory_stays_bounded_with_500_idle_processes() {
         Schema::Rfc2307,
         "max_connections = 2048\nmax_connections_per_uid = 1024\n",
     );
-    let users: Vec<&str> = env.fixture.users.keys().take(250).map(String::as_str).collect();
-    let misses: Vec<String> = (0..250).map(|i| format!("nosuch{i}x{}", std::process::id())).collect();
+    let users: Vec<&str> = env
+        .fixture
+        .users
+        .keys()
+        .take(250)
+        .map(String::as_str)
+        .collect();
+    let misses: Vec<String> = (0..250)
+        .map(|i| format!("nosuch{i}x{}", std::process::id()))
+        .collect();
     let mut names = Vec::new();
     for (u, m) in users.iter().zip(&misses) {
         names.push(*u);
@@ -275,7 +287,11 @@ fn pinned_shared_memory_stays_bounded_with_500_idle_processes() {
     }
     let nss = Nss::new(&d.runtime_dir(), "files toolforge");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read(d.map_file()).ok().and_then(|b| MapView::new(&b).map(|_| ())).is_none() {
+    while std::fs::read(d.map_file())
+        .ok()
+        .and_then(|b| MapView::new(&b).map(|_| ()))
+        .is_none()
+    {
         assert!(Instant::now() < deadline, "no cache file published");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -375,7 +391,10 @@ fn misses_are_not_listed_in_the_shared_data() {
     let took = t.elapsed();
     signal(pid, libc::SIGCONT);
     assert_eq!(r.code, Some(2), "{r:?}");
-    assert!(took < Duration::from_millis(2500), "asked the frozen daemon: {took:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "asked the frozen daemon: {took:?}"
+    );
     assert!(d.stop());
 }
 
