@@ -330,7 +330,7 @@ pub unsafe extern "C" fn _nss_toolforge_initgroups_dyn(
         let key = (Table::InitGroups, name.as_bytes());
         // Copied out first: a read of the cache file may be repeated (a torn read), and
         // adding to the caller's array must happen once.
-        let mut found: Vec<u32> = Vec::new();
+        let mut found = Gids::default();
         let status = lookup(
             key,
             || Request::InitGroups(name.to_owned()),
@@ -339,17 +339,52 @@ pub unsafe extern "C" fn _nss_toolforge_initgroups_dyn(
                 let ResponseRef::GroupIds(gids) = resp else {
                     return Filled::Done(MALFORMED);
                 };
-                found.clear();
-                found.extend_from_slice(&gids);
+                found.set(&gids);
                 Filled::Done(FOUND)
             },
         );
         if status != FOUND {
             return status;
         }
-        add_groups(&found, skip, start, size, groupsp, limit)
+        add_groups(found.get(), skip, start, size, groupsp, limit)
     })
 }
+
+/// A copy of a gid list: on the stack when short (most users are in a few groups).
+#[derive(Default)]
+struct Gids {
+    small: [u32; 32],
+    len: usize,
+    large: Vec<u32>,
+}
+
+impl Gids {
+    fn set(&mut self, gids: &[u32]) {
+        match self.small.get_mut(..gids.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(gids);
+                self.len = gids.len();
+                self.large.clear();
+            }
+            None => {
+                self.large.clear();
+                self.large.extend_from_slice(gids);
+                self.len = 0;
+            }
+        }
+    }
+
+    fn get(&self) -> &[u32] {
+        if self.large.is_empty() {
+            self.small.get(..self.len).unwrap_or(&[])
+        } else {
+            &self.large
+        }
+    }
+}
+
+/// Below this many gids (given and new together), a linear scan beats sorting.
+const LINEAR_DEDUP: usize = 64;
 
 /// The gids of `new` to add, in their order: not `skip`, not in `existing`, each once.
 /// O(n log n) (sorting), whatever the sizes.
@@ -373,8 +408,22 @@ unsafe fn add_groups(
     limit: c_long,
 ) -> Status {
     let n = (*start).clamp(0, (*size).max(0)) as usize;
-    let fresh = groups_to_add(std::slice::from_raw_parts(*groupsp, n), gids, skip);
-    for gid in fresh {
+    // Few gids: each is checked against the array as it grows (no allocation); many: sorted.
+    let linear = n + gids.len() <= LINEAR_DEDUP;
+    let sorted;
+    let list: &[u32] = if linear {
+        gids
+    } else {
+        sorted = groups_to_add(std::slice::from_raw_parts(*groupsp, n), gids, skip);
+        &sorted
+    };
+    for &gid in list {
+        if linear
+            && (gid == skip
+                || std::slice::from_raw_parts(*groupsp, (*start).max(0) as usize).contains(&gid))
+        {
+            continue;
+        }
         if *start >= *size {
             if limit > 0 && *size >= limit {
                 break;

@@ -436,12 +436,13 @@ impl<'a> MapView<'a> {
     pub fn new(file: &'a [u8]) -> Option<MapView<'a>> {
         let region = Region::parse(file, file.len())?;
         let (h, _) = Region::current(file)?;
-        MapView::publication(file.get(region.half(h))?)
+        let view = MapView::publication(file.get(region.half(h))?)?;
+        view.tables_fit().then_some(view)
     }
 
-    /// Checks a publication's header and table directory (`half` is the whole half; the
-    /// publication may use less of it); `None` for anything that is not a complete
-    /// publication.
+    /// Checks a publication's header (`half` is the whole half; the publication may use
+    /// less of it); `None` for anything that is not a publication. Tables are checked when
+    /// [`MapView::get`] reads them (the lookup path reads one); [`MapView::new`] checks all.
     pub fn publication(half: &'a [u8]) -> Option<MapView<'a>> {
         if half.get(0..8)? != PUB_MAGIC {
             return None;
@@ -451,18 +452,6 @@ impl<'a> MapView<'a> {
         if u32_at(bytes, 40)? != TABLES as u32 {
             return None;
         }
-        for t in 0..TABLES {
-            let dir = HEADER_LEN + 16 * t;
-            let off = usize::try_from(u64_at(bytes, dir)?).ok()?;
-            let count = u32_at(bytes, dir + 8)?;
-            if !count.is_power_of_two() || count > MAX_SLOTS {
-                return None;
-            }
-            let end = off.checked_add(count as usize * 8)?;
-            if off < DATA_START || end > bytes.len() || !off.is_multiple_of(8) {
-                return None;
-            }
-        }
         Some(MapView {
             bytes,
             seed: u64_at(bytes, 24)?,
@@ -470,6 +459,27 @@ impl<'a> MapView<'a> {
             flags: u32_at(bytes, 8)?,
             miss_key: bytes.get(48..64)?.try_into().ok()?,
         })
+    }
+
+    /// The slot array of `table`: offset and count, if its directory entry fits.
+    fn table(&self, table: Table) -> Option<(usize, usize)> {
+        let b = self.bytes;
+        let dir = HEADER_LEN + 16 * table as usize;
+        let off = usize::try_from(u64_at(b, dir)?).ok()?;
+        let count = u32_at(b, dir + 8)?;
+        if !count.is_power_of_two() || count > MAX_SLOTS {
+            return None;
+        }
+        let end = off.checked_add(count as usize * 8)?;
+        if off < DATA_START || end > b.len() || !off.is_multiple_of(8) {
+            return None;
+        }
+        Some((off, count as usize))
+    }
+
+    /// Whether every table directory fits.
+    fn tables_fit(&self) -> bool {
+        Table::ALL.iter().all(|t| self.table(*t).is_some())
     }
 
     pub fn generation(&self) -> u64 {
@@ -495,9 +505,7 @@ impl<'a> MapView<'a> {
     /// keyed digest of `key`.
     pub fn get(&self, table: Table, key: &[u8]) -> Option<MapHit<'a>> {
         let b = self.bytes;
-        let dir = HEADER_LEN + 16 * table as usize;
-        let off = usize::try_from(u64_at(b, dir)?).ok()?;
-        let count = u32_at(b, dir + 8)? as usize;
+        let (off, count) = self.table(table)?;
         let mask = count.checked_sub(1)?;
         let h = hash(self.seed, key);
         let tag = h >> 32;
