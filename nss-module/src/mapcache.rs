@@ -113,7 +113,7 @@ pub struct MapCache {
     current: AtomicUsize,
     /// Pid of the remapping thread's process; 0 when free.
     lock: AtomicI32,
-    /// Monotonic second of the last `stat` of the path (0: never).
+    /// Wall-clock second (+1) of the last `stat` of the path (0: never).
     checked: AtomicU64,
 }
 
@@ -168,7 +168,9 @@ impl MapCache {
         mut f: impl FnMut(u16, &[u8]) -> R,
     ) -> Result<R, NoAnswer> {
         register_fork_handler();
-        self.maintain(dir, path);
+        // One clock read serves the once-a-second check and the expiry.
+        let now = clock::secs(libc::CLOCK_REALTIME_COARSE);
+        self.maintain(dir, path, now);
         for _ in 0..ATTEMPTS {
             let idx = self.current.load(SC);
             let slot = self.slots.get(idx).ok_or(NoAnswer::NoFile)?;
@@ -235,10 +237,11 @@ impl MapCache {
         Err(NoAnswer::NoFile)
     }
 
-    /// At most once a second: `stat` the path and remap when it is another file (or none),
+    /// At most once a second (of `now_secs`, the coarse wall clock: a clock step costs one
+    /// extra check at most): `stat` the path and remap when it is another file (or none),
     /// then unmap old files no one reads.
-    fn maintain(&self, dir: &CStr, path: &CStr) {
-        let now = clock::secs(libc::CLOCK_MONOTONIC_COARSE).saturating_add(1);
+    fn maintain(&self, dir: &CStr, path: &CStr, now_secs: u64) {
+        let now = now_secs.saturating_add(1);
         let last = self.checked.load(Ordering::Relaxed);
         if last == now
             || self
