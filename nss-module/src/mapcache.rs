@@ -216,11 +216,7 @@ impl MapCache {
                 None => Read::Miss(NoAnswer::NoFile),
                 Some(view) => match view.get(table, key) {
                     None => Read::Miss(NoAnswer::Absent),
-                    Some(hit)
-                        if hit.expires_unix_secs <= clock::secs(libc::CLOCK_REALTIME_COARSE) =>
-                    {
-                        Read::Miss(NoAnswer::Expired)
-                    }
+                    Some(hit) if hit.expires_unix_secs <= now => Read::Miss(NoAnswer::Expired),
                     Some(hit) => Read::Hit(f(hit.kind, hit.body)),
                 },
             };
