@@ -208,6 +208,36 @@ fn is_busy(reply: &Reply) -> bool {
     )
 }
 
+/// Whether a `Busy` error frame waits on a connection whose send failed.
+fn busy_pending(conn: &Conn) -> bool {
+    let mut buf = [0u8; 512];
+    // SAFETY: buf is a valid writable buffer; MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            conn.fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    let Some(got) = usize::try_from(n).ok().and_then(|n| buf.get(..n)) else {
+        return false;
+    };
+    let Some(head) = got.get(..HEADER_LEN) else {
+        return false;
+    };
+    let Ok(header) = Header::decode(head, MAX_RESPONSE_BODY) else {
+        return false;
+    };
+    let body = got.get(HEADER_LEN..HEADER_LEN + header.body_len as usize);
+    body.is_some_and(|body| {
+        is_busy(&Reply {
+            header,
+            body: body.to_vec(),
+        })
+    })
+}
+
 fn sleep_ms(ms: u64) {
     // poll with no fds: a sleep that is not a cancellation problem (cancellation is disabled
     // in every export) and needs no newer glibc symbol.
@@ -245,6 +275,8 @@ fn attempt(
     match exchange(&conn, frame, request_id, deadline) {
         // The daemon hangs up after a `Busy` answer: `conn` is dropped.
         Ok(reply) if is_busy(&reply) => Err(Attempt::Busy),
+        // It may have answered `Busy` and hung up before our request went out.
+        Err(Failure::Broken) if busy_pending(&conn) => Err(Attempt::Busy),
         Ok(reply) => {
             breaker::reset();
             connection::give_back(Box::new(conn));

@@ -410,3 +410,50 @@ fn a_fork_while_other_threads_read_leaves_the_child_usable() {
     let r = nss.run(&[helper().to_str().unwrap(), "fork", &user, "300"]);
     assert_eq!(r.stdout.trim(), "failures=0", "{r:?}");
 }
+
+#[test]
+fn a_busy_daemon_is_asked_again_within_the_budget() {
+    let env = shared(Schema::Rfc2307);
+    let d = Daemon::start(
+        &[env.slapd.uri()],
+        Schema::Rfc2307,
+        "max_connections_per_uid = 1\n",
+    );
+    let user = env.fixture.developer(false).name.clone();
+    // This process (root) holds root's only connection: the module's gets `Busy`.
+    // A real answer on it proves the daemon counts it (a start-up probe may still hold the
+    // slot for a moment: then it is refused, and tried again).
+    let req = toolforge_nss_protocol::Request::GetPwNam("nosuchuser".into());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let held = loop {
+        let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+        s.write_all(&req.encode(1, Capabilities::ALL)).unwrap();
+        let mut head = [0u8; 24];
+        s.read_exact(&mut head).unwrap();
+        let header = toolforge_nss_protocol::Header::decode(&head, u32::MAX).unwrap();
+        let mut body = vec![0u8; header.body_len as usize];
+        s.read_exact(&mut body).unwrap();
+        if header.kind != ResponseKind::Error as u16 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never admitted");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    let nss = Nss::new(&d.runtime_dir(), "files toolforge");
+    let r = nss.run_env(
+        &["getent", "passwd", &user],
+        &[("TOOLFORGE_NSS_TIMEOUT_MS", "3000")],
+    );
+    release.join().unwrap();
+    assert_eq!(r.code, Some(0), "not asked again: {r:?}");
+    assert!(
+        r.elapsed >= Duration::from_millis(200),
+        "answered before the slot was free: {:?}\n{}",
+        r.elapsed,
+        d.log()
+    );
+}
