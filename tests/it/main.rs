@@ -22,4 +22,5 @@ mod security;
 mod singleflight;
 mod sss_compat;
 mod takeover;
+mod tenancy;
 mod tls;
