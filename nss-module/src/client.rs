@@ -139,6 +139,10 @@ fn exchange(
     }
     let head = first.get(..HEADER_LEN).ok_or(Failure::Malformed)?;
     let header = Header::decode(head, MAX_RESPONSE_BODY).map_err(|_| Failure::Malformed)?;
+    // A frame of a version this module does not speak is not read, whatever it says.
+    if !header.version_supported() {
+        return Err(Failure::Malformed);
+    }
     let total = HEADER_LEN + header.body_len as usize;
     if got > total {
         return Err(Failure::Malformed);

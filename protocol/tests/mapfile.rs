@@ -35,7 +35,7 @@ fn a_key_that_prefixes_a_colliding_record_is_still_written() {
     for (k, body) in keys.iter().zip(bodies) {
         b.add(Table::GroupByGid, k, 0, ResponseKind::Group, body);
     }
-    let bytes = b.build();
+    let bytes = single_file(&b.build());
     let v = MapView::new(&bytes).expect("a built file is valid");
     for (k, body) in keys.iter().zip(bodies) {
         assert_eq!(v.get(Table::GroupByGid, k).expect("written").body, body);
