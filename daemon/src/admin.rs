@@ -218,7 +218,11 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String, file: Option<PathBu
         let left = secs_left(exp);
         let _ = writeln!(s, "expires_in_secs_before: {left}");
         if positive == Some(true) {
-            let _ = writeln!(s, "age_secs: {}", r.positive_ttl().as_secs() as i64 - left);
+            let _ = writeln!(
+                s,
+                "age_secs: {}",
+                r.positive_ttl(&req).as_secs() as i64 - left
+            );
         }
     }
     if let (_, _, Some(after)) = r.cache_state(&req) {

@@ -3,7 +3,9 @@
 //! over LDAP; tests implement it in memory to count queries.
 //!
 //! The folder holds the LDAP side: `ldap` (connections, searches, mapping of results into
-//! records) and `servers` (health and backoff of the configured servers).
+//! records), `paging` (one complete search on one connection: paged, limits as errors),
+//! `members` (RFC 2307bis member DNs and nested groups, resolved in batches) and `servers`
+//! (health and backoff of the configured servers).
 
 use std::future::Future;
 
@@ -18,6 +20,10 @@ pub enum DirError {
     /// A server answered with an error.
     #[error("directory error: {0}")]
     Failed(String),
+    /// The server cut the answer short (size, time or administrative limit): the partial
+    /// answer is never used.
+    #[error("directory limit: {0}")]
+    Limit(String),
 }
 
 pub type DirResult<T> = Result<T, DirError>;
@@ -51,4 +57,6 @@ pub trait Directory: Send + Sync + 'static {
 }
 
 pub mod ldap;
+pub mod members;
+pub mod paging;
 pub mod servers;
