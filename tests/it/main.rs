@@ -3,7 +3,9 @@
 
 mod admin;
 mod cache_file;
+mod cache_policy;
 mod cli;
+mod directory_limits;
 mod e2e;
 mod enumerate;
 mod env;
@@ -13,6 +15,8 @@ mod module_abi;
 mod ops;
 mod protocol_abuse;
 mod resilience;
+mod rfc2307bis;
 mod security;
 mod singleflight;
 mod tls;
+mod toolforge_env;

@@ -12,3 +12,4 @@ pub mod paths;
 pub mod process;
 pub mod slapd;
 pub mod tls;
+pub mod toolforge;
