@@ -19,8 +19,9 @@ use crate::mapping::{Mapper, RawEntry};
 use crate::records::Membership;
 
 /// Values per OR filter: well under slapd's default size limit (500), so a batch normally
-/// fits in one plain search.
-pub const BATCH: usize = 200;
+/// fits in one plain search; and small, because a server tests each candidate entry against
+/// every term (the cost of a batch grows with its square).
+pub const BATCH: usize = 100;
 /// Batches in flight at once.
 const PARALLEL_BATCHES: usize = 4;
 /// More member DNs than this to resolve at once: one paged listing of the users is cheaper
@@ -145,16 +146,32 @@ enum Found {
     Group(Vec<String>),
 }
 
-/// OR filters matching the entries the DNs name by their first RDN, grouped by attribute.
-fn batch_filters(map_filter: &str, dns: &[&String]) -> Vec<String> {
-    let mut by_attr: HashMap<String, Vec<String>> = HashMap::new();
+/// Whether the normalised DN `dn` is `base` or below it.
+fn is_under(dn: &str, base: &str) -> bool {
+    dn == base
+        || dn
+            .strip_suffix(base)
+            .is_some_and(|head| head.ends_with('\u{1}'))
+}
+
+/// OR filters matching the entries the DNs name by their first RDN, grouped by attribute,
+/// each with the one base it is searched under: a DN is only looked for under the bases that
+/// hold it (a DN under none of them names no entry of this map).
+fn batch_filters(map_filter: &str, bases: &[String], dns: &[&String]) -> Vec<(String, String)> {
+    let norm_bases: Vec<Option<String>> = bases.iter().map(|b| normalize_dn(b)).collect();
+    let mut by_attr: HashMap<(usize, String), Vec<String>> = HashMap::new();
     for dn in dns {
-        if let Some((a, v)) = first_ava(dn) {
-            by_attr.entry(a).or_default().push(v);
+        let (Some((a, v)), Some(norm)) = (first_ava(dn), normalize_dn(dn)) else {
+            continue;
+        };
+        for (i, b) in norm_bases.iter().enumerate() {
+            if b.as_deref().is_some_and(|b| is_under(&norm, b)) {
+                by_attr.entry((i, a.clone())).or_default().push(v.clone());
+            }
         }
     }
     let mut out = Vec::new();
-    for (attr, mut values) in by_attr {
+    for ((base, attr), mut values) in by_attr {
         values.sort_unstable();
         values.dedup();
         for chunk in values.chunks(BATCH) {
@@ -163,7 +180,7 @@ fn batch_filters(map_filter: &str, dns: &[&String]) -> Vec<String> {
                 f.push_str(&format!("({attr}={})", filter::escape(v)));
             }
             f.push_str("))");
-            out.push(f);
+            out.push((bases[base].clone(), f));
         }
     }
     out
@@ -171,12 +188,14 @@ fn batch_filters(map_filter: &str, dns: &[&String]) -> Vec<String> {
 
 async fn run_batches<S: Searcher>(
     s: &S,
-    bases: &[String],
-    filters: Vec<String>,
+    filters: Vec<(String, String)>,
     attrs: &[String],
 ) -> DirResult<Vec<RawEntry>> {
     let results: Vec<Vec<RawEntry>> = stream::iter(filters)
-        .map(|f| async move { s.search_all(bases, &f, attrs, false).await })
+        .map(|(base, f)| async move {
+            s.search_all(std::slice::from_ref(&base), &f, attrs, false)
+                .await
+        })
         .buffer_unordered(PARALLEL_BATCHES)
         .try_collect()
         .await?;
@@ -201,8 +220,8 @@ async fn resolve<S: Searcher>(
             .await?
     } else {
         let spelled: Vec<&String> = dns.values().collect();
-        let filters = batch_filters(plan.user_filter, &spelled);
-        run_batches(s, plan.user_bases, filters, &name_attr).await?
+        let filters = batch_filters(plan.user_filter, plan.user_bases, &spelled);
+        run_batches(s, filters, &name_attr).await?
     };
     for e in users {
         let Some(norm) = normalize_dn(&e.dn) else {
@@ -229,8 +248,8 @@ async fn resolve<S: Searcher>(
         plan.mapper.attributes().group_name.clone(),
         plan.mapper.membership_attr().to_owned(),
     ];
-    let filters = batch_filters(plan.group_filter, &left);
-    for e in run_batches(s, plan.group_bases, filters, &group_attrs).await? {
+    let filters = batch_filters(plan.group_filter, plan.group_bases, &left);
+    for e in run_batches(s, filters, &group_attrs).await? {
         let Some(norm) = normalize_dn(&e.dn) else {
             continue;
         };
@@ -378,9 +397,9 @@ pub async fn memberships_of<S: Searcher>(
                 f.push_str(&format!("({attr}={})", filter::escape(dn)));
             }
             f.push_str("))");
-            filters.push(f);
+            filters.extend(plan.group_bases.iter().map(|b| (b.clone(), f.clone())));
         }
-        entries = run_batches(s, plan.group_bases, filters, &attrs).await?;
+        entries = run_batches(s, filters, &attrs).await?;
     }
 }
 
@@ -410,18 +429,29 @@ mod tests {
     }
 
     #[test]
-    fn batches_group_by_rdn_attribute_and_escape_values() {
-        let dns: Vec<String> = (0..450)
+    fn batches_group_by_rdn_attribute_and_base_and_escape_values() {
+        let dns: Vec<String> = (0..250)
             .map(|i| format!("uid=u{i},ou=p,dc=x"))
-            .chain(["cn=a*b,ou=p,dc=x".to_string()])
+            .chain([
+                "cn=a*b,OU=P,dc=x".to_string(),
+                "uid=z,ou=elsewhere,dc=y".to_string(),
+            ])
             .collect();
         let refs: Vec<&String> = dns.iter().collect();
-        let f = batch_filters("(objectClass=posixAccount)", &refs);
-        assert_eq!(f.len(), 4, "3 batches of uid, one of cn");
-        assert!(f.iter().any(|f| f.contains("(cn=a\\2ab)")));
+        let bases = vec!["ou=p,dc=x".to_string(), "ou=q,dc=x".to_string()];
+        let f = batch_filters("(objectClass=posixAccount)", &bases, &refs);
+        assert_eq!(
+            f.len(),
+            4,
+            "3 batches of uid, one of cn, all under ou=p only"
+        );
+        assert!(f.iter().all(|(b, _)| b == "ou=p,dc=x"));
+        assert!(f.iter().any(|(_, f)| f.contains("(cn=a\\2ab)")));
         assert!(f
             .iter()
-            .all(|f| f.starts_with("(&(objectClass=posixAccount)(|")));
+            .all(|(_, f)| f.starts_with("(&(objectClass=posixAccount)(|")));
+        assert!(is_under("a=b\u{1}dc=x", "dc=x"));
+        assert!(!is_under("a=b\u{1}xdc=x", "dc=x"));
     }
 
     /// A directory in memory: entries by DN; filters are OR lists of `attr=value`.
