@@ -99,3 +99,67 @@ fn ambiguous_names_are_refused_and_references_logged_once() {
         "one warning for the one base:\n{log}"
     );
 }
+
+/// The `config.toml` of deploy/daemonset.yaml's ConfigMap.
+fn daemonset_config() -> String {
+    let yaml = include_str!("../../deploy/daemonset.yaml");
+    let start = yaml
+        .find("config.toml: |\n")
+        .expect("the ConfigMap holds config.toml")
+        + "config.toml: |\n".len();
+    yaml[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_daemonset_config_serves_toolforge_groups() {
+    let shipped = daemonset_config();
+    assert!(shipped.contains("schema = \"rfc2307bis\""), "{shipped}");
+    // Its [ldap] part against a Toolforge-shaped directory: groups have their members and
+    // initgroups finds them (with the default rfc2307 both would be empty).
+    let ldap = &shipped[..shipped.find("[daemon]").unwrap_or(shipped.len())];
+    let slapd = Slapd::start(fixture());
+    let ldap = ldap
+        .lines()
+        .map(|l| {
+            if l.starts_with("uri = ") {
+                format!("uri = [\"{}\"]", slapd.uri())
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let d = Daemon::start_with(|run, cache| {
+        format!(
+            "{ldap}\n[daemon]\nruntime_dir = {:?}\ncache_dir = {:?}\nadmin_dir = {:?}\n",
+            run.display().to_string(),
+            cache.display().to_string(),
+            run.with_file_name("admin").display().to_string(),
+        )
+    });
+    let f = fixture();
+    let tool = f
+        .users
+        .values()
+        .find(|u| u.name.starts_with("tools."))
+        .unwrap();
+    assert_eq!(
+        query(&d.socket(), &Request::GetGrNam(tool.name.clone())),
+        Response::Group(toolforge_nss_protocol::Group {
+            name: tool.name.clone(),
+            passwd: "x".into(),
+            gid: tool.gid,
+            members: f.groups[&tool.name].members.clone(),
+        })
+    );
+    let member = &f.groups[&tool.name].members[0];
+    assert_eq!(
+        query(&d.socket(), &Request::InitGroups(member.clone())),
+        Response::GroupIds(f.supplementary_gids(member))
+    );
+}

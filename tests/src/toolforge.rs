@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::Path;
 
 use crate::fixture::{Fixture, Group, Schema, User, BASE, BIG_GROUP};
 
@@ -37,6 +38,16 @@ impl ToolforgeShape {
             tools: 400,
             big_group: 10_000,
             busy_maintainer: 300,
+        }
+    }
+
+    /// For `make demo`: small.
+    pub fn demo() -> ToolforgeShape {
+        ToolforgeShape {
+            developers: 300,
+            tools: 20,
+            big_group: 200,
+            busy_maintainer: 10,
         }
     }
 
@@ -150,6 +161,18 @@ fn person_dn(name: &str) -> String {
 
 fn tool_dn(name: &str) -> String {
     format!("uid={name},ou=people,ou=servicegroups,{BASE}")
+}
+
+/// A daemon config as Toolforge runs it (deploy/daemonset.yaml): `rfc2307bis` and the whole
+/// tree as the base of every map; `ldap_extra` goes into `[ldap]`, `extra` after `[daemon]`.
+pub fn daemon_config(uri: &str, run: &Path, cache: &Path, ldap_extra: &str, extra: &str) -> String {
+    format!(
+        "[ldap]\nuri = [\"{uri}\"]\nbase = \"{BASE}\"\nschema = \"rfc2307bis\"\nsearch_timeout_ms = 30000\n{ldap_extra}\
+         [daemon]\nruntime_dir = {:?}\ncache_dir = {:?}\nadmin_dir = {:?}\n{extra}",
+        run.display().to_string(),
+        cache.display().to_string(),
+        run.with_file_name("admin").display().to_string(),
+    )
 }
 
 /// The generated directory and its expectations.
