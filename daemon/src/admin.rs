@@ -351,6 +351,11 @@ pub fn status(r: &Daemon, started: Instant) -> String {
     }
     let [a, b, c, d, e] = r.cache_sizes();
     let _ = writeln!(s, "cache_entries: passwd_by_name={a} passwd_by_uid={b} group_by_name={c} group_by_gid={d} initgroups={e}");
+    let _ = writeln!(
+        s,
+        "cache_bytes: {} (found entries, as [cache] max_mib counts them)",
+        r.maps.bytes()
+    );
     let _ = writeln!(s, "cache_expired_entries: {}", r.expired_entries());
     let _ = writeln!(
         s,

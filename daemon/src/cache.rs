@@ -6,7 +6,6 @@
 //! manner of kanidm's cache states.
 
 use std::hash::Hash;
-use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -122,6 +121,10 @@ impl<K: Hash + Eq, V> Inner<K, V> {
 /// A bounded, TTL-aware LRU shared between tasks.
 pub struct TtlLru<K: Hash + Eq, V> {
     inner: Mutex<Inner<K, V>>,
+    /// The LRUs grow with what they hold (no table sized for the bound up front) and are
+    /// trimmed to these.
+    max_entries: usize,
+    max_negative: usize,
     max_bytes: usize,
     /// Fraction of the TTL after which a hit is `Due` (1.0: never).
     refresh_ahead: f64,
@@ -131,7 +134,6 @@ pub struct TtlLru<K: Hash + Eq, V> {
 impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
     /// `refresh_ahead_percent` 0 disables refresh-ahead.
     pub fn new(bounds: Bounds, refresh_ahead_percent: u8, max_stale: Duration) -> Self {
-        let cap = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         let refresh_ahead = if refresh_ahead_percent == 0 {
             1.0
         } else {
@@ -139,10 +141,12 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
         };
         TtlLru {
             inner: Mutex::new(Inner {
-                found: LruCache::new(cap(bounds.entries)),
-                absent: LruCache::new(cap(bounds.negative_entries)),
+                found: LruCache::unbounded(),
+                absent: LruCache::unbounded(),
                 bytes: 0,
             }),
+            max_entries: bounds.entries.max(1),
+            max_negative: bounds.negative_entries.max(1),
             max_bytes: bounds.bytes,
             refresh_ahead,
             max_stale,
@@ -210,6 +214,9 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
         };
         if slot.value.is_none() {
             map.absent.put(key, slot);
+            while map.absent.len() > self.max_negative {
+                map.absent.pop_lru();
+            }
             return;
         }
         if weight > self.max_bytes {
@@ -219,7 +226,7 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
         if let Some((_, old)) = map.found.push(key, slot) {
             map.bytes -= old.weight;
         }
-        while map.bytes > self.max_bytes {
+        while map.bytes > self.max_bytes || map.found.len() > self.max_entries {
             match map.found.pop_lru() {
                 Some((_, old)) => map.bytes -= old.weight,
                 None => break,

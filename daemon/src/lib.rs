@@ -19,6 +19,7 @@ pub mod enumeration;
 pub mod filter;
 pub mod histogram;
 pub mod mapping;
+pub mod memory;
 pub mod metrics;
 pub mod peers;
 pub mod persist;

@@ -59,6 +59,7 @@ fn main() -> ExitCode {
     }
     // Before any thread exists.
     std::env::set_var(DISABLE_ENV, "1");
+    toolforge_nssd::memory::tune_allocator();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {

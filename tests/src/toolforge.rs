@@ -28,6 +28,8 @@ pub struct ToolforgeShape {
     pub big_group: usize,
     /// Tool groups the busiest maintainer (`MANY_GROUPS_USER`) belongs to.
     pub busy_maintainer: usize,
+    /// Project groups besides `project-tools` (`project-pNNN`, 3 to 200 members).
+    pub projects: usize,
 }
 
 impl ToolforgeShape {
@@ -38,6 +40,7 @@ impl ToolforgeShape {
             tools: 400,
             big_group: 10_000,
             busy_maintainer: 300,
+            projects: 20,
         }
     }
 
@@ -48,6 +51,7 @@ impl ToolforgeShape {
             tools: 20,
             big_group: 200,
             busy_maintainer: 10,
+            projects: 3,
         }
     }
 
@@ -58,6 +62,7 @@ impl ToolforgeShape {
             tools: 5_000,
             big_group: 10_000,
             busy_maintainer: 300,
+            projects: 300,
         }
     }
 }
@@ -217,7 +222,7 @@ impl Toolforge {
         for i in 0..shape.developers {
             let name = dev_name(i);
             let uid = if i < old {
-                1000 + i as u32 * 4
+                1000 + i as u32 * 2
             } else {
                 100_000 + (i - old) as u32
             };
@@ -247,6 +252,22 @@ impl Toolforge {
         let big: Vec<String> = devs.iter().take(shape.big_group).cloned().collect();
         let dns: Vec<String> = big.iter().map(|n| person_dn(n)).collect();
         g.group("ou=groups", BIG_GROUP, 40000, &dns, Some(big));
+
+        // Project groups: sizes falling from 200, members spread over the developers.
+        for j in 0..shape.projects {
+            let size = (200 / (j + 1)).max(3).min(devs.len());
+            let members: Vec<String> = (0..size)
+                .map(|k| devs[(j * 7919 + k * 104_729) % devs.len()].clone())
+                .collect();
+            let dns: Vec<String> = members.iter().map(|n| person_dn(n)).collect();
+            g.group(
+                "ou=groups",
+                &format!("project-p{j:03}"),
+                41000 + j as u32,
+                &dns,
+                Some(members),
+            );
+        }
 
         // Tools: account + group; maintainers are developers, the busy maintainer for the
         // first `busy_maintainer` tools, and every 7th tool also lists another tool's account.
