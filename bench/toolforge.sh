@@ -77,7 +77,7 @@ group_ttl_secs = 3600
 persist_interval_secs = 0
 ${TF_EXTRA_CACHE_CONFIG:-}
 EOC
-env ${TF_DAEMON_ENV:-} "$rel/toolforge-nssd" --config "$W/tf/config.toml" 2> "$W/tf/log" & tfpid=$!; pids+=($tfpid)
+env ${TF_DAEMON_ENV:-} ${TF_DAEMON_WRAP:-} "$rel/toolforge-nssd" --config "$W/tf/config.toml" 2> "$W/tf/log" & tfpid=$!; pids+=($tfpid)
 for i in $(seq 100); do [ -S "$W/tf/run/socket" ] && break; sleep 0.05; done
 # --- SSSD, as Toolforge runs it
 if [ -n "${TF_ONLY:-}" ]; then echo "TF_ONLY: toolforge-nss alone" >&2
@@ -153,7 +153,8 @@ unshare --mount bash -c "mount --bind $W/nsswitch.toolforge /etc/nsswitch.conf
   done
   \"$B\" grnam $W/groups.txt $ng >/dev/null; \"$B\" grgid $W/groups.txt $ng >/dev/null"
 echo "filled in $(( $(date +%s) - t0 )) s: $nu users by name and uid, $ng groups by name and gid, $nu initgroups lists"
-sleep 2  # the last publication
+sleep 7  # the last publication, and the allocator trim after it
 "$rel/toolforge-nssctl" --admin-socket "$W/tf/admin/admin.socket" status 2>/dev/null | grep -Ei "entries|bytes|cache" || true
 grep -E "VmRSS|VmHWM|RssAnon|RssFile" /proc/$tfpid/status | tr -s ' ' | sed 's/^/toolforge-nssd /'
 echo "cache.map: $(stat -c %s "$W/tf/run/cache.map" 2>/dev/null || echo 0) bytes"
+[ -n "${TF_HOLD:-}" ] && { echo "holding $TF_HOLD s (pid $tfpid)"; sleep "$TF_HOLD"; }

@@ -405,7 +405,7 @@ pub fn dump(r: &Daemon) -> String {
     let m = &r.maps;
     for e in m.users_by_name.snapshot(now) {
         let what = e.value.map_or("absent".to_string(), |u| {
-            format!("uid={} home={}", u.record.passwd.uid, u.record.passwd.dir)
+            format!("uid={} home={}", u.record.passwd.uid, u.passwd().dir)
         });
         line(
             &mut s,

@@ -191,6 +191,15 @@ async fn run(path: PathBuf, config: Config) -> ExitCode {
         "toolforge-nssd started"
     );
     tokio::spawn(fail_back(resolver.clone()));
+    let r = resolver.clone();
+    tokio::spawn(toolforge_nssd::memory::trim_periodically(
+        move || {
+            r.stats
+                .generation
+                .load(std::sync::atomic::Ordering::Relaxed)
+        },
+        std::time::Duration::from_secs(5),
+    ));
     tokio::spawn(reload_on_sighup(resolver.clone(), path, config.clone()));
     if persisting {
         tokio::spawn(persist_periodically(

@@ -20,3 +20,24 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
     }
 }
+
+/// Every `every`, when the cache changed since the last pass (`generation` moved), returns
+/// the free pages inside malloc's arenas to the system (`malloc_trim`). Rebuilding the shared
+/// file and answering misses leave short-lived allocations between long-lived cache entries;
+/// without this, those holes stay resident. A pass over a fully cached Toolforge directory
+/// takes a few milliseconds, off the async workers.
+pub async fn trim_periodically(generation: impl Fn() -> u64, every: std::time::Duration) {
+    let mut last = u64::MAX;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = generation();
+        if now == last {
+            continue;
+        }
+        last = now;
+        // SAFETY: malloc_trim has no preconditions.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
+}

@@ -65,6 +65,33 @@ impl Weigh for Arc<Encoded<Vec<u32>>> {
     }
 }
 
+impl Encoded<UserRecord> {
+    /// Encodes a user. The record then keeps only what the daemon looks at (DN, name, uid,
+    /// gid): the other fields live in the body alone ([`Encoded::passwd`] decodes them),
+    /// which keeps a cached user at one allocation fewer per field.
+    pub fn user(mut record: UserRecord) -> Encoded<UserRecord> {
+        let body = encode(&Response::Passwd(record.passwd.clone()));
+        let p = &mut record.passwd;
+        for field in [&mut p.passwd, &mut p.gecos, &mut p.dir, &mut p.shell] {
+            *field = String::new();
+        }
+        record.dn.shrink_to_fit();
+        record.passwd.name.shrink_to_fit();
+        Encoded { record, body }
+    }
+
+    /// The whole `passwd` entry, decoded from the body.
+    pub fn passwd(&self) -> toolforge_nss_protocol::Passwd {
+        toolforge_nss_protocol::ResponseRef::decode(ResponseKind::Passwd as u16, &self.body)
+            .ok()
+            .and_then(|r| match r {
+                toolforge_nss_protocol::ResponseRef::Passwd(p) => p.to_owned().ok(),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.record.passwd.clone())
+    }
+}
+
 pub type UserEntry = Arc<Encoded<UserRecord>>;
 pub type GroupEntry = Arc<Encoded<GroupRecord>>;
 pub type GroupIds = Arc<Encoded<Vec<u32>>>;
@@ -497,8 +524,7 @@ impl<D: Directory> Resolver<D> {
     /// no other user claims the uid (`by_id`): a lookup by name does not, so it must not decide
     /// what `getpwuid` answers.
     fn store_user(&self, s: &Settings, rec: UserRecord, by_id: bool, now: Instant) -> UserEntry {
-        let body = encode(&Response::Passwd(rec.passwd.clone()));
-        let e = Arc::new(Encoded { record: rec, body });
+        let e = Arc::new(Encoded::user(rec));
         self.maps.users_by_name.put(
             e.record.passwd.name.clone(),
             Some(e.clone()),
@@ -601,8 +627,7 @@ impl<D: Directory> Resolver<D> {
         let Ok(u) = self.settings().policy.user(rec) else {
             return false;
         };
-        let body = encode(&Response::Passwd(u.passwd.clone()));
-        let e = Arc::new(Encoded { record: u, body });
+        let e = Arc::new(Encoded::user(u));
         if by_name {
             self.maps
                 .users_by_name
