@@ -45,12 +45,32 @@ impl Weigh for u32 {
 /// Bookkeeping of one slot in the LRU (hash bucket, list links), on top of key and value.
 const SLOT_OVERHEAD: usize = 64;
 
+/// 32 bytes besides the key: one of these per cached key.
 struct Slot<V> {
     value: Option<V>,
-    refresh_at: Instant,
     expires: Instant,
+    /// The refresh-ahead point, this many milliseconds before `expires`.
+    refresh_before_ms: u32,
     /// What this slot was charged (key + value + overhead).
-    weight: usize,
+    weight: u32,
+}
+
+impl<V> Slot<V> {
+    fn new(value: Option<V>, refresh_at: Instant, expires: Instant, weight: usize) -> Slot<V> {
+        let before = expires.saturating_duration_since(refresh_at).as_millis();
+        Slot {
+            value,
+            expires,
+            refresh_before_ms: u32::try_from(before).unwrap_or(u32::MAX),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn refresh_at(&self) -> Instant {
+        self.expires
+            .checked_sub(Duration::from_millis(u64::from(self.refresh_before_ms)))
+            .unwrap_or(self.expires)
+    }
 }
 
 /// One entry as the cache file publisher sees it: key, value (`None`: known absent), and the
@@ -107,7 +127,7 @@ impl<K: Hash + Eq, V> Inner<K, V> {
 
     fn pop(&mut self, key: &K) -> Option<Slot<V>> {
         if let Some(s) = self.found.pop(key) {
-            self.bytes -= s.weight;
+            self.bytes -= s.weight as usize;
             return Some(s);
         }
         self.absent.pop(key)
@@ -163,7 +183,7 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
         let Some(slot) = map.get(key) else {
             return Lookup::Miss;
         };
-        if now < slot.refresh_at {
+        if now < slot.refresh_at() {
             Lookup::Fresh(slot.value.clone())
         } else if now < slot.expires {
             Lookup::Due(slot.value.clone())
@@ -180,7 +200,7 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
     pub fn peek(&self, key: &K, now: Instant) -> Option<(&'static str, Option<V>, Instant)> {
         let map = self.lock();
         let slot = map.peek(key)?;
-        let state = if now < slot.refresh_at {
+        let state = if now < slot.refresh_at() {
             "fresh"
         } else if now < slot.expires {
             "due"
@@ -206,12 +226,7 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
         let weight = key.weight() + value.as_ref().map_or(0, Weigh::weight) + SLOT_OVERHEAD;
         let mut map = self.lock();
         map.pop(&key);
-        let slot = Slot {
-            value,
-            refresh_at,
-            expires,
-            weight,
-        };
+        let slot = Slot::new(value, refresh_at, expires, weight);
         if slot.value.is_none() {
             map.absent.put(key, slot);
             while map.absent.len() > self.max_negative {
@@ -224,11 +239,11 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
         }
         map.bytes += weight;
         if let Some((_, old)) = map.found.push(key, slot) {
-            map.bytes -= old.weight;
+            map.bytes -= old.weight as usize;
         }
         while map.bytes > self.max_bytes || map.found.len() > self.max_entries {
             match map.found.pop_lru() {
-                Some((_, old)) => map.bytes -= old.weight,
+                Some((_, old)) => map.bytes -= old.weight as usize,
                 None => break,
             }
         }
@@ -308,8 +323,8 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
     pub fn publishable(&self, now: Instant) -> Vec<Publishable<K, V>> {
         self.lock()
             .iter_all()
-            .filter(|(_, s)| now < s.refresh_at)
-            .map(|(k, s)| (k.clone(), s.value.clone(), s.refresh_at))
+            .filter(|(_, s)| now < s.refresh_at())
+            .map(|(k, s)| (k.clone(), s.value.clone(), s.refresh_at()))
             .collect()
     }
 
