@@ -138,6 +138,17 @@ awk '{ t[$1, $2] = $3; n[$1, $2] = $6; if (!($1 in seen)) { seen[$1] = 1; p[m++]
           for (j = 1; j < m; j++) printf "%14s", p[j] "/tf " (t["toolforge", sc] > 0 ? sprintf("%.1fx", t[p[j], sc] / t["toolforge", sc]) : "-")
           printf "   (answers:"; for (j = 0; j < m; j++) printf " %s=%s", p[j], n[p[j], sc]; printf ")\n" } }' "$W/cold.txt"
 
+# --- the RFC 2307bis cases (tests/src/toolforge.rs): every provider's answers, side by side
+echo
+for p in $providers; do
+  env_tf=""; [ "$p" = toolforge ] && env_tf="TOOLFORGE_NSS_DIR=$W/tf/run LD_LIBRARY_PATH=$W/tf/lib TOOLFORGE_NSS_TIMEOUT_MS=60000"
+  unshare --mount bash -c "mount --bind $W/nsswitch.$p /etc/nsswitch.conf; ${env_tf:+export $env_tf}
+    for u in \${TF_CASE_USERS:-nestfourth nestthird nestfirst legacyperson twinned}; do
+      echo \"$p id \$u: \$(id \$u 2>&1 | sed 's/^uid=[0-9]*//')\"; done
+    for g in \${TF_CASE_GROUPS:-project-spelling project-nest-top project-nest-mid project-nest-low project-nest-deep twingroup}; do
+      echo \"$p group \$g: \$(getent group \$g || echo '(none)')\"; done"
+done | tee "$W/cases.txt"
+
 # --- fill toolforge-nss's cache with everything, then its RSS
 echo
 awk '{print $1, $2}' "$W/names/users.txt" > "$W/users.txt"

@@ -4,7 +4,8 @@
 //! lists and in initgroups; names held by two entries refused and logged with both DNs;
 //! search references skipped and logged once per base.
 //!
-//! The expectations are SSSD 2.8's answers on the same data
+//! The expectations are SSSD 2.8's answers on the same data with a fresh cache, except where
+//! tests/src/toolforge.rs says why not
 //! ([`toolforge_nss_tests::toolforge::Toolforge::rfc2307bis_cases`]).
 
 use toolforge_nss_protocol::{Request, Response};

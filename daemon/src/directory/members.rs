@@ -26,7 +26,7 @@ pub const BATCH: usize = 100;
 const PARALLEL_BATCHES: usize = 4;
 /// More member DNs than this to resolve at once: one paged listing of the users is cheaper
 /// than batches (enumeration of every group).
-const LIST_USERS_ABOVE: usize = 5_000;
+const LIST_USERS_ABOVE: usize = 20_000;
 
 /// Complete searches over a set of bases (the LDAP directory, or a test double).
 pub trait Searcher: Send + Sync {
