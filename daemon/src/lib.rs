@@ -25,6 +25,7 @@ pub mod filter;
 pub mod handover;
 pub mod histogram;
 pub mod mapping;
+pub mod memory;
 pub mod metrics;
 pub mod peers;
 pub mod persist;

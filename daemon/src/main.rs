@@ -91,6 +91,7 @@ fn main() -> ExitCode {
     std::env::set_var(DISABLE_ENV, "1");
     // The same for libnss_sss (SSSD's client returns NOTFOUND at once when it sees it).
     std::env::set_var("_SSS_LOOPS", "NO");
+    toolforge_nssd::memory::tune_allocator();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -285,6 +286,15 @@ async fn run(args: Args, config: Config) -> ExitCode {
         "toolforge-nssd started"
     );
     tokio::spawn(fail_back(resolver.clone()));
+    let r = resolver.clone();
+    tokio::spawn(toolforge_nssd::memory::trim_periodically(
+        move || {
+            r.stats
+                .generation
+                .load(std::sync::atomic::Ordering::Relaxed)
+        },
+        std::time::Duration::from_secs(5),
+    ));
     tokio::spawn(reload_on_sighup(resolver.clone(), path, config.clone()));
     if persisting {
         tokio::spawn(persist_periodically(

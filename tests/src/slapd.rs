@@ -25,7 +25,10 @@ pub struct Slapd {
     child: Option<Child>,
 }
 
-fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>) -> String {
+/// The size limits of [`Slapd::start`]: 1000 entries per plain search, paged unlimited.
+pub const DEFAULT_LIMITS: &str = "size.soft=1000 size.hard=1000 size.prtotal=unlimited";
+
+fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>, limits: &str) -> String {
     let tls = tls
         .map(|(ca, cert, key)| {
             format!(
@@ -45,7 +48,7 @@ modulepath /usr/lib/ldap
 moduleload back_mdb
 pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
-sizelimit size.soft=1000 size.hard=1000 size.prtotal=unlimited
+sizelimit {limits}
 {tls}database mdb
 maxsize 268435456
 suffix \"{BASE}\"
@@ -68,13 +71,26 @@ impl Slapd {
     /// As [`Slapd::start`]; with `(ca, cert, key)` it also serves `ldaps://` on `tls_port`
     /// and offers StartTLS on the plain port.
     pub fn start_tls(fixture: &Fixture, tls: Option<(&Path, &Path, &Path)>) -> Slapd {
+        Slapd::start_full(fixture, tls, DEFAULT_LIMITS)
+    }
+
+    /// As [`Slapd::start`] with slapd's `sizelimit` directive set to `limits` (e.g.
+    /// `size.hard=500 size.prtotal=unlimited`; `size.prtotal=disabled` refuses paging).
+    pub fn start_limited(fixture: &Fixture, limits: &str) -> Slapd {
+        Slapd::start_full(fixture, None, limits)
+    }
+
+    fn start_full(fixture: &Fixture, tls: Option<(&Path, &Path, &Path)>, limits: &str) -> Slapd {
         let dir = tempfile::Builder::new()
             .prefix("tf-slapd-")
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("db")).expect("db dir");
-        std::fs::write(dir.path().join("slapd.conf"), config(dir.path(), tls))
-            .expect("write slapd.conf");
+        std::fs::write(
+            dir.path().join("slapd.conf"),
+            config(dir.path(), tls, limits),
+        )
+        .expect("write slapd.conf");
         std::fs::write(dir.path().join("data.ldif"), &fixture.ldif).expect("write ldif");
         let out = Command::new("slapadd")
             .args(["-q", "-f"])
