@@ -240,8 +240,8 @@ impl Default for DaemonConfig {
             idle_timeout_ms: 30_000,
             request_timeout_ms: 1_000,
             worker_threads: 2,
-            miss_queries_per_uid_per_sec: 50,
-            miss_query_burst_per_uid: 200,
+            miss_queries_per_uid_per_sec: 100,
+            miss_query_burst_per_uid: 5000,
         }
     }
 }

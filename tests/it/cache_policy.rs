@@ -69,7 +69,7 @@ fn misses_never_evict_found_entries() {
     let d = Daemon::start(
         &[env.slapd.uri()],
         Schema::Rfc2307,
-        "[cache]\nmax_entries = 100\nmax_negative_entries = 20\npersist_interval_secs = 0\n",
+        "miss_queries_per_uid_per_sec = 0\n[cache]\nmax_entries = 100\nmax_negative_entries = 20\npersist_interval_secs = 0\n",
     );
     let sock = d.socket();
     let users: Vec<String> = env
