@@ -431,3 +431,57 @@ fn beyond_the_per_uid_cap_a_client_gets_an_error_reply_not_a_hang() {
     let run = sss.run(&["getent", "passwd", &u.name]);
     assert_eq!(run.lines(), [u.passwd_line()]);
 }
+
+/// `deploy/daemonset-sss-compat.yaml` is `deploy/daemonset.yaml` (config, rollout, probes,
+/// security context, mounts) plus SSSD's socket directory, on the nodes labelled for it: a
+/// change to one that is not made to the other fails here.
+#[test]
+fn the_sss_compat_daemonset_keeps_in_step_with_the_plain_one() {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("{}/../deploy/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let (plain, compat) = (read("daemonset.yaml"), read("daemonset-sss-compat.yaml"));
+    // The manifests without their header comments, with the compat one's own names and
+    // additions taken out: what is left must be the same, line for line.
+    let body = |s: &str| -> Vec<String> {
+        s.lines()
+            .skip_while(|l| l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let additions = [
+        "    # SSSD's client has this path compiled in; the directory is given to run_as_uid.",
+        "    sss_compat_dir = \"/var/lib/sss/pipes\"",
+        "            - {name: sss-pipes, mountPath: /var/lib/sss/pipes}",
+        "        # The directory the webhook mounts into tool pods (the directory, not the socket",
+        "        # file: a restarted daemon makes a new socket inode). SSSD's memory cache",
+        "        # (/var/lib/sss/mc) is not published.",
+        "        - name: sss-pipes",
+        "          hostPath: {path: /var/lib/sss/pipes, type: DirectoryOrCreate}",
+        "      nodeSelector:",
+        "        toolforge.org/nss-sss-compat: \"true\"",
+    ];
+    let compat_lines: Vec<String> = body(&compat)
+        .into_iter()
+        .filter(|l| !additions.contains(&l.as_str()))
+        .map(|l| {
+            l.replace("toolforge-nssd-sss-compat", "toolforge-nssd")
+                .replace("toolforge-nss-sss-compat", "toolforge-nss")
+        })
+        .collect();
+    let mut plain_lines = body(&plain);
+    // The plain one keeps off the labelled nodes (its affinity block and comment).
+    let start = plain_lines
+        .iter()
+        .position(|l| l.contains("Nodes switched from SSSD run daemonset-sss-compat.yaml"))
+        .expect("the plain DaemonSet names the compat one");
+    let end = plain_lines
+        .iter()
+        .position(|l| l.contains("key: toolforge.org/nss-sss-compat, operator: NotIn"))
+        .expect("the plain DaemonSet keeps off the labelled nodes");
+    plain_lines.drain(start..=end);
+    assert_eq!(compat_lines, plain_lines);
+    for addition in additions {
+        assert!(compat.contains(addition), "missing: {addition}");
+    }
+}
