@@ -485,3 +485,32 @@ fn the_sss_compat_daemonset_keeps_in_step_with_the_plain_one() {
         assert!(compat.contains(addition), "missing: {addition}");
     }
 }
+
+/// Refused connections cost the daemon nothing it keeps: a uid that opens hundreds of idle
+/// connections beyond its cap (and sends nothing) does not pile up descriptors in the daemon,
+/// which would end in `accept` failing for every tenant.
+#[test]
+fn idle_connections_beyond_the_cap_hold_no_daemon_descriptors() {
+    let env = env();
+    let d = start_daemon(&env.slapd.uri(), "max_connections_per_uid = 4\n");
+    let dir = sss_dir(&d);
+    let pid = d.pid().expect("the daemon runs");
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let held: Vec<UnixStream> = (0..400).map(|_| connect(&dir)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let during = fds();
+    assert!(
+        during < before + 40,
+        "{before} descriptors before, {during} with 400 idle connections held"
+    );
+    drop(held);
+    // And the socket still serves.
+    let mut c = connect(&dir);
+    let (h, _) = exchange(&mut c, &SssRequest::GetVersion(1).encode());
+    assert_eq!(h.status, 0);
+}
