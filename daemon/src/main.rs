@@ -170,6 +170,13 @@ async fn run(args: Args, config: Config) -> ExitCode {
     if taking_over {
         publish_at_start(&publisher, &resolver).await;
     }
+    // Every check that can refuse the start comes before the first socket is taken over: a
+    // new daemon that refuses after renaming a socket over the old daemon's would leave that
+    // socket dead. The admin directory's check first.
+    if let Err(e) = privileges::check_private_dir(&config.daemon.admin_dir) {
+        error!("refusing to start: {e}");
+        return ExitCode::FAILURE;
+    }
     // SSSD compatibility socket (issue 15): bound before the privilege drop, and taken over
     // from a running daemon like the other two.
     let sss_listener = match sss::bind_for(&config, taking_over) {
@@ -179,15 +186,14 @@ async fn run(args: Args, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The admin socket first: its directory check is the last step that can refuse.
-    let admin = match privileges::check_private_dir(&config.daemon.admin_dir).and_then(|()| {
-        if taking_over {
-            Listener::take_over_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
-        } else {
-            Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
-        }
-        .map_err(|e| e.to_string())
-    }) {
+    // The admin socket before the lookup socket: the old daemon decides by the lookup socket.
+    let admin = match if taking_over {
+        Listener::take_over_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+    } else {
+        Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+    }
+    .map_err(|e| e.to_string())
+    {
         Ok(l) => l,
         Err(e) => {
             error!("refusing to start: {e}");
@@ -242,12 +248,14 @@ async fn run(args: Args, config: Config) -> ExitCode {
     }
     let started = std::time::Instant::now();
     if let Some(t) = takeover {
+        // systemd learns the new main pid before the old daemon is told to exit: were it
+        // to exit first, systemd would take the service for stopped and kill this one.
+        upgrade::notify_ready(true);
         // Our sockets are in place: the old daemon drains and exits.
         let drains = tokio::task::spawn_blocking(move || t.finish())
             .await
             .unwrap_or(false);
         info!(old_daemon_drains = drains, "took over");
-        upgrade::notify_ready(true);
     } else {
         upgrade::notify_ready(false);
     }

@@ -514,3 +514,35 @@ fn idle_connections_beyond_the_cap_hold_no_daemon_descriptors() {
     let (h, _) = exchange(&mut c, &SssRequest::GetVersion(1).encode());
     assert_eq!(h.status, 0);
 }
+
+/// A new daemon that refuses to start during a takeover refuses before it takes any socket
+/// over: the old daemon keeps its SSSD socket (and the others) and serves on.
+#[test]
+fn a_successor_that_refuses_to_start_leaves_every_socket_to_the_old_daemon() {
+    let env = env();
+    let old = start_daemon(&env.slapd.uri(), "");
+    let dir = sss_dir(&old);
+    let admin = old.runtime_dir().with_file_name("admin");
+    // An admin directory others can enter: the new daemon must refuse to start.
+    std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut new = old.successor(|c| c.to_string());
+    let exit = new.wait_exit(Duration::from_secs(20));
+    std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "{exit:?}\n{}",
+        new.log()
+    );
+    assert!(new.log().contains("refusing to start"), "{}", new.log());
+    assert!(
+        !new.log().contains("taking over the socket"),
+        "took a socket over before refusing:\n{}",
+        new.log()
+    );
+    let mut c = connect(&dir);
+    let (h, _) = exchange(&mut c, &SssRequest::GetVersion(1).encode());
+    assert_eq!(
+        h.status, 0,
+        "the old daemon still answers on its SSSD socket"
+    );
+}
