@@ -477,7 +477,7 @@ impl<D: Directory> Resolver<D> {
     ) -> Outcome<V>
     where
         V: Clone + Send + 'static,
-        F: FnOnce(Arc<Self>) -> Fut,
+        F: Fn(Arc<Self>) -> Fut,
         Fut: std::future::Future<Output = DirResult<Option<V>>> + Send + 'static,
     {
         let stats = &self.stats;
@@ -516,7 +516,17 @@ impl<D: Directory> Resolver<D> {
                     stats.unavailable.fetch_add(1, Ordering::Relaxed);
                     return Outcome::Unavailable;
                 }
-                return match fetch(self.clone()).await {
+                let mut result = fetch(self.clone()).await;
+                if refreshing && matches!(result, Err(DirError::Overloaded(_))) {
+                    // This caller joined a query another uid started, and that query found no
+                    // directory slot in time: its place was its starter's turn in the fair
+                    // queue (say, behind that uid's own flood). Ask once more in this
+                    // caller's own turn, charged as a starter.
+                    if self.admission.charge(caller, Instant::now()).is_ok() {
+                        result = fetch(self.clone()).await;
+                    }
+                }
+                return match result {
                     Ok(v) => found(v, false),
                     Err(e @ DirError::Overloaded(_)) => {
                         debug!(lookup = ?what, error = %e, "directory busy");
@@ -837,7 +847,7 @@ impl<D: Directory> Resolver<D> {
         self.lookup(
             cached,
             refreshing,
-            move |this| this.fetch_user(k, caller),
+            move |this| this.fetch_user(k.clone(), caller),
             &key,
             caller,
         )
@@ -908,7 +918,7 @@ impl<D: Directory> Resolver<D> {
         self.lookup(
             cached,
             refreshing,
-            move |this| this.fetch_group(k, caller),
+            move |this| this.fetch_group(k.clone(), caller),
             &key,
             caller,
         )
@@ -968,7 +978,7 @@ impl<D: Directory> Resolver<D> {
         self.lookup(
             cached,
             refreshing,
-            move |this| this.fetch_groups_of(n, caller),
+            move |this| this.fetch_groups_of(n.clone(), caller),
             &name,
             caller,
         )
