@@ -517,7 +517,11 @@ fn idle_connections_beyond_the_cap_hold_no_daemon_descriptors() {
         if h.status == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "still refused: {}", h.status);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {}",
+            h.status
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
