@@ -23,6 +23,10 @@ dpkg-deb -f "$deb" Package Depends Section
 dpkg-deb -e "$deb" /tmp/toolforge-nss-deb-control.$$
 grep -q '/etc/toolforge-nss/config.toml' /tmp/toolforge-nss-deb-control.$$/conffiles || { echo "config is not a conffile" >&2; fail=1; }
 if grep -Eq 'sed|>>? */etc/nsswitch' /tmp/toolforge-nss-deb-control.$$/postinst; then echo "postinst edits nsswitch.conf" >&2; fail=1; fi
+# The daemon's fixed uid: the postinst creates it, the unit runs as it, the module trusts it.
+grep -q '^DAEMON_UID=64100$' /tmp/toolforge-nss-deb-control.$$/postinst || { echo "postinst does not create uid 64100" >&2; fail=1; }
+grep -q 'useradd --system --uid "$DAEMON_UID"' /tmp/toolforge-nss-deb-control.$$/postinst || { echo "postinst does not create the daemon user" >&2; fail=1; }
+grep -q 'DEFAULT_DAEMON_UID: u32 = 64_100;' nss-module/src/trust.rs || { echo "the module's default daemon uid is not 64100" >&2; fail=1; }
 rm -rf /tmp/toolforge-nss-deb-control.$$
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -30,6 +34,8 @@ dpkg -x "$deb" "$root"
 "$root/usr/sbin/toolforge-nssd" --version
 "$root/usr/bin/toolforge-nssctl" --version
 "$root/usr/sbin/toolforge-nssd" --check-config "$root/etc/toolforge-nss/config.toml"
+grep -qx 'User=toolforge-nss' "$root/lib/systemd/system/toolforge-nssd.service" || { echo "the unit does not run as toolforge-nss" >&2; fail=1; }
+if grep -q '^DynamicUser=yes' "$root/lib/systemd/system/toolforge-nssd.service"; then echo "the unit uses a dynamic uid" >&2; fail=1; fi
 mod="$root/usr/lib/x86_64-linux-gnu/libnss_toolforge.so.2"
 readelf -d "$mod" | grep -q 'SONAME.*libnss_toolforge.so.2' || { echo "wrong SONAME" >&2; fail=1; }
 # The packaged module is the baseline build: no GLIBC_ version above 2.17, no debug info.

@@ -160,6 +160,10 @@ pub struct LdapConfig {
     /// drained), under the servers' idle timeout. Default 540 s.
     #[serde(default = "defaults::connection_expire_secs")]
     pub connection_expire_secs: u64,
+    /// RFC 2307bis: levels of nested groups followed in member lists and initgroups
+    /// (SSSD's `ldap_group_nesting_level`). 0: none. Default 2.
+    #[serde(default = "defaults::group_nesting_level")]
+    pub group_nesting_level: u32,
     /// The users map (`passwd`).
     #[serde(default = "defaults::users")]
     pub users: MapConfig,
@@ -284,8 +288,8 @@ impl Default for DaemonConfig {
             idle_timeout_ms: 30_000,
             request_timeout_ms: 1_000,
             worker_threads: 2,
-            miss_queries_per_uid_per_sec: 50,
-            miss_query_burst_per_uid: 200,
+            miss_queries_per_uid_per_sec: 100,
+            miss_query_burst_per_uid: 5000,
         }
     }
 }
@@ -322,6 +326,31 @@ pub struct CacheConfig {
     /// published together), and publications are paced so that building the file takes at
     /// most a tenth of one core. An invalidation is published at once. Default 20 ms.
     pub map_publish_delay_ms: u64,
+    /// Lifetime of a found user (`passwd`); unset: `positive_ttl_secs` (SSSD's
+    /// `entry_cache_user_timeout`).
+    pub user_ttl_secs: Option<u64>,
+    /// Lifetime of a found group and of an initgroups list; unset: `positive_ttl_secs`
+    /// (SSSD's `entry_cache_group_timeout`).
+    pub group_ttl_secs: Option<u64>,
+    /// Most "no such entry" answers kept per map, in an LRU of their own: misses never evict
+    /// found entries. Default 10000.
+    pub max_negative_entries: usize,
+    /// Most memory the cached answers may take, in MiB (their encoded size plus the
+    /// record, estimated); the least recently used go first when either this or
+    /// `max_entries` is reached. Default 256.
+    pub max_mib: u64,
+}
+
+impl CacheConfig {
+    /// TTL of found users.
+    pub fn user_ttl_secs(&self) -> u64 {
+        self.user_ttl_secs.unwrap_or(self.positive_ttl_secs)
+    }
+
+    /// TTL of found groups and initgroups lists.
+    pub fn group_ttl_secs(&self) -> u64 {
+        self.group_ttl_secs.unwrap_or(self.positive_ttl_secs)
+    }
 }
 
 impl Default for CacheConfig {
@@ -337,6 +366,10 @@ impl Default for CacheConfig {
             persist_interval_secs: 60,
             map_file_max_mib: 64,
             map_publish_delay_ms: 20,
+            user_ttl_secs: None,
+            group_ttl_secs: None,
+            max_negative_entries: 10_000,
+            max_mib: 256,
         }
     }
 }
@@ -406,6 +439,9 @@ mod defaults {
     }
     pub fn connection_expire_secs() -> u64 {
         540
+    }
+    pub fn group_nesting_level() -> u32 {
+        2
     }
     pub fn users() -> MapConfig {
         MapConfig {

@@ -108,7 +108,32 @@ fn invalid_values_name_key_value_and_reason() {
         (
             "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[ldap.users]\nfilter = \"(uid=*\"",
             "ldap.users.filter",
-            "balanced",
+            "unterminated",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[ldap.groups]\nfilter = \"(objectClass=posixGroup)(cn=x)\"",
+            "ldap.groups.filter",
+            "after the filter",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[ldap.users]\nfilter = \"(&(objectClass=posixAccount)(uid))\"",
+            "ldap.users.filter",
+            "comparison",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[ldap.users]\nfilter = \"(cn=a\\\\zz)\"",
+            "ldap.users.filter",
+            "escape",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\ngroup_nesting_level = 99",
+            "ldap.group_nesting_level",
+            "between",
+        ),
+        (
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[cache]\ngroup_ttl_secs = 0",
+            "cache.group_ttl_secs",
+            "between",
         ),
         (
             "[ldap]\nuri = [\"ldaps://x\"]\nbase = \"dc=x\"\nstarttls = true",
@@ -167,6 +192,25 @@ fn the_example_config_is_valid_and_documents_every_default() {
     assert_eq!(c.ldap.reconnect_max_ms, 30000);
     assert_eq!(c.ldap.failback_interval_secs, 30);
     assert_eq!(c.ldap.page_size, 500);
+    assert_eq!(c.ldap.group_nesting_level, 2);
+}
+
+#[test]
+fn real_filters_parse() {
+    for f in [
+        "(objectClass=posixAccount)",
+        "(&(objectClass=posixAccount)(!(uid=root))(|(uidNumber>=1000)(cn=a*b*)))",
+        "(&(objectClass=posixGroup)(cn=tools.\\2a))",
+        "(uid:caseExactMatch:=alice)",
+        "(:dn:2.4.6.8.10:=Dino)",
+        "(&)",
+        "(cn~=bob)",
+    ] {
+        assert!(crate::validate::parse_filter(f).is_ok(), "{f}");
+    }
+    for f in ["objectClass=x", "(a=(b))", "((a=b))", "(a>=b*)", "(=x)", ""] {
+        assert!(crate::validate::parse_filter(f).is_err(), "{f}");
+    }
 }
 
 #[test]

@@ -55,26 +55,83 @@ fn looks_like_dn(dn: &str) -> bool {
             .all(|rdn| rdn.contains('=') && !rdn.trim().starts_with('='))
 }
 
-/// A filter must be parenthesised and balanced (the directory parses the rest).
-fn looks_like_filter(f: &str) -> bool {
-    let mut depth = 0i32;
-    let mut escaped = false;
-    for c in f.chars() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
+/// Parses an LDAP search filter (RFC 4515): `Err` says what is wrong and where.
+pub(crate) fn parse_filter(f: &str) -> Result<(), String> {
+    let b = f.as_bytes();
+    let end = parse_one(b, 0)?;
+    if end != b.len() {
+        return Err(format!("unexpected text after the filter at byte {end}"));
+    }
+    Ok(())
+}
+
+/// One `( ... )` starting at `i`; returns the index after its `)`.
+fn parse_one(b: &[u8], i: usize) -> Result<usize, String> {
+    if b.get(i) != Some(&b'(') {
+        return Err(format!("expected '(' at byte {i}"));
+    }
+    let mut i = i + 1;
+    match b.get(i) {
+        Some(b'&') | Some(b'|') => {
+            i += 1;
+            while b.get(i) == Some(&b'(') {
+                i = parse_one(b, i)?;
             }
-            '\0' => return false,
-            _ => {}
+        }
+        Some(b'!') => i = parse_one(b, i + 1)?,
+        Some(_) => i = parse_item(b, i)?,
+        None => return Err("unterminated filter".into()),
+    }
+    if b.get(i) != Some(&b')') {
+        return Err(format!("expected ')' at byte {i}"));
+    }
+    Ok(i + 1)
+}
+
+/// `attr=value`, `attr~=`, `attr>=`, `attr<=`, `attr=*`, substrings and extensible matches.
+fn parse_item(b: &[u8], mut i: usize) -> Result<usize, String> {
+    let start = i;
+    while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'-' | b';' | b'.' | b':'))
+    {
+        i += 1;
+    }
+    let attr = &b[start..i];
+    let op_at = i;
+    let extensible = attr.ends_with(b":");
+    match (b.get(i), b.get(i + 1)) {
+        (Some(b'~' | b'>' | b'<'), Some(b'=')) if !extensible => i += 2,
+        (Some(b'='), _) => i += 1,
+        _ => {
+            return Err(format!(
+                "expected a comparison (=, ~=, >=, <=) at byte {op_at}"
+            ))
         }
     }
-    f.starts_with('(') && f.ends_with(')') && depth == 0
+    let name = attr.strip_suffix(b":").unwrap_or(attr);
+    let first = name.split(|&c| c == b':').next().unwrap_or(b"");
+    let valid_attr = (first.is_empty() && extensible)
+        || first.first().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !valid_attr || (!extensible && attr.contains(&b':')) {
+        return Err(format!("bad attribute description at byte {start}"));
+    }
+    while let Some(&c) = b.get(i) {
+        match c {
+            b')' => return Ok(i),
+            b'(' | 0 => return Err(format!("unescaped {:?} in a value at byte {i}", c as char)),
+            b'\\' => {
+                let hex = b.get(i + 1..i + 3).unwrap_or(b"");
+                if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(format!("bad escape at byte {i} (\\XX, two hex digits)"));
+                }
+                i += 3;
+            }
+            b'*' if b[op_at] != b'=' || extensible => {
+                return Err(format!("'*' is only allowed with '=' (byte {i})"))
+            }
+            _ => i += 1,
+        }
+    }
+    Err("unterminated filter".into())
 }
 
 fn check_map(section: &str, map: &MapConfig) -> Result<(), Violation> {
@@ -86,12 +143,13 @@ fn check_map(section: &str, map: &MapConfig) -> Result<(), Violation> {
             "is not a DN (attr=value,...)",
         )?;
     }
-    check(
-        looks_like_filter(&map.filter),
-        &format!("{section}.filter"),
-        &map.filter,
-        "must be a parenthesised LDAP filter with balanced parentheses",
-    )
+    parse_filter(&map.filter).map_err(|why| {
+        bad(
+            &format!("{section}.filter"),
+            &map.filter,
+            format!("is not an LDAP filter (RFC 4515): {why}"),
+        )
+    })
 }
 
 pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
@@ -180,6 +238,12 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         l.connection_expire_secs,
         1,
         86_400,
+    )?;
+    check_range(
+        "ldap.group_nesting_level",
+        u64::from(l.group_nesting_level),
+        0,
+        16,
     )?;
     check_map("ldap.users", &l.users)?;
     check_map("ldap.groups", &l.groups)?;
@@ -324,6 +388,21 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         30 * 86_400,
     )?;
     check_range("cache.negative_ttl_secs", k.negative_ttl_secs, 0, 86_400)?;
+    for (key, ttl) in [
+        ("cache.user_ttl_secs", k.user_ttl_secs),
+        ("cache.group_ttl_secs", k.group_ttl_secs),
+    ] {
+        if let Some(t) = ttl {
+            check_range(key, t, 1, 30 * 86_400)?;
+        }
+    }
+    check_range(
+        "cache.max_negative_entries",
+        k.max_negative_entries as u64,
+        1,
+        10_000_000,
+    )?;
+    check_range("cache.max_mib", k.max_mib, 1, 65_536)?;
     check_range("cache.max_entries", k.max_entries as u64, 1, 10_000_000)?;
     check_range("cache.max_stale_secs", k.max_stale_secs, 0, 365 * 86_400)?;
     check_range(

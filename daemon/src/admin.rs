@@ -289,7 +289,11 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String, file: Option<PathBu
         let left = secs_left(exp);
         let _ = writeln!(s, "expires_in_secs_before: {left}");
         if positive == Some(true) {
-            let _ = writeln!(s, "age_secs: {}", r.positive_ttl().as_secs() as i64 - left);
+            let _ = writeln!(
+                s,
+                "age_secs: {}",
+                r.positive_ttl(&req).as_secs() as i64 - left
+            );
         }
     }
     if let (_, _, Some(after)) = r.cache_state(&req) {
@@ -425,6 +429,11 @@ pub fn status(r: &Daemon, started: Instant) -> String {
     }
     let [a, b, c, d, e] = r.cache_sizes();
     let _ = writeln!(s, "cache_entries: passwd_by_name={a} passwd_by_uid={b} group_by_name={c} group_by_gid={d} initgroups={e}");
+    let _ = writeln!(
+        s,
+        "cache_bytes: {} (found entries, as [cache] max_mib counts them)",
+        r.maps.bytes()
+    );
     let _ = writeln!(s, "cache_expired_entries: {}", r.expired_entries());
     let _ = writeln!(
         s,
@@ -514,7 +523,7 @@ pub fn dump(r: &Daemon) -> String {
     let m = &r.maps;
     for e in m.users_by_name.snapshot(now) {
         let what = e.value.map_or("absent".to_string(), |u| {
-            format!("uid={} home={}", u.record.passwd.uid, u.record.passwd.dir)
+            format!("uid={} home={}", u.record.passwd.uid, u.passwd().dir)
         });
         line(
             &mut s,

@@ -1,10 +1,11 @@
-//! One bounded map of the daemon's cache: an LRU of at most `capacity` keys, each holding a
-//! positive answer or a negative one ("no such entry") with its own expiry. Expired slots are
-//! kept (until evicted, or `max_stale` past expiry) so they can be served while the directory
-//! is away. [`Lookup`] names the state a key is in, in the manner of kanidm's cache states.
+//! One bounded map of the daemon's cache: positive answers in an LRU bounded by entry count
+//! and by bytes (each value says what it weighs, [`Weigh`]), and negative answers ("no such
+//! entry") in an LRU of their own, so misses can never evict found entries. Each slot has its
+//! own expiry. Expired slots are kept (until evicted, or `max_stale` past expiry) so they can
+//! be served while the directory is away. [`Lookup`] names the state a key is in, in the
+//! manner of kanidm's cache states.
 
 use std::hash::Hash;
-use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,10 +24,53 @@ pub enum Lookup<V> {
     Miss,
 }
 
+/// What a cached value (or key) costs in memory, in bytes: an estimate that counts heap
+/// data, so a 10,000-member group weighs what it weighs.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for String {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<String>() + self.capacity()
+    }
+}
+
+impl Weigh for u32 {
+    fn weight(&self) -> usize {
+        4
+    }
+}
+
+/// Bookkeeping of one slot in the LRU (hash bucket, list links), on top of key and value.
+const SLOT_OVERHEAD: usize = 64;
+
+/// 32 bytes besides the key: one of these per cached key.
 struct Slot<V> {
     value: Option<V>,
-    refresh_at: Instant,
     expires: Instant,
+    /// The refresh-ahead point, this many milliseconds before `expires`.
+    refresh_before_ms: u32,
+    /// What this slot was charged (key + value + overhead).
+    weight: u32,
+}
+
+impl<V> Slot<V> {
+    fn new(value: Option<V>, refresh_at: Instant, expires: Instant, weight: usize) -> Slot<V> {
+        let before = expires.saturating_duration_since(refresh_at).as_millis();
+        Slot {
+            value,
+            expires,
+            refresh_before_ms: u32::try_from(before).unwrap_or(u32::MAX),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn refresh_at(&self) -> Instant {
+        self.expires
+            .checked_sub(Duration::from_millis(u64::from(self.refresh_before_ms)))
+            .unwrap_or(self.expires)
+    }
 }
 
 /// One entry as the cache file publisher sees it: key, value (`None`: known absent), and the
@@ -40,31 +84,96 @@ pub struct Stored<K, V> {
     pub expires: Instant,
 }
 
+/// The bounds of one map.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Most positive entries.
+    pub entries: usize,
+    /// Most negative entries (their own LRU).
+    pub negative_entries: usize,
+    /// Most bytes of positive entries (their [`Weigh`]t plus key and bookkeeping).
+    pub bytes: usize,
+}
+
+impl Bounds {
+    /// Entry bounds only (tests).
+    pub fn entries(n: usize) -> Bounds {
+        Bounds {
+            entries: n,
+            negative_entries: n,
+            bytes: usize::MAX,
+        }
+    }
+}
+
+struct Inner<K: Hash + Eq, V> {
+    found: LruCache<K, Slot<V>>,
+    absent: LruCache<K, Slot<V>>,
+    bytes: usize,
+}
+
+impl<K: Hash + Eq, V> Inner<K, V> {
+    fn peek(&self, key: &K) -> Option<&Slot<V>> {
+        self.found.peek(key).or_else(|| self.absent.peek(key))
+    }
+
+    fn get(&mut self, key: &K) -> Option<&Slot<V>> {
+        if self.found.contains(key) {
+            self.found.get(key)
+        } else {
+            self.absent.get(key)
+        }
+    }
+
+    fn pop(&mut self, key: &K) -> Option<Slot<V>> {
+        if let Some(s) = self.found.pop(key) {
+            self.bytes -= s.weight as usize;
+            return Some(s);
+        }
+        self.absent.pop(key)
+    }
+
+    fn iter_all(&self) -> impl Iterator<Item = (&K, &Slot<V>)> {
+        self.found.iter().chain(self.absent.iter())
+    }
+}
+
 /// A bounded, TTL-aware LRU shared between tasks.
 pub struct TtlLru<K: Hash + Eq, V> {
-    inner: Mutex<LruCache<K, Slot<V>>>,
+    inner: Mutex<Inner<K, V>>,
+    /// The LRUs grow with what they hold (no table sized for the bound up front) and are
+    /// trimmed to these.
+    max_entries: usize,
+    max_negative: usize,
+    max_bytes: usize,
     /// Fraction of the TTL after which a hit is `Due` (1.0: never).
     refresh_ahead: f64,
     max_stale: Duration,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
+impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
     /// `refresh_ahead_percent` 0 disables refresh-ahead.
-    pub fn new(capacity: usize, refresh_ahead_percent: u8, max_stale: Duration) -> Self {
-        let cap = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+    pub fn new(bounds: Bounds, refresh_ahead_percent: u8, max_stale: Duration) -> Self {
         let refresh_ahead = if refresh_ahead_percent == 0 {
             1.0
         } else {
             f64::from(refresh_ahead_percent.min(99)) / 100.0
         };
         TtlLru {
-            inner: Mutex::new(LruCache::new(cap)),
+            inner: Mutex::new(Inner {
+                found: LruCache::unbounded(),
+                absent: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            max_entries: bounds.entries.max(1),
+            max_negative: bounds.negative_entries.max(1),
+            max_bytes: bounds.bytes,
             refresh_ahead,
             max_stale,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<K, Slot<V>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K, V>> {
         // A panic while holding the lock cannot leave a slot half-written; keep serving.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -74,7 +183,7 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
         let Some(slot) = map.get(key) else {
             return Lookup::Miss;
         };
-        if now < slot.refresh_at {
+        if now < slot.refresh_at() {
             Lookup::Fresh(slot.value.clone())
         } else if now < slot.expires {
             Lookup::Due(slot.value.clone())
@@ -91,7 +200,7 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
     pub fn peek(&self, key: &K, now: Instant) -> Option<(&'static str, Option<V>, Instant)> {
         let map = self.lock();
         let slot = map.peek(key)?;
-        let state = if now < slot.refresh_at {
+        let state = if now < slot.refresh_at() {
             "fresh"
         } else if now < slot.expires {
             "due"
@@ -110,26 +219,39 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
             return;
         }
         let refresh_at = now + ttl.mul_f64(self.refresh_ahead);
-        self.lock().put(
-            key,
-            Slot {
-                value,
-                refresh_at,
-                expires: now + ttl,
-            },
-        );
+        self.insert(key, value, refresh_at, now + ttl);
+    }
+
+    fn insert(&self, key: K, value: Option<V>, refresh_at: Instant, expires: Instant) {
+        let weight = key.weight() + value.as_ref().map_or(0, Weigh::weight) + SLOT_OVERHEAD;
+        let mut map = self.lock();
+        map.pop(&key);
+        let slot = Slot::new(value, refresh_at, expires, weight);
+        if slot.value.is_none() {
+            map.absent.put(key, slot);
+            while map.absent.len() > self.max_negative {
+                map.absent.pop_lru();
+            }
+            return;
+        }
+        if weight > self.max_bytes {
+            return; // larger than the whole budget: not cached (answered, never kept)
+        }
+        map.bytes += weight;
+        if let Some((_, old)) = map.found.push(key, slot) {
+            map.bytes -= old.weight as usize;
+        }
+        while map.bytes > self.max_bytes || map.found.len() > self.max_entries {
+            match map.found.pop_lru() {
+                Some((_, old)) => map.bytes -= old.weight as usize,
+                None => break,
+            }
+        }
     }
 
     /// Stores an answer with a given expiry (a persisted entry being loaded).
     pub fn restore(&self, key: K, value: Option<V>, expires: Instant) {
-        self.lock().put(
-            key,
-            Slot {
-                value,
-                refresh_at: expires,
-                expires,
-            },
-        );
+        self.insert(key, value, expires, expires);
     }
 
     /// Removes `key`; returns what it held (`Some(None)`: a negative entry).
@@ -137,12 +259,41 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
         self.lock().pop(key).map(|s| s.value)
     }
 
-    pub fn clear(&self) {
-        self.lock().clear();
+    /// Removes every found entry whose value `pred` accepts; returns their values.
+    pub fn remove_where(&self, mut pred: impl FnMut(&V) -> bool) -> Vec<V> {
+        let mut map = self.lock();
+        let keys: Vec<K> = map
+            .found
+            .iter()
+            .filter(|(_, s)| s.value.as_ref().is_some_and(&mut pred))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter()
+            .filter_map(|k| map.pop(k).and_then(|s| s.value))
+            .collect()
     }
 
+    pub fn clear(&self) {
+        let mut map = self.lock();
+        map.found.clear();
+        map.absent.clear();
+        map.bytes = 0;
+    }
+
+    /// Entries, positive and negative.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let map = self.lock();
+        map.found.len() + map.absent.len()
+    }
+
+    /// Negative entries.
+    pub fn negative_len(&self) -> usize {
+        self.lock().absent.len()
+    }
+
+    /// Bytes charged to positive entries.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -152,6 +303,7 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
     /// Every positive value still within its TTL, most recently used first.
     pub fn fresh_values(&self, now: Instant) -> Vec<V> {
         self.lock()
+            .found
             .iter()
             .filter(|(_, s)| now < s.expires)
             .filter_map(|(_, s)| s.value.clone())
@@ -160,34 +312,48 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlLru<K, V> {
 
     /// Entries past their TTL (served stale while the directory is away).
     pub fn expired_count(&self, now: Instant) -> usize {
-        self.lock().iter().filter(|(_, s)| now >= s.expires).count()
+        self.lock()
+            .iter_all()
+            .filter(|(_, s)| now >= s.expires)
+            .count()
     }
 
-    /// Every entry before its refresh-ahead point (answers a reader may take without asking),
-    /// most recently used first, with that point.
+    /// Every entry before its refresh-ahead point (answers a reader may take without asking):
+    /// found entries most recently used first, then negative ones likewise, with that point.
     pub fn publishable(&self, now: Instant) -> Vec<Publishable<K, V>> {
         self.lock()
-            .iter()
-            .filter(|(_, s)| now < s.refresh_at)
-            .map(|(k, s)| (k.clone(), s.value.clone(), s.refresh_at))
+            .iter_all()
+            .filter(|(_, s)| now < s.refresh_at())
+            .map(|(k, s)| (k.clone(), s.value.clone(), s.refresh_at()))
             .collect()
     }
 
-    /// Every entry still servable (fresh or within `max_stale`), least recently used first, so
-    /// restoring them in order rebuilds the same LRU order.
+    /// Every entry still servable (fresh or within `max_stale`), least recently used first
+    /// (negative entries, then found ones), so restoring them in order rebuilds both LRUs.
     pub fn snapshot(&self, now: Instant) -> Vec<Stored<K, V>> {
         let map = self.lock();
-        let mut v: Vec<Stored<K, V>> = map
+        let keep = |s: &&Slot<V>| now.saturating_duration_since(s.expires) <= self.max_stale;
+        let stored = |(k, s): (&K, &Slot<V>)| Stored {
+            key: k.clone(),
+            value: s.value.clone(),
+            expires: s.expires,
+        };
+        let mut absent: Vec<Stored<K, V>> = map
+            .absent
             .iter()
-            .filter(|(_, s)| now.saturating_duration_since(s.expires) <= self.max_stale)
-            .map(|(k, s)| Stored {
-                key: k.clone(),
-                value: s.value.clone(),
-                expires: s.expires,
-            })
+            .filter(|(_, s)| keep(s))
+            .map(stored)
             .collect();
-        v.reverse();
-        v
+        absent.reverse();
+        let mut found: Vec<Stored<K, V>> = map
+            .found
+            .iter()
+            .filter(|(_, s)| keep(s))
+            .map(stored)
+            .collect();
+        found.reverse();
+        absent.extend(found);
+        absent
     }
 }
 
@@ -198,8 +364,20 @@ mod tests {
     const TTL: Duration = Duration::from_secs(10);
     const STALE: Duration = Duration::from_secs(100);
 
-    fn cache<K: Hash + Eq + Clone, V: Clone>(cap: usize) -> TtlLru<K, V> {
-        TtlLru::new(cap, 75, STALE)
+    impl Weigh for &str {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
+    impl Weigh for i32 {
+        fn weight(&self) -> usize {
+            4
+        }
+    }
+
+    fn cache<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh>(cap: usize) -> TtlLru<K, V> {
+        TtlLru::new(Bounds::entries(cap), 75, STALE)
     }
 
     #[test]
@@ -226,7 +404,7 @@ mod tests {
 
     #[test]
     fn refresh_ahead_can_be_disabled() {
-        let c: TtlLru<&str, i32> = TtlLru::new(4, 0, STALE);
+        let c: TtlLru<&str, i32> = TtlLru::new(Bounds::entries(4), 0, STALE);
         let t0 = Instant::now();
         c.put("a", Some(1), TTL, t0);
         assert_eq!(
@@ -272,7 +450,11 @@ mod tests {
             .into_iter()
             .map(|(k, v, _)| (k, v))
             .collect();
-        assert_eq!(keys, vec![("b", None), ("a", Some(1))]);
+        assert_eq!(
+            keys,
+            vec![("a", Some(1)), ("b", None)],
+            "found entries first"
+        );
         assert_eq!(
             c.publishable(t0).first().map(|e| e.2),
             Some(t0 + TTL.mul_f64(0.75))
@@ -297,7 +479,15 @@ mod tests {
             "too-stale entries are not saved"
         );
         let snap = c.snapshot(t0);
-        let d = cache(2);
+        let d = TtlLru::new(
+            Bounds {
+                entries: 1,
+                negative_entries: 1,
+                bytes: usize::MAX,
+            },
+            75,
+            STALE,
+        );
         for s in snap {
             d.restore(s.key, s.value, s.expires);
         }
@@ -306,7 +496,83 @@ mod tests {
         assert_eq!(
             d.get(&"old", t0),
             Lookup::Miss,
-            "capacity 2 kept the most recent"
+            "capacity 1 kept the most recent"
         );
+    }
+
+    #[test]
+    fn misses_never_evict_found_entries() {
+        let c: TtlLru<String, i32> = TtlLru::new(
+            Bounds {
+                entries: 100,
+                negative_entries: 10,
+                bytes: usize::MAX,
+            },
+            75,
+            STALE,
+        );
+        let t0 = Instant::now();
+        for i in 0..100 {
+            c.put(format!("user{i}"), Some(i), TTL, t0);
+        }
+        for i in 0..50_000 {
+            c.put(format!("nosuch{i}"), None, TTL, t0);
+        }
+        assert_eq!(c.negative_len(), 10);
+        for i in 0..100 {
+            assert_eq!(c.get(&format!("user{i}"), t0), Lookup::Fresh(Some(i)));
+        }
+        assert_eq!(c.get(&"nosuch49999".to_string(), t0), Lookup::Fresh(None));
+        assert_eq!(c.get(&"nosuch0".to_string(), t0), Lookup::Miss);
+        c.put("user1".into(), None, TTL, t0);
+        assert_eq!(
+            c.get(&"user1".to_string(), t0),
+            Lookup::Fresh(None),
+            "a key is in one LRU"
+        );
+        assert_eq!(c.len(), 99 + 10);
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Blob(usize);
+    impl Weigh for Blob {
+        fn weight(&self) -> usize {
+            self.0
+        }
+    }
+
+    #[test]
+    fn bytes_bound_found_entries_least_recent_first() {
+        let c: TtlLru<u32, Blob> = TtlLru::new(
+            Bounds {
+                entries: 1000,
+                negative_entries: 10,
+                bytes: 10_000,
+            },
+            75,
+            STALE,
+        );
+        let t0 = Instant::now();
+        for k in 0..10 {
+            c.put(k, Some(Blob(900)), TTL, t0);
+        }
+        assert!(c.bytes() <= 10_000, "{}", c.bytes());
+        assert_eq!(c.len(), 10, "10 x (900 + key + overhead) fit");
+        let _ = c.get(&0, t0);
+        c.put(99, Some(Blob(3_000)), TTL, t0);
+        assert!(c.bytes() <= 10_000);
+        assert!(
+            matches!(c.get(&0, t0), Lookup::Fresh(Some(_))),
+            "recently used stays"
+        );
+        assert_eq!(c.get(&1, t0), Lookup::Miss, "least recently used went");
+        c.put(100, Some(Blob(20_000)), TTL, t0);
+        assert_eq!(
+            c.get(&100, t0),
+            Lookup::Miss,
+            "larger than the budget: not kept"
+        );
+        assert_eq!(c.remove_where(|b| b.0 == 3_000), vec![Blob(3_000)]);
+        assert_eq!(c.get(&99, t0), Lookup::Miss);
     }
 }

@@ -292,11 +292,15 @@ pub async fn give<D: Directory>(
     }
     .encode(request_id);
     let sent = timeout(STEP_TIMEOUT, stream.write_all(&answer)).await;
-    // Wait for `Drain`, the connection's end (the new daemon exited) or the time limit.
+    // Wait for `Drain` or the connection's end (the new daemon exited), with no time limit:
+    // a new daemon that is merely slow (a slow disk, a stopped process) may still rename the
+    // sockets and publish, so resuming on a timer could leave two daemons publishing. While
+    // this waits, lookups are answered as usual; only publication and saving wait (a hung new
+    // daemon is for its supervisor to kill, and its death ends the wait).
     let mut drain_id = None;
     if matches!(sent, Ok(Ok(()))) {
         let mut head = [0u8; HEADER_LEN];
-        if let Ok(Ok(_)) = timeout(STEP_TIMEOUT, stream.read_exact(&mut head)).await {
+        if stream.read_exact(&mut head).await.is_ok() {
             if let Ok(h) = Header::decode(&head, MAX_REQUEST_BODY) {
                 let mut body = vec![0u8; h.body_len as usize];
                 let read = timeout(STEP_TIMEOUT, stream.read_exact(&mut body)).await;

@@ -28,6 +28,7 @@ pub mod filter;
 pub mod handover;
 pub mod histogram;
 pub mod mapping;
+pub mod memory;
 pub mod metrics;
 pub mod mirror;
 pub mod peers;

@@ -91,6 +91,7 @@ fn main() -> ExitCode {
     std::env::set_var(DISABLE_ENV, "1");
     // The same for libnss_sss (SSSD's client returns NOTFOUND at once when it sees it).
     std::env::set_var("_SSS_LOOPS", "NO");
+    toolforge_nssd::memory::tune_allocator();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -169,6 +170,13 @@ async fn run(args: Args, config: Config) -> ExitCode {
     if taking_over {
         publish_at_start(&publisher, &resolver).await;
     }
+    // Every check that can refuse the start comes before the first socket is taken over: a
+    // new daemon that refuses after renaming a socket over the old daemon's would leave that
+    // socket dead. The admin directory's check first.
+    if let Err(e) = privileges::check_private_dir(&config.daemon.admin_dir) {
+        error!("refusing to start: {e}");
+        return ExitCode::FAILURE;
+    }
     // SSSD compatibility socket (issue 15): bound before the privilege drop, and taken over
     // from a running daemon like the other two.
     let sss_listener = match sss::bind_for(&config, taking_over) {
@@ -178,15 +186,14 @@ async fn run(args: Args, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The admin socket first: its directory check is the last step that can refuse.
-    let admin = match privileges::check_private_dir(&config.daemon.admin_dir).and_then(|()| {
-        if taking_over {
-            Listener::take_over_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
-        } else {
-            Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
-        }
-        .map_err(|e| e.to_string())
-    }) {
+    // The admin socket before the lookup socket: the old daemon decides by the lookup socket.
+    let admin = match if taking_over {
+        Listener::take_over_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+    } else {
+        Listener::bind_at(&config.daemon.admin_dir, 0o700, admin::SOCKET_NAME, 0o600)
+    }
+    .map_err(|e| e.to_string())
+    {
         Ok(l) => l,
         Err(e) => {
             error!("refusing to start: {e}");
@@ -241,12 +248,14 @@ async fn run(args: Args, config: Config) -> ExitCode {
     }
     let started = std::time::Instant::now();
     if let Some(t) = takeover {
+        // systemd learns the new main pid before the old daemon is told to exit: were it
+        // to exit first, systemd would take the service for stopped and kill this one.
+        upgrade::notify_ready(true);
         // Our sockets are in place: the old daemon drains and exits.
         let drains = tokio::task::spawn_blocking(move || t.finish())
             .await
             .unwrap_or(false);
         info!(old_daemon_drains = drains, "took over");
-        upgrade::notify_ready(true);
     } else {
         upgrade::notify_ready(false);
     }
@@ -285,6 +294,15 @@ async fn run(args: Args, config: Config) -> ExitCode {
         "toolforge-nssd started"
     );
     tokio::spawn(fail_back(resolver.clone()));
+    let r = resolver.clone();
+    tokio::spawn(toolforge_nssd::memory::trim_periodically(
+        move || {
+            r.stats
+                .generation
+                .load(std::sync::atomic::Ordering::Relaxed)
+        },
+        std::time::Duration::from_secs(5),
+    ));
     if config.mirror.enabled {
         start_mirror(&resolver, &config).await;
     }

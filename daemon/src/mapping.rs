@@ -103,11 +103,11 @@ fn clean_gecos(v: Option<&str>) -> String {
         .collect()
 }
 
-/// Outcome of mapping a group: the record, plus member DNs that are not of the form
-/// `user_name=NAME,...` and need a lookup (RFC 2307bis only).
+/// Outcome of mapping a group: the record (RFC 2307: with its members), plus its member DNs
+/// (RFC 2307bis), which [`crate::directory::members`] resolves to the members' own names.
 pub struct MappedGroup {
     pub record: GroupRecord,
-    pub unresolved_member_dns: Vec<String>,
+    pub member_dns: Vec<String>,
 }
 
 impl Mapper {
@@ -195,7 +195,7 @@ impl Mapper {
         let name = pick_name(e, &a.group_name, wanted)?;
         let gid = single_id(e, &a.group_gid_number)?;
         let mut members = Vec::new();
-        let mut unresolved = Vec::new();
+        let mut member_dns = Vec::new();
         match self.schema {
             Schema::Rfc2307 => members.extend(
                 e.values(&a.member_uid)
@@ -203,15 +203,7 @@ impl Mapper {
                     .filter(|m| is_valid_name(m.as_bytes()))
                     .cloned(),
             ),
-            Schema::Rfc2307bis => {
-                for dn in e.values(&a.member) {
-                    match rdn_value(dn, &a.user_name) {
-                        Some(n) if is_valid_name(n.as_bytes()) => members.push(n.to_owned()),
-                        Some(_) => {}
-                        None => unresolved.push(dn.clone()),
-                    }
-                }
-            }
+            Schema::Rfc2307bis => member_dns.extend(e.values(&a.member).iter().cloned()),
         }
         members.sort_unstable();
         members.dedup();
@@ -225,13 +217,19 @@ impl Mapper {
                     members,
                 },
             },
-            unresolved_member_dns: unresolved,
+            member_dns,
         })
     }
 
-    /// The user name of an entry found by DN (RFC 2307bis member resolution).
+    /// The user name of an entry found by DN (RFC 2307bis member resolution): the entry's
+    /// own name attribute, never the DN's spelling.
     pub fn user_name_of(&self, e: &RawEntry) -> Option<String> {
         pick_name(e, &self.a.user_name, None).ok()
+    }
+
+    /// The member DNs of a group entry (RFC 2307bis), for nested groups.
+    pub fn member_dns_of(&self, e: &RawEntry) -> Vec<String> {
+        e.values(&self.a.member).to_vec()
     }
 
     /// Maps a group entry to the name and gid initgroups needs.
@@ -341,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn rfc2307bis_members_come_from_rdns_or_need_a_lookup() {
+    fn rfc2307bis_members_are_dns_to_resolve() {
         let e = entry(
             "cn=g,ou=groups,dc=x",
             &[
@@ -359,8 +357,15 @@ mod tests {
         );
         let g = mapper(Schema::Rfc2307bis).group(&e, None).unwrap();
         assert_eq!(g.record.group.name, "g");
-        assert_eq!(g.record.group.members, vec!["alice", "bob"]);
-        assert_eq!(g.unresolved_member_dns, vec!["cn=other,ou=x,dc=x"]);
+        assert!(g.record.group.members.is_empty());
+        assert_eq!(
+            g.member_dns,
+            vec![
+                "uid=alice,ou=people,dc=x",
+                "UID=bob,ou=people,dc=x",
+                "cn=other,ou=x,dc=x"
+            ]
+        );
     }
 
     #[test]

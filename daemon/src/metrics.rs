@@ -163,6 +163,13 @@ pub fn render(r: &Daemon) -> String {
     }
     metric(
         &mut s,
+        "cache_bytes",
+        "gauge",
+        "Bytes of found entries, as [cache] max_mib counts them.",
+    );
+    let _ = writeln!(s, "toolforge_nss_cache_bytes {}", r.maps.bytes());
+    metric(
+        &mut s,
         "directory_search_seconds",
         "histogram",
         "Latency of LDAP searches that got an answer.",

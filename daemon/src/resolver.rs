@@ -24,7 +24,7 @@ use toolforge_nss_protocol::names::is_valid_name;
 use toolforge_nss_protocol::{ErrorCode, Request, Response, ResponseKind, MAX_RESPONSE_BODY};
 
 use crate::admission::{Admission, Caller, Limits, Refused};
-use crate::cache::{Lookup, TtlLru};
+use crate::cache::{Bounds, Lookup, TtlLru, Weigh};
 use crate::directory::{DirError, DirResult, Directory};
 use crate::enumeration::{Enumerations, Listing, Snapshot};
 use crate::policy::Policy;
@@ -36,6 +36,66 @@ use crate::singleflight::SingleFlight;
 pub struct Encoded<R> {
     pub record: R,
     pub body: Vec<u8>,
+}
+
+impl Weigh for Arc<Encoded<UserRecord>> {
+    fn weight(&self) -> usize {
+        let p = &self.record.passwd;
+        std::mem::size_of::<Encoded<UserRecord>>()
+            + self.body.capacity()
+            + self.record.dn.capacity()
+            + p.name.capacity()
+            + p.passwd.capacity()
+            + p.gecos.capacity()
+            + p.dir.capacity()
+            + p.shell.capacity()
+    }
+}
+
+impl Weigh for Arc<Encoded<GroupRecord>> {
+    fn weight(&self) -> usize {
+        let g = &self.record.group;
+        std::mem::size_of::<Encoded<GroupRecord>>()
+            + self.body.capacity()
+            + self.record.dn.capacity()
+            + g.name.capacity()
+            + g.passwd.capacity()
+            + g.members.capacity() * std::mem::size_of::<String>()
+            + g.members.iter().map(String::capacity).sum::<usize>()
+    }
+}
+
+impl Weigh for Arc<Encoded<Vec<u32>>> {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Encoded<Vec<u32>>>() + self.body.capacity() + self.record.capacity() * 4
+    }
+}
+
+impl Encoded<UserRecord> {
+    /// Encodes a user. The record then keeps only what the daemon looks at (DN, name, uid,
+    /// gid): the other fields live in the body alone ([`Encoded::passwd`] decodes them),
+    /// which keeps a cached user at one allocation fewer per field.
+    pub fn user(mut record: UserRecord) -> Encoded<UserRecord> {
+        let body = encode(&Response::Passwd(record.passwd.clone()));
+        let p = &mut record.passwd;
+        for field in [&mut p.passwd, &mut p.gecos, &mut p.dir, &mut p.shell] {
+            *field = String::new();
+        }
+        record.dn.shrink_to_fit();
+        record.passwd.name.shrink_to_fit();
+        Encoded { record, body }
+    }
+
+    /// The whole `passwd` entry, decoded from the body.
+    pub fn passwd(&self) -> toolforge_nss_protocol::Passwd {
+        toolforge_nss_protocol::ResponseRef::decode(ResponseKind::Passwd as u16, &self.body)
+            .ok()
+            .and_then(|r| match r {
+                toolforge_nss_protocol::ResponseRef::Passwd(p) => p.to_owned().ok(),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.record.passwd.clone())
+    }
 }
 
 pub type UserEntry = Arc<Encoded<UserRecord>>;
@@ -117,7 +177,10 @@ pub const RESULTS: [&str; 3] = ["found", "notfound", "unavailable"];
 #[derive(Debug)]
 struct Settings {
     policy: Policy,
-    positive_ttl: Duration,
+    /// Found users (`[cache] user_ttl_secs`).
+    user_ttl: Duration,
+    /// Found groups and initgroups lists (`[cache] group_ttl_secs`).
+    group_ttl: Duration,
     negative_ttl: Duration,
     stale_wait: Duration,
     enumerate: bool,
@@ -127,7 +190,8 @@ impl Settings {
     fn from(config: &Config) -> Settings {
         Settings {
             policy: Policy::new(&config.policy),
-            positive_ttl: Duration::from_secs(config.cache.positive_ttl_secs),
+            user_ttl: Duration::from_secs(config.cache.user_ttl_secs()),
+            group_ttl: Duration::from_secs(config.cache.group_ttl_secs()),
             negative_ttl: Duration::from_secs(config.cache.negative_ttl_secs),
             stale_wait: Duration::from_millis(config.cache.stale_wait_ms),
             enumerate: config.cache.enumerate,
@@ -138,6 +202,8 @@ impl Settings {
 fn encode(resp: &Response) -> Vec<u8> {
     let mut body = Vec::new();
     resp.encode_body(&mut body);
+    // Kept for the entry's lifetime: no growth slack (a third of the body on average).
+    body.shrink_to_fit();
     body
 }
 
@@ -163,16 +229,34 @@ pub struct Maps {
 }
 
 impl Maps {
+    /// Each map holds at most `max_entries` found entries, `max_negative_entries` misses and
+    /// a fifth of `max_mib` (users by name and by uid share their records, so the bound is
+    /// conservative).
     fn new(config: &Config) -> Maps {
-        let (cap, ahead) = (config.cache.max_entries, config.cache.refresh_ahead_percent);
-        let stale = Duration::from_secs(config.cache.max_stale_secs);
+        let c = &config.cache;
+        let bounds = Bounds {
+            entries: c.max_entries,
+            negative_entries: c.max_negative_entries,
+            bytes: usize::try_from(c.max_mib.saturating_mul(1 << 20) / 5).unwrap_or(usize::MAX),
+        };
+        let ahead = c.refresh_ahead_percent;
+        let stale = Duration::from_secs(c.max_stale_secs);
         Maps {
-            users_by_name: TtlLru::new(cap, ahead, stale),
-            users_by_uid: TtlLru::new(cap, ahead, stale),
-            groups_by_name: TtlLru::new(cap, ahead, stale),
-            groups_by_gid: TtlLru::new(cap, ahead, stale),
-            initgroups: TtlLru::new(cap, ahead, stale),
+            users_by_name: TtlLru::new(bounds, ahead, stale),
+            users_by_uid: TtlLru::new(bounds, ahead, stale),
+            groups_by_name: TtlLru::new(bounds, ahead, stale),
+            groups_by_gid: TtlLru::new(bounds, ahead, stale),
+            initgroups: TtlLru::new(bounds, ahead, stale),
         }
+    }
+
+    /// Bytes charged to found entries, all maps.
+    pub fn bytes(&self) -> usize {
+        self.users_by_name.bytes()
+            + self.users_by_uid.bytes()
+            + self.groups_by_name.bytes()
+            + self.groups_by_gid.bytes()
+            + self.initgroups.bytes()
     }
 
     fn clear(&self) {
@@ -327,9 +411,13 @@ impl<D: Directory> Resolver<D> {
         }
     }
 
-    /// The positive TTL in force.
-    pub fn positive_ttl(&self) -> Duration {
-        self.settings().positive_ttl
+    /// The TTL in force for a found answer to `req` (users, or groups and initgroups).
+    pub fn positive_ttl(&self, req: &Request) -> Duration {
+        let s = self.settings();
+        match req {
+            Request::GetPwNam(_) | Request::GetPwUid(_) | Request::PwEnt { .. } => s.user_ttl,
+            _ => s.group_ttl,
+        }
     }
 
     async fn answer(self: &Arc<Self>, req: Request, caller: Caller) -> Reply {
@@ -441,7 +529,7 @@ impl<D: Directory> Resolver<D> {
     ) -> Outcome<V>
     where
         V: Clone + Send + 'static,
-        F: FnOnce(Arc<Self>) -> Fut,
+        F: Fn(Arc<Self>) -> Fut,
         Fut: std::future::Future<Output = DirResult<Option<V>>> + Send + 'static,
     {
         let stats = &self.stats;
@@ -480,7 +568,17 @@ impl<D: Directory> Resolver<D> {
                     stats.unavailable.fetch_add(1, Ordering::Relaxed);
                     return Outcome::Unavailable;
                 }
-                return match fetch(self.clone()).await {
+                let mut result = fetch(self.clone()).await;
+                if refreshing && matches!(result, Err(DirError::Overloaded(_))) {
+                    // This caller joined a query another uid started, and that query found no
+                    // directory slot in time: its place was its starter's turn in the fair
+                    // queue (say, behind that uid's own flood). Ask once more in this
+                    // caller's own turn, charged as a starter.
+                    if self.admission.charge(caller, Instant::now()).is_ok() {
+                        result = fetch(self.clone()).await;
+                    }
+                }
+                return match result {
                     Ok(v) => found(v, false),
                     Err(e @ DirError::Overloaded(_)) => {
                         debug!(lookup = ?what, error = %e, "directory busy");
@@ -519,18 +617,17 @@ impl<D: Directory> Resolver<D> {
     /// no other user claims the uid (`by_id`): a lookup by name does not, so it must not decide
     /// what `getpwuid` answers.
     fn store_user(&self, s: &Settings, rec: UserRecord, by_id: bool, now: Instant) -> UserEntry {
-        let body = encode(&Response::Passwd(rec.passwd.clone()));
-        let e = Arc::new(Encoded { record: rec, body });
+        let e = Arc::new(Encoded::user(rec));
         self.maps.users_by_name.put(
             e.record.passwd.name.clone(),
             Some(e.clone()),
-            s.positive_ttl,
+            s.user_ttl,
             now,
         );
         if by_id {
             self.maps
                 .users_by_uid
-                .put(e.record.passwd.uid, Some(e.clone()), s.positive_ttl, now);
+                .put(e.record.passwd.uid, Some(e.clone()), s.user_ttl, now);
         }
         self.stats.changed();
         e
@@ -543,13 +640,13 @@ impl<D: Directory> Resolver<D> {
         self.maps.groups_by_name.put(
             e.record.group.name.clone(),
             Some(e.clone()),
-            s.positive_ttl,
+            s.group_ttl,
             now,
         );
         if by_id {
             self.maps
                 .groups_by_gid
-                .put(e.record.group.gid, Some(e.clone()), s.positive_ttl, now);
+                .put(e.record.group.gid, Some(e.clone()), s.group_ttl, now);
         }
         self.stats.changed();
         e
@@ -600,12 +697,13 @@ impl<D: Directory> Resolver<D> {
                 self.maps.initgroups.put(name, None, s.negative_ttl, now);
                 None
             }
-            Some(gids) => {
+            Some(mut gids) => {
+                gids.shrink_to_fit();
                 let body = encode(&Response::GroupIds(gids.clone()));
                 let e = Arc::new(Encoded { record: gids, body });
                 self.maps
                     .initgroups
-                    .put(name, Some(e.clone()), s.positive_ttl, now);
+                    .put(name, Some(e.clone()), s.group_ttl, now);
                 Some(e)
             }
         }
@@ -622,8 +720,7 @@ impl<D: Directory> Resolver<D> {
         let Ok(u) = self.settings().policy.user(rec) else {
             return false;
         };
-        let body = encode(&Response::Passwd(u.passwd.clone()));
-        let e = Arc::new(Encoded { record: u, body });
+        let e = Arc::new(Encoded::user(u));
         if by_name {
             self.maps
                 .users_by_name
@@ -707,17 +804,32 @@ impl<D: Directory> Resolver<D> {
                         n += u32::from(m.users_by_uid.remove(&e.record.passwd.uid).is_some());
                     }
                 }
+                // An entry cached only by uid (getpwuid) is found by its name.
+                n += m
+                    .users_by_uid
+                    .remove_where(|e| e.record.passwd.name == *name)
+                    .len() as u32;
                 n + u32::from(m.initgroups.remove(name).is_some())
             }
             Scope::Group(name) => {
                 let mut n = 0;
+                let mut dropped = Vec::new();
                 if let Some(v) = m.groups_by_name.remove(name) {
                     n += 1;
                     if let Some(e) = v {
                         n += u32::from(m.groups_by_gid.remove(&e.record.group.gid).is_some());
-                        for member in &e.record.group.members {
-                            n += u32::from(m.initgroups.remove(member).is_some());
-                        }
+                        dropped.push(e);
+                    }
+                }
+                // An entry cached only by gid (getgrgid) is found by its name.
+                let by_gid = m
+                    .groups_by_gid
+                    .remove_where(|e| e.record.group.name == *name);
+                n += by_gid.len() as u32;
+                dropped.extend(by_gid);
+                for e in &dropped {
+                    for member in &e.record.group.members {
+                        n += u32::from(m.initgroups.remove(member).is_some());
                     }
                 }
                 n
@@ -787,7 +899,7 @@ impl<D: Directory> Resolver<D> {
         self.lookup(
             cached,
             refreshing,
-            move |this| this.fetch_user(k, caller),
+            move |this| this.fetch_user(k.clone(), caller),
             &key,
             caller,
         )
@@ -858,7 +970,7 @@ impl<D: Directory> Resolver<D> {
         self.lookup(
             cached,
             refreshing,
-            move |this| this.fetch_group(k, caller),
+            move |this| this.fetch_group(k.clone(), caller),
             &key,
             caller,
         )
@@ -918,7 +1030,7 @@ impl<D: Directory> Resolver<D> {
         self.lookup(
             cached,
             refreshing,
-            move |this| this.fetch_groups_of(n, caller),
+            move |this| this.fetch_groups_of(n.clone(), caller),
             &name,
             caller,
         )

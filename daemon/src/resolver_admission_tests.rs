@@ -125,3 +125,55 @@ async fn the_uid_that_starts_a_shared_query_is_the_one_charged() {
     assert_eq!(r.admission.stats.charged.load(Ordering::Relaxed), 2);
     assert_eq!(r.admission.stats.over_budget.load(Ordering::Relaxed), 0);
 }
+
+/// A victim that joins a query a flooding uid started (behind that uid's own queue) is not
+/// refused for the flooder's place in the fair queue: it asks again in its own turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_that_joins_a_flooders_query_is_not_refused_for_its_queue() {
+    let text = "[ldap]\nuri = [\"ldap://127.0.0.1\"]\nbase = \"dc=example\"\n\
+         connections_per_server = 1\nmax_ops_per_connection = 1\nqueue_timeout_ms = 250\n\
+         [daemon]\nmiss_queries_per_uid_per_sec = 0\n";
+    let config = Config::parse(text, std::path::Path::new("test.toml")).unwrap();
+    let r = Resolver::new(SlowDir::default(), &config);
+    let (a, b) = (Caller::Peer(1000), Caller::Peer(2000));
+    // uid 1000 floods: 5 misses in flight / queued in its FIFO.
+    let mut flood = Vec::new();
+    for i in 0..5 {
+        let r = r.clone();
+        flood.push(tokio::spawn(async move {
+            r.resolve(pwnam(&format!("nosuch{i}")), a).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // uid 1000 also starts the lookup of a real user the victim needs.
+    let lead = {
+        let r = r.clone();
+        tokio::spawn(async move { r.resolve(pwnam("realvictim"), a).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // The victim (no other request of its own) asks for it too: it joins uid 1000's query.
+    let got = r.resolve(pwnam("realvictim"), b).await;
+    let _ = lead.await;
+    for f in flood {
+        let _ = f.await;
+    }
+    // Control: the victim's own query for another user, with the same flood, is served.
+    let mut flood = Vec::new();
+    for i in 5..10 {
+        let r = r.clone();
+        flood.push(tokio::spawn(async move {
+            r.resolve(pwnam(&format!("nosuch{i}")), a).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let control = r.resolve(pwnam("realother"), b).await;
+    for f in flood {
+        let _ = f.await;
+    }
+    assert_eq!(kind(&control), "found");
+    assert_eq!(
+        kind(&got),
+        "found",
+        "victim refused because it joined the flooder's flight"
+    );
+}

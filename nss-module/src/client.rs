@@ -1,11 +1,15 @@
 //! One exchange with the daemon: send a request frame, read the response frame, all within a
 //! deadline. A reused connection that fails is retried once on a fresh one; then the daemon
-//! counts as down. Every byte read is checked by the protocol crate before it is used.
+//! counts as down. A full listen backlog or a `Busy` answer is retried after a short,
+//! growing pause while the budget lasts. Every byte read is checked by the protocol crate
+//! before it is used.
 
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use toolforge_nss_protocol::{Capabilities, Header, Request, HEADER_LEN, MAX_RESPONSE_BODY};
+use toolforge_nss_protocol::{
+    Capabilities, ErrorCode, Header, Request, ResponseRef, HEADER_LEN, MAX_RESPONSE_BODY,
+};
 
 use crate::breaker;
 use crate::clock::Deadline;
@@ -135,6 +139,10 @@ fn exchange(
     }
     let head = first.get(..HEADER_LEN).ok_or(Failure::Malformed)?;
     let header = Header::decode(head, MAX_RESPONSE_BODY).map_err(|_| Failure::Malformed)?;
+    // A frame of a version this module does not speak is not read, whatever it says.
+    if !header.version_supported() {
+        return Err(Failure::Malformed);
+    }
     let total = HEADER_LEN + header.body_len as usize;
     if got > total {
         return Err(Failure::Malformed);
@@ -151,7 +159,13 @@ fn exchange(
     Ok(Reply { header, body })
 }
 
-/// Sends `req` and returns the daemon's answer within `budget_ms`.
+/// First pause before another try when the daemon is busy; doubled up to [`BACKOFF_MAX_MS`].
+const BACKOFF_FIRST_MS: u64 = 2;
+const BACKOFF_MAX_MS: u64 = 50;
+
+/// Sends `req` and returns the daemon's answer within `budget_ms`. A full listen backlog
+/// (EAGAIN on connect) or a `Busy` answer is tried again after a short pause (2, 4, 8 ...
+/// 50 ms) while the budget lasts.
 pub fn call(req: &Request, budget_ms: u64) -> Result<Reply, Failure> {
     let s = settings::get();
     if s.disabled {
@@ -166,32 +180,113 @@ pub fn call(req: &Request, budget_ms: u64) -> Result<Reply, Failure> {
     let deadline = Deadline::after_ms(budget_ms);
     let request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
     let frame = req.encode(request_id, Capabilities::ALL);
+    let mut pause = BACKOFF_FIRST_MS;
+    loop {
+        match attempt(path, &frame, request_id, &deadline) {
+            Err(Attempt::Busy) => {
+                if i64::from(deadline.remaining_ms()) <= pause as i64 {
+                    return Err(Failure::Timeout);
+                }
+                sleep_ms(pause);
+                pause = (pause * 2).min(BACKOFF_MAX_MS);
+            }
+            Err(Attempt::Failed(f)) => return Err(f),
+            Ok(reply) => return Ok(reply),
+        }
+    }
+}
 
+enum Attempt {
+    /// Backlog full or a `Busy` answer: try again shortly.
+    Busy,
+    Failed(Failure),
+}
+
+fn is_busy(reply: &Reply) -> bool {
+    matches!(
+        ResponseRef::decode(reply.header.kind, &reply.body),
+        Ok(ResponseRef::Error {
+            code: ErrorCode::Busy,
+            ..
+        })
+    )
+}
+
+/// Whether a `Busy` error frame waits on a connection whose send failed.
+fn busy_pending(conn: &Conn) -> bool {
+    let mut buf = [0u8; 512];
+    // SAFETY: buf is a valid writable buffer; MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            conn.fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    let Some(got) = usize::try_from(n).ok().and_then(|n| buf.get(..n)) else {
+        return false;
+    };
+    let Some(head) = got.get(..HEADER_LEN) else {
+        return false;
+    };
+    let Ok(header) = Header::decode(head, MAX_RESPONSE_BODY) else {
+        return false;
+    };
+    let body = got.get(HEADER_LEN..HEADER_LEN + header.body_len as usize);
+    body.is_some_and(|body| {
+        is_busy(&Reply {
+            header,
+            body: body.to_vec(),
+        })
+    })
+}
+
+fn sleep_ms(ms: u64) {
+    // poll with no fds: a sleep that is not a cancellation problem (cancellation is disabled
+    // in every export) and needs no newer glibc symbol.
+    // SAFETY: no fds; only a timeout.
+    unsafe { libc::poll(std::ptr::null_mut(), 0, ms.min(i32::MAX as u64) as i32) };
+}
+
+/// One try: the cached connection (retried once on a fresh one if it broke), or a fresh one.
+fn attempt(
+    path: &[u8],
+    frame: &[u8],
+    request_id: u32,
+    deadline: &Deadline,
+) -> Result<Reply, Attempt> {
     if let Some(conn) = connection::take() {
-        match exchange(&conn, &frame, request_id, &deadline) {
+        match exchange(&conn, frame, request_id, deadline) {
+            Ok(reply) if is_busy(&reply) => return Err(Attempt::Busy),
             Ok(reply) => {
                 connection::give_back(conn);
                 return Ok(reply);
             }
             // A cached connection the daemon closed (idle timeout, restart): try a fresh one.
             Err(Failure::Broken) => drop(conn),
-            Err(e) => return Err(fail(e)),
+            Err(e) => return Err(Attempt::Failed(fail(e))),
         }
     }
     let conn = Conn::connect(path).map_err(|e| match e {
         ConnectError::Missing | ConnectError::Refused => {
             breaker::trip(breaker::DOWN_INTERVAL_MS);
-            Failure::Down
+            Attempt::Failed(Failure::Down)
         }
-        ConnectError::Other(_) => Failure::Down,
+        ConnectError::Busy => Attempt::Busy,
+        ConnectError::Untrusted | ConnectError::Other(_) => Attempt::Failed(Failure::Down),
     })?;
-    match exchange(&conn, &frame, request_id, &deadline) {
+    match exchange(&conn, frame, request_id, deadline) {
+        // The daemon hangs up after a `Busy` answer: `conn` is dropped.
+        Ok(reply) if is_busy(&reply) => Err(Attempt::Busy),
+        // It may have answered `Busy` and hung up before our request went out.
+        Err(Failure::Broken) if busy_pending(&conn) => Err(Attempt::Busy),
         Ok(reply) => {
             breaker::reset();
             connection::give_back(Box::new(conn));
             Ok(reply)
         }
-        Err(e) => Err(fail(e)),
+        Err(e) => Err(Attempt::Failed(fail(e))),
     }
 }
 

@@ -5,9 +5,22 @@
 //! parent's stream), or the program closes "all fds" and reuses the number for a file of its
 //! own. So each connection remembers its pid and the socket's device and inode; a connection
 //! is used only by the pid that opened it, and closed only while fstat still shows our socket.
+//!
+//! Trust: a connection is made only in a trusted runtime directory, and kept only when the
+//! peer (SO_PEERCRED) is root or the daemon uid (`trust`); anything else is "no daemon".
+//! A cached connection idle for [`IDLE_CLOSE_MS`] is closed instead of reused, before the
+//! daemon's idle timeout (30 s by default) can close it under a request. Connections in use
+//! are recorded, so that a child forked meanwhile closes its copies (a fork handler).
 
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+
+use crate::{clock, settings, sys, trust};
+
+/// A cached connection idle this long is closed rather than reused (the daemon's default idle
+/// timeout is 30 s; it may be configured down to 1 s, then a reused connection may still be
+/// closed under us, which `client` retries once on a fresh one).
+pub const IDLE_CLOSE_MS: u64 = 20_000;
 
 /// Why a connection could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,7 +29,11 @@ pub enum ConnectError {
     Missing,
     /// Socket file without a listener (daemon stopped uncleanly).
     Refused,
-    /// Listen backlog full, out of fds, or anything else.
+    /// Listen backlog full (EAGAIN): worth another try within the budget.
+    Busy,
+    /// The directory or the peer is not trusted.
+    Untrusted,
+    /// Out of fds, or anything else.
     Other(c_int),
 }
 
@@ -26,6 +43,8 @@ pub struct Conn {
     dev: u64,
     ino: u64,
     pid: libc::pid_t,
+    /// Monotonic ns when last returned to the cache.
+    idle_since: u64,
 }
 
 fn errno() -> c_int {
@@ -35,13 +54,8 @@ fn errno() -> c_int {
 }
 
 fn fstat_ids(fd: c_int) -> Option<(u64, u64)> {
-    // SAFETY: a zeroed stat is a valid out-parameter; fstat only writes to it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat on any integer is safe; it fails with EBADF for closed fds.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return None;
-    }
-    Some((st.st_dev, st.st_ino))
+    let st = sys::fstat(fd)?;
+    (st.mode & libc::S_IFMT == libc::S_IFSOCK).then_some((st.dev, st.ino))
 }
 
 /// Moves `fd` to a number above 2 (a process that closed its stdio must not get our socket
@@ -70,6 +84,13 @@ impl Conn {
         addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
         if path.len() >= addr.sun_path.len() {
             return Err(ConnectError::Missing);
+        }
+        let trusted_dir = settings::get()
+            .dir_path
+            .as_deref()
+            .is_some_and(trust::trusted_dir);
+        if !trusted_dir {
+            return Err(ConnectError::Untrusted);
         }
         for (dst, src) in addr.sun_path.iter_mut().zip(path) {
             *dst = *src as libc::c_char;
@@ -102,6 +123,7 @@ impl Conn {
             return Err(match e {
                 libc::ENOENT | libc::ENOTDIR => ConnectError::Missing,
                 libc::ECONNREFUSED => ConnectError::Refused,
+                libc::EAGAIN => ConnectError::Busy,
                 other => ConnectError::Other(other),
             });
         }
@@ -110,9 +132,22 @@ impl Conn {
             unsafe { libc::close(fd) };
             return Err(ConnectError::Other(libc::EBADF));
         };
+        // Whoever bound the socket, only root or the daemon is believed.
+        if !trust::peer_uid(fd).is_some_and(trust::trusted_uid) {
+            // SAFETY: we own fd.
+            unsafe { libc::close(fd) };
+            return Err(ConnectError::Untrusted);
+        }
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
-        Ok(Conn { fd, dev, ino, pid })
+        in_use(fd);
+        Ok(Conn {
+            fd,
+            dev,
+            ino,
+            pid,
+            idle_since: 0,
+        })
     }
 
     pub fn fd(&self) -> c_int {
@@ -135,11 +170,61 @@ impl Drop for Conn {
     fn drop(&mut self) {
         // Close only what is still our socket: after a fork this closes the child's copy,
         // after the program reused the number it leaves the program's file alone.
+        not_in_use(self.fd);
         if self.still_ours() {
             // SAFETY: the fd is our socket.
             unsafe { libc::close(self.fd) };
         }
     }
+}
+
+/// Fds of connections being used by some thread (-1: free entry). More at once than this are
+/// not recorded: a child forked then may keep such an fd open (close-on-exec still applies).
+static IN_USE: [AtomicI32; 16] = [const { AtomicI32::new(-1) }; 16];
+
+fn in_use(fd: c_int) {
+    for e in &IN_USE {
+        if e.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+fn not_in_use(fd: c_int) {
+    for e in &IN_USE {
+        if e.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// In a child just forked: the connections the parent's threads were using, and the cached
+/// one, are the parent's streams; close our copies (only while they still are sockets).
+pub fn after_fork_in_child() {
+    for e in &IN_USE {
+        let fd = e.swap(-1, Ordering::AcqRel);
+        if fd > 2 && fstat_ids(fd).is_some() {
+            // SAFETY: the child's copy of a socket the module opened; nothing here uses it.
+            unsafe { libc::close(fd) };
+        }
+    }
+    let p = CACHED.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if !p.is_null() {
+        // SAFETY: as in `take`; dropping closes the child's copy.
+        drop(unsafe { Box::from_raw(p) });
+    }
+}
+
+/// Fds recorded as in use (for tests).
+pub fn in_use_count() -> usize {
+    IN_USE
+        .iter()
+        .filter(|e| e.load(Ordering::Relaxed) >= 0)
+        .count()
 }
 
 static CACHED: AtomicPtr<Conn> = AtomicPtr::new(std::ptr::null_mut());
@@ -152,11 +237,18 @@ pub fn take() -> Option<Box<Conn>> {
     }
     // SAFETY: non-null pointers in CACHED come from Box::into_raw and are owned by the slot.
     let conn = unsafe { Box::from_raw(p) };
-    conn.usable().then_some(conn)
+    let fresh = clock::now_ns().saturating_sub(conn.idle_since) < IDLE_CLOSE_MS * 1_000_000;
+    if !(fresh && conn.usable()) {
+        return None;
+    }
+    in_use(conn.fd);
+    Some(conn)
 }
 
 /// Returns a connection for the next call to reuse (closing any other one cached meanwhile).
-pub fn give_back(conn: Box<Conn>) {
+pub fn give_back(mut conn: Box<Conn>) {
+    not_in_use(conn.fd);
+    conn.idle_since = clock::now_ns();
     let old = CACHED.swap(Box::into_raw(conn), Ordering::AcqRel);
     if !old.is_null() {
         // SAFETY: as in `take`.

@@ -1,40 +1,52 @@
-//! Reads the daemon's shared cache file (`RUNTIME_DIR/cache.map`, format in
+//! Reads the daemon's shared cache data (`RUNTIME_DIR/cache.map`, format in
 //! `toolforge_nss_protocol::mapfile`) through a read-only shared mapping, so that a warm
 //! lookup costs a hash probe and a copy instead of a socket round trip.
 //!
 //! The read path takes no lock and makes no system call: it loads the current mapping's index,
-//! registers as a reader of it, checks the file's `SUPERSEDED` flag and the entry's expiry
-//! (coarse clocks are vDSO calls), and copies the answer out while registered. Once a second
-//! at most, one lookup also `stat`s the path, so a file replaced without the flag (or removed)
-//! is noticed, and unmaps old files nobody reads any more.
+//! registers as a reader of it, checks the file's `SUPERSEDED` flag, then reads the current
+//! half under its sequence counter (a seqlock, as SSSD's memory cache and nscd's shared
+//! database do): the counter is even before and unchanged after the read, or the read is
+//! retried (and after a few torn reads the daemon is asked). The caller's function may thus
+//! run on torn bytes; its result is used only when the read was whole (see
+//! [`MapCache::with_entry`]). Once a second at most, one lookup also `stat`s the path, so a
+//! file replaced without the flag (or removed) is noticed, and unmaps old files nobody reads.
 //!
 //! Mappings live in a fixed pool of [`SLOTS`] that is never freed. A slot is unmapped or
 //! reused only while it is not current and has no registered reader; a reader registers
 //! *before* confirming that the slot is still current (both sequentially consistent), so a
-//! slot a reader uses cannot be unmapped under it. Remapping takes a try-lock that records
-//! the owner's pid, so a child forked while its parent held it takes it over instead of
-//! waiting for it forever; a lookup that finds the lock taken asks the daemon instead.
+//! slot a reader uses cannot be unmapped under it. Remapping takes a try-lock; a thread that
+//! finds the file superseded remaps only if no other thread has done so meanwhile. A fork
+//! handler resets, in the child, the reader counts and the lock that threads of the parent
+//! held (they do not exist in the child).
 //!
-//! Every byte of the file is hostile: `MapView` checks each offset and length against the
-//! mapping, the file must be a regular file no one but its owner may write, and any doubt
-//! (missing, invalid, superseded, expired, absent) makes the caller ask the socket. A file
-//! truncated while mapped would fault the reader (SIGBUS); only the daemon's user can write
-//! it, and the daemon never changes a published file except for its flags word.
+//! Trust and faults: the runtime directory must be trusted (`trust::trusted_dir`), and the
+//! file a regular file owned by root or the daemon and writable by no one else, so only they
+//! could truncate it (SIGBUS in a reader); the daemon never does (it writes within the file's
+//! size and punches holes, which read as zeros). Every byte is still hostile: `MapView` checks
+//! each offset and length against the half, and any doubt (missing, untrusted, invalid,
+//! superseded, torn, expired, absent) makes the caller ask the socket.
 
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
-use toolforge_nss_protocol::mapfile::{MapView, Table, FLAGS_OFFSET, FLAG_SUPERSEDED, HEADER_LEN};
+use toolforge_nss_protocol::mapfile::{
+    MapView, Region, Table, CURRENT_OFFSET, FLAGS_OFFSET, FLAG_SUPERSEDED, REGION_HEADER,
+    SEQ_OFFSET,
+};
 
-use crate::{clock, settings};
+use crate::{clock, settings, sys, trust};
 
 /// Mappings a process keeps at most (the current file and files still being read).
 pub const SLOTS: usize = 4;
 /// Reader counters per slot, each on its own cache line, so that threads do not contend.
 const STRIPES: usize = 8;
 const NONE: usize = usize::MAX;
-/// Largest file mapped (records are addressed with 32-bit offsets).
-const MAX_FILE_LEN: u64 = u32::MAX as u64;
+/// Largest file mapped (records are addressed with 32-bit offsets within a half).
+const MAX_FILE_LEN: u64 = 1 << 33;
+/// Reads of a half before giving up on torn reads and asking the daemon.
+const ATTEMPTS: usize = 4;
 const SC: Ordering = Ordering::SeqCst;
 
 #[repr(align(64))]
@@ -45,6 +57,7 @@ struct Mapping {
     /// Start of the mapping; null while the slot is free.
     ptr: AtomicPtr<u8>,
     len: AtomicUsize,
+    half_len: AtomicUsize,
     dev: AtomicU64,
     ino: AtomicU64,
 }
@@ -55,6 +68,7 @@ impl Mapping {
             readers: [const { Stripe(AtomicU32::new(0)) }; STRIPES],
             ptr: AtomicPtr::new(std::ptr::null_mut()),
             len: AtomicUsize::new(0),
+            half_len: AtomicUsize::new(0),
             dev: AtomicU64::new(0),
             ino: AtomicU64::new(0),
         }
@@ -99,7 +113,7 @@ pub struct MapCache {
     current: AtomicUsize,
     /// Pid of the remapping thread's process; 0 when free.
     lock: AtomicI32,
-    /// Monotonic second of the last `stat` of the path (0: never).
+    /// Wall-clock second (+1) of the last `stat` of the path (0: never).
     checked: AtomicU64,
 }
 
@@ -109,7 +123,8 @@ pub static GLOBAL: MapCache = MapCache::new();
 /// Why the file gave no answer: the caller asks the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoAnswer {
-    /// No usable file (none published, invalid, superseded, or being replaced).
+    /// No usable file (none published, untrusted, invalid, superseded, torn, or being
+    /// replaced).
     NoFile,
     /// The key is not in the file.
     Absent,
@@ -123,6 +138,12 @@ impl Default for MapCache {
     }
 }
 
+/// One read of a half: what the caller's function made of the entry, or why there was none.
+enum Read<R> {
+    Hit(R),
+    Miss(NoAnswer),
+}
+
 impl MapCache {
     pub const fn new() -> MapCache {
         MapCache {
@@ -133,19 +154,24 @@ impl MapCache {
         }
     }
 
-    /// Looks `key` up in `table` of the file at `path` and, on a valid, unexpired entry, calls
-    /// `f` with its response kind and body (valid only during the call).
+    /// Looks `key` up in `table` of the file at `path` (in the runtime directory `dir`) and,
+    /// on a valid, unexpired entry, calls `f` with its response kind and body (valid only
+    /// during the call). `f` may be called more than once, and on bytes torn by a concurrent
+    /// publication: it must only compute a result (or write where a later call overwrites);
+    /// only the result of a whole read is returned.
     pub fn with_entry<R>(
         &self,
+        dir: &CStr,
         path: &CStr,
         table: Table,
         key: &[u8],
-        f: impl FnOnce(u16, &[u8]) -> R,
+        mut f: impl FnMut(u16, &[u8]) -> R,
     ) -> Result<R, NoAnswer> {
-        self.maintain(path);
-        let mut f = Some(f);
-        // Twice at most: a superseded file is replaced once, then the new one is read.
-        for _ in 0..2 {
+        register_fork_handler();
+        // One clock read serves the once-a-second check and the expiry.
+        let now = clock::secs(libc::CLOCK_REALTIME_COARSE);
+        self.maintain(dir, path, now);
+        for _ in 0..ATTEMPTS {
             let idx = self.current.load(SC);
             let slot = self.slots.get(idx).ok_or(NoAnswer::NoFile)?;
             let counter = &slot.readers.get(stripe()).ok_or(NoAnswer::NoFile)?.0;
@@ -155,39 +181,63 @@ impl MapCache {
                 continue; // replaced meanwhile; `reader` unregisters
             }
             let (ptr, len) = (slot.ptr.load(SC), slot.len.load(SC));
-            if ptr.is_null() || len < HEADER_LEN {
+            let half_len = slot.half_len.load(SC);
+            if ptr.is_null() || len != REGION_HEADER + 2 * half_len {
                 return Err(NoAnswer::NoFile);
             }
             // SAFETY: the slot is current and we are registered, so the mapping of `len`
-            // bytes at `ptr` stays mapped until `reader` is dropped. The flags word is
-            // 4-aligned (page-aligned mapping) and the only word the daemon writes.
+            // bytes at `ptr` stays mapped until `reader` is dropped. The header words are
+            // aligned (page-aligned mapping) and written by the daemon with atomics.
+            let word = |at: usize| unsafe { (*ptr.add(at).cast::<AtomicU64>()).load(SC) };
+            // SAFETY: as above.
             let flags = unsafe { (*ptr.add(FLAGS_OFFSET).cast::<AtomicU32>()).load(SC) };
             if flags & FLAG_SUPERSEDED != 0 {
                 drop(reader);
-                if !self.remap(path) {
+                if !self.remap_from(dir, path, idx) {
                     return Err(NoAnswer::NoFile);
                 }
                 continue;
             }
-            // SAFETY: as above; these bytes never change while the file is published.
-            let bytes = unsafe { std::slice::from_raw_parts(ptr.cast_const(), len) };
-            let view = MapView::new(bytes).ok_or(NoAnswer::NoFile)?;
-            let hit = view.get(table, key).ok_or(NoAnswer::Absent)?;
-            if hit.expires_unix_secs <= clock::secs(libc::CLOCK_REALTIME_COARSE) {
-                return Err(NoAnswer::Expired);
+            let h = (word(CURRENT_OFFSET) & 1) as usize;
+            let seq_at = SEQ_OFFSET + 8 * h;
+            let before = word(seq_at);
+            if before % 2 == 1 {
+                continue; // being written: the daemon switches halves in a moment
             }
-            let f = f.take().ok_or(NoAnswer::NoFile)?;
-            let answer = f(hit.kind, hit.body);
+            // SAFETY: half `h` lies inside the mapping (len checked above). Its bytes may
+            // change under us; every use is bounds-checked and the result discarded if so.
+            let half = unsafe {
+                std::slice::from_raw_parts(
+                    ptr.add(REGION_HEADER + h * half_len).cast_const(),
+                    half_len,
+                )
+            };
+            let read = match MapView::publication(half) {
+                None => Read::Miss(NoAnswer::NoFile),
+                Some(view) => match view.get(table, key) {
+                    None => Read::Miss(NoAnswer::Absent),
+                    Some(hit) if hit.expires_unix_secs <= now => Read::Miss(NoAnswer::Expired),
+                    Some(hit) => Read::Hit(f(hit.kind, hit.body)),
+                },
+            };
+            fence(Ordering::Acquire);
+            if word(seq_at) != before {
+                continue; // torn: read again
+            }
             drop(reader);
-            return Ok(answer);
+            return match read {
+                Read::Hit(r) => Ok(r),
+                Read::Miss(why) => Err(why),
+            };
         }
         Err(NoAnswer::NoFile)
     }
 
-    /// At most once a second: `stat` the path and remap when it is another file (or none),
+    /// At most once a second (of `now_secs`, the coarse wall clock: a clock step costs one
+    /// extra check at most): `stat` the path and remap when it is another file (or none),
     /// then unmap old files no one reads.
-    fn maintain(&self, path: &CStr) {
-        let now = clock::secs(libc::CLOCK_MONOTONIC_COARSE).saturating_add(1);
+    fn maintain(&self, dir: &CStr, path: &CStr, now_secs: u64) {
+        let now = now_secs.saturating_add(1);
         let last = self.checked.load(Ordering::Relaxed);
         if last == now
             || self
@@ -197,26 +247,35 @@ impl MapCache {
         {
             return;
         }
-        let on_disk = stat_ids(path);
+        let on_disk = sys::stat(path, false).map(|s| (s.dev, s.ino));
+        let current = self.current.load(SC);
         let mapped = self
             .slots
-            .get(self.current.load(SC))
+            .get(current)
             .map(|s| (s.dev.load(SC), s.ino.load(SC)));
         if on_disk != mapped || mapped.is_none() {
-            self.remap(path);
+            self.remap_from(dir, path, current);
         } else if let Some(_lock) = self.try_lock() {
             self.sweep();
         }
     }
 
     /// Maps the file now at `path` and makes it current (or makes no file current when
-    /// there is no valid one). False when there is no file to read after all.
-    fn remap(&self, path: &CStr) -> bool {
+    /// there is no valid one), unless another thread already replaced `seen` (the mapping
+    /// the caller found wanting). False when there is no file to read after all.
+    fn remap_from(&self, dir: &CStr, path: &CStr, seen: usize) -> bool {
         let Some(_lock) = self.try_lock() else {
             return false;
         };
-        let fresh = map_file(path);
-        let Some((ptr, len, dev, ino)) = fresh else {
+        if self.current.load(SC) != seen {
+            return true; // another thread remapped meanwhile: read what it mapped
+        }
+        let fresh = if trust::trusted_dir(dir) {
+            map_file(path)
+        } else {
+            None
+        };
+        let Some(m) = fresh else {
             self.current.store(NONE, SC);
             self.sweep();
             return false;
@@ -233,15 +292,16 @@ impl MapCache {
             // Every other slot is still being read, for a moment: keep what we have (a
             // superseded file is not read; the next lookup tries again).
             // SAFETY: the mapping was just made and never shared.
-            unsafe { libc::munmap(ptr.cast(), len) };
+            unsafe { libc::munmap(m.ptr.cast(), m.len) };
             return false;
         };
         let (i, s) = slot;
         s.release();
-        s.len.store(len, SC);
-        s.dev.store(dev, SC);
-        s.ino.store(ino, SC);
-        s.ptr.store(ptr, SC);
+        s.len.store(m.len, SC);
+        s.half_len.store(m.half_len, SC);
+        s.dev.store(m.dev, SC);
+        s.ino.store(m.ino, SC);
+        s.ptr.store(m.ptr, SC);
         self.current.store(i, SC);
         self.sweep();
         true
@@ -273,12 +333,32 @@ impl MapCache {
         taken.then(|| LockGuard(&self.lock))
     }
 
+    /// In a child just forked (one thread): the parent's other threads, registered as
+    /// readers or holding the lock, do not exist here.
+    fn after_fork_in_child(&self) {
+        for s in &self.slots {
+            for r in &s.readers {
+                r.0.store(0, SC);
+            }
+        }
+        self.lock.store(0, SC);
+    }
+
     /// Mappings now held (for tests).
     pub fn mapped(&self) -> usize {
         self.slots
             .iter()
             .filter(|s| !s.ptr.load(SC).is_null())
             .count()
+    }
+
+    /// Registered readers of every slot (for tests).
+    pub fn readers(&self) -> u32 {
+        self.slots
+            .iter()
+            .flat_map(|s| s.readers.iter())
+            .map(|r| r.0.load(SC))
+            .sum()
     }
 }
 
@@ -298,15 +378,52 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-fn stat_ids(path: &CStr) -> Option<(u64, u64)> {
-    // SAFETY: a zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: path is NUL-terminated; stat only writes to st.
-    (unsafe { libc::stat(path.as_ptr(), &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+extern "C" {
+    // glibc (GLIBC_2.3.2): what pthread_atfork calls, with our object's handle, so the
+    // handler is dropped if the module is ever unloaded.
+    fn __register_atfork(
+        prepare: Option<unsafe extern "C" fn()>,
+        parent: Option<unsafe extern "C" fn()>,
+        child: Option<unsafe extern "C" fn()>,
+        dso_handle: *mut libc::c_void,
+    ) -> libc::c_int;
+    static __dso_handle: *mut libc::c_void;
 }
 
-/// Opens, checks and maps the file: (pointer, length, device, inode), or `None`.
-fn map_file(path: &CStr) -> Option<(*mut u8, usize, u64, u64)> {
+static FORK_HANDLER: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" fn in_child() {
+    GLOBAL.after_fork_in_child();
+    crate::connection::after_fork_in_child();
+}
+
+/// Registers (once) the handler that makes a forked child's state usable.
+pub fn register_fork_handler() {
+    if FORK_HANDLER.load(Ordering::Relaxed) || FORK_HANDLER.swap(true, SC) {
+        return;
+    }
+    // SAFETY: registering a plain function; __dso_handle is this object's handle.
+    unsafe {
+        __register_atfork(
+            None,
+            None,
+            Some(in_child),
+            std::ptr::addr_of!(__dso_handle).cast_mut().cast(),
+        )
+    };
+}
+
+/// A fresh mapping of a trusted file.
+struct Mapped {
+    ptr: *mut u8,
+    len: usize,
+    half_len: usize,
+    dev: u64,
+    ino: u64,
+}
+
+/// Opens, checks and maps the file, or `None`.
+fn map_file(path: &CStr) -> Option<Mapped> {
     // SAFETY: path is NUL-terminated; the fd is closed below on every path.
     let fd = unsafe {
         libc::open(
@@ -323,17 +440,13 @@ fn map_file(path: &CStr) -> Option<(*mut u8, usize, u64, u64)> {
     mapped
 }
 
-fn map_fd(fd: libc::c_int) -> Option<(*mut u8, usize, u64, u64)> {
-    // SAFETY: a zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open; fstat only writes to st.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return None;
-    }
-    let size = u64::try_from(st.st_size).ok()?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG
-        || st.st_mode & 0o022 != 0
-        || size < HEADER_LEN as u64
+fn map_fd(fd: libc::c_int) -> Option<Mapped> {
+    let st = sys::fstat(fd)?;
+    let size = u64::try_from(st.size).ok()?;
+    // Only root or the daemon can write (or truncate) a file we map.
+    if st.mode & libc::S_IFMT != libc::S_IFREG
+        || !trust::trusted_file(&st)
+        || size < REGION_HEADER as u64
         || size > MAX_FILE_LEN
     {
         return None;
@@ -353,14 +466,20 @@ fn map_fd(fd: libc::c_int) -> Option<(*mut u8, usize, u64, u64)> {
     if p == libc::MAP_FAILED {
         return None;
     }
-    // SAFETY: the mapping is `len` bytes long and readable.
-    let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>().cast_const(), len) };
-    if MapView::new(bytes).is_none() {
+    // SAFETY: the mapping is `len` bytes long (at least the header page) and readable.
+    let head = unsafe { std::slice::from_raw_parts(p.cast::<u8>().cast_const(), REGION_HEADER) };
+    let Some(region) = Region::parse(head, len) else {
         // SAFETY: the mapping we just made.
         unsafe { libc::munmap(p, len) };
         return None;
-    }
-    Some((p.cast(), len, st.st_dev, st.st_ino))
+    };
+    Some(Mapped {
+        ptr: p.cast(),
+        len,
+        half_len: region.half_len,
+        dev: st.dev,
+        ino: st.ino,
+    })
 }
 
 /// Looks `key` up in the process's cache file (see [`MapCache::with_entry`]); `NoFile` when
@@ -368,14 +487,15 @@ fn map_fd(fd: libc::c_int) -> Option<(*mut u8, usize, u64, u64)> {
 pub fn with_entry<R>(
     table: Table,
     key: &[u8],
-    f: impl FnOnce(u16, &[u8]) -> R,
+    f: impl FnMut(u16, &[u8]) -> R,
 ) -> Result<R, NoAnswer> {
     let s = settings::get();
     if s.disabled {
         return Err(NoAnswer::NoFile);
     }
     let path = s.map_path.as_deref().ok_or(NoAnswer::NoFile)?;
-    GLOBAL.with_entry(path, table, key, f)
+    let dir = s.dir_path.as_deref().ok_or(NoAnswer::NoFile)?;
+    GLOBAL.with_entry(dir, path, table, key, f)
 }
 
 #[cfg(test)]
@@ -388,22 +508,21 @@ pub fn with_entry<R>(
 mod tests {
     use super::*;
     use std::ffi::CString;
-    use std::io::Write;
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
     use std::path::Path;
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
-    use toolforge_nss_protocol::mapfile::MapBuilder;
+    use toolforge_nss_protocol::mapfile::{single_file, MapBuilder};
     use toolforge_nss_protocol::{Passwd, Response, ResponseKind, ResponseRef};
 
     const USERS: u32 = 300;
+    const HALF: usize = 256 << 10;
 
     fn far_future() -> u64 {
         clock::secs(libc::CLOCK_REALTIME) + 3600
     }
 
-    /// Version `v` of the file: every field of every entry names `v`.
+    /// Version `v` of the publication: every field of every entry names `v`.
     fn version(v: u64, expires: u64) -> Vec<u8> {
         let mut b = MapBuilder::new(v, v.wrapping_mul(0x9e37_79b9));
         for i in 0..USERS {
@@ -436,17 +555,29 @@ mod tests {
         b.build()
     }
 
-    /// Publishes as the daemon does: temp file, rename, then flag the old file.
-    fn publish(dir: &Path, bytes: &[u8]) {
+    /// A file of `HALF`-byte halves holding `publication` in half 0.
+    fn file_of(publication: &[u8]) -> Vec<u8> {
+        let mut f = single_file(publication);
+        let mut head = Region::header(HALF as u64);
+        head.resize(REGION_HEADER + 2 * HALF, 0);
+        head[REGION_HEADER..REGION_HEADER + publication.len()].copy_from_slice(publication);
+        f.clear();
+        f.extend_from_slice(&head);
+        f
+    }
+
+    /// Makes a new file (temp, rename, flag the old one), as the daemon does on a resize.
+    fn replace(dir: &Path, bytes: &[u8]) {
         let (path, temp) = (dir.join("cache.map"), dir.join(".tmp"));
-        let mut f = std::fs::OpenOptions::new()
+        let _ = std::fs::remove_file(&temp);
+        std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o644)
             .open(&temp)
+            .unwrap()
+            .write_all_at(bytes, 0)
             .unwrap();
-        f.write_all(bytes).unwrap();
         let old = std::fs::OpenOptions::new().write(true).open(&path).ok();
         std::fs::rename(&temp, &path).unwrap();
         if let Some(old) = old {
@@ -455,21 +586,52 @@ mod tests {
         }
     }
 
+    /// Writes a publication in place as the daemon does: the other half under an odd
+    /// sequence, then switch.
+    fn publish_in_place(dir: &Path, publication: &[u8]) {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("cache.map"))
+            .unwrap();
+        let mut head = [0u8; 64];
+        f.read_exact_at(&mut head, 0).unwrap();
+        let word = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap());
+        let h = 1 - (word(CURRENT_OFFSET) & 1) as usize;
+        let seq = word(SEQ_OFFSET + 8 * h);
+        let put = |at: usize, v: u64| f.write_all_at(&v.to_le_bytes(), at as u64).unwrap();
+        put(SEQ_OFFSET + 8 * h, seq + 1);
+        // Scribble first, so a reader that does not check the sequence sees garbage.
+        f.write_all_at(
+            &vec![0xa5; publication.len()],
+            (REGION_HEADER + h * HALF) as u64,
+        )
+        .unwrap();
+        f.write_all_at(publication, (REGION_HEADER + h * HALF) as u64)
+            .unwrap();
+        put(SEQ_OFFSET + 8 * h, seq + 2);
+        put(CURRENT_OFFSET, h as u64);
+    }
+
     fn cpath(dir: &Path) -> CString {
         CString::new(dir.join("cache.map").into_os_string().into_encoded_bytes()).unwrap()
     }
 
-    /// The version an answer belongs to, checking that all its fields agree.
-    fn version_of(kind: u16, body: &[u8], name: &str) -> u64 {
+    fn cdir(dir: &Path) -> CString {
+        CString::new(dir.as_os_str().as_encoded_bytes()).unwrap()
+    }
+
+    /// The version an answer belongs to, or `None` when its fields disagree (torn).
+    fn version_of(kind: u16, body: &[u8], name: &str) -> Option<u64> {
         let Ok(ResponseRef::Passwd(p)) = ResponseRef::decode(kind, body) else {
-            panic!("not a passwd entry");
+            return None;
         };
         let v = u64::from(p.gid);
-        assert_eq!(p.name, name.as_bytes());
-        assert_eq!(p.gecos, format!("version {v}").as_bytes(), "torn entry");
-        assert_eq!(p.dir, format!("/home/v{v}/{name}").as_bytes(), "torn entry");
-        assert_eq!(p.shell, format!("/bin/v{v}").as_bytes(), "torn entry");
-        v
+        let whole = p.name == name.as_bytes()
+            && p.gecos == format!("version {v}").as_bytes()
+            && p.dir == format!("/home/v{v}/{name}").as_bytes()
+            && p.shell == format!("/bin/v{v}").as_bytes();
+        whole.then_some(v)
     }
 
     fn mapped_in_proc_maps(dir: &Path) -> usize {
@@ -479,33 +641,35 @@ mod tests {
     }
 
     #[test]
-    fn readers_see_whole_versions_while_a_writer_republishes() {
+    fn readers_see_whole_versions_while_a_writer_republishes_in_place() {
         let dir = tempfile::tempdir().unwrap();
-        let path = cpath(dir.path());
+        let (path, d) = (cpath(dir.path()), cdir(dir.path()));
         let cache = Arc::new(MapCache::new());
-        publish(dir.path(), &version(1, far_future()));
+        replace(dir.path(), &file_of(&version(1, far_future())));
         let done = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..4)
             .map(|t| {
-                let (cache, path, done) = (cache.clone(), path.clone(), done.clone());
+                let (cache, path, d, done) = (cache.clone(), path.clone(), d.clone(), done.clone());
                 std::thread::spawn(move || {
                     let (mut last, mut answers, mut i) = (0u64, 0u64, t);
                     while !done.load(Ordering::Relaxed) {
                         let name = format!("user{}", i % USERS);
                         i += 7;
                         let got = cache.with_entry(
+                            &d,
                             &path,
                             Table::PasswdByName,
                             name.as_bytes(),
                             |k, b| version_of(k, b, &name),
                         );
                         match got {
-                            Ok(v) => {
+                            Ok(Some(v)) => {
                                 assert!(v >= last, "went back from version {last} to {v}");
                                 last = v;
                                 answers += 1;
                             }
-                            // Between a flag and the remap another thread may hold the lock.
+                            Ok(None) => panic!("{name}: a torn entry was returned"),
+                            // Several torn reads in a row: the caller asks the daemon.
                             Err(NoAnswer::NoFile) => {}
                             Err(e) => panic!("{name}: {e:?}"),
                         }
@@ -516,8 +680,8 @@ mod tests {
             .collect();
         let versions = 300u64;
         for v in 2..=versions {
-            publish(dir.path(), &version(v, far_future()));
-            std::thread::sleep(Duration::from_micros(500));
+            publish_in_place(dir.path(), &version(v, far_future()));
+            std::thread::sleep(Duration::from_micros(300));
         }
         std::thread::sleep(Duration::from_millis(50));
         done.store(true, Ordering::Relaxed);
@@ -526,49 +690,82 @@ mod tests {
             assert!(answers > 1000, "only {answers} answers");
             assert_eq!(last, versions, "readers end on the last version");
         }
-        assert!(cache.mapped() <= SLOTS);
-        // Old files are unmapped once no one reads them (at the next check, within a second).
+        assert_eq!(cache.mapped(), 1, "one file, written in place");
+        assert_eq!(mapped_in_proc_maps(dir.path()), 1);
+        assert_eq!(cache.readers(), 0);
+    }
+
+    #[test]
+    fn a_new_file_is_mapped_once_and_the_old_one_unmapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, d) = (cpath(dir.path()), cdir(dir.path()));
+        let cache = Arc::new(MapCache::new());
+        replace(dir.path(), &file_of(&version(1, far_future())));
+        let get = |c: &MapCache| {
+            c.with_entry(&d, &path, Table::PasswdByName, b"user1", |k, b| {
+                version_of(k, b, "user1")
+            })
+        };
+        assert_eq!(get(&cache), Ok(Some(1)));
+        for v in 2..50 {
+            replace(dir.path(), &file_of(&version(v, far_future())));
+            // Many threads see the flag at once; one remaps, the others read what it mapped.
+            let seen: Vec<_> = (0..4)
+                .map(|_| {
+                    let (cache, path, d) = (cache.clone(), path.clone(), d.clone());
+                    std::thread::spawn(move || {
+                        cache.with_entry(&d, &path, Table::PasswdByName, b"user1", |k, b| {
+                            version_of(k, b, "user1")
+                        })
+                    })
+                })
+                .collect();
+            for s in seen {
+                let r = s.join().unwrap();
+                assert!(r == Ok(Some(v)) || r == Err(NoAnswer::NoFile), "{r:?}");
+            }
+            assert_eq!(get(&cache), Ok(Some(v)));
+        }
         let deadline = Instant::now() + Duration::from_secs(3);
         while cache.mapped() > 1 && Instant::now() < deadline {
-            let _ = cache.with_entry(&path, Table::PasswdByName, b"user1", |_, _| ());
+            let _ = get(&cache);
             std::thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(cache.mapped(), 1);
-        let n = mapped_in_proc_maps(dir.path());
-        assert_eq!(n, 1, "old files stay mapped");
+        assert_eq!(mapped_in_proc_maps(dir.path()), 1, "old files stay mapped");
     }
 
     #[test]
     fn expiry_absence_negative_entries_and_replacement_without_flag() {
         let dir = tempfile::tempdir().unwrap();
-        let path = cpath(dir.path());
+        let (path, d) = (cpath(dir.path()), cdir(dir.path()));
         let cache = MapCache::new();
         let get = |name: &str| {
-            cache.with_entry(&path, Table::PasswdByName, name.as_bytes(), |k, b| {
+            cache.with_entry(&d, &path, Table::PasswdByName, name.as_bytes(), |k, b| {
                 if k == ResponseKind::NotFound as u16 {
-                    0
+                    Some(0)
                 } else {
                     version_of(k, b, name)
                 }
             })
         };
         assert_eq!(get("user1"), Err(NoAnswer::NoFile), "no file yet");
-        publish(
+        replace(
             dir.path(),
-            &version(3, clock::secs(libc::CLOCK_REALTIME) - 1),
+            &file_of(&version(3, clock::secs(libc::CLOCK_REALTIME) - 1)),
         );
         std::thread::sleep(Duration::from_millis(1100)); // the path is checked once a second
         assert_eq!(get("user1"), Err(NoAnswer::Expired));
-        publish(dir.path(), &version(4, far_future()));
-        assert_eq!(get("user1"), Ok(4), "the flag is seen at once");
+        publish_in_place(dir.path(), &version(4, far_future()));
+        assert_eq!(get("user1"), Ok(Some(4)), "seen at once");
         assert_eq!(get("nobody"), Err(NoAnswer::Absent));
-        assert_eq!(get("ghost"), Ok(0), "a negative entry");
+        assert_eq!(get("ghost"), Ok(Some(0)), "a negative entry");
         // Replaced without flagging the old file: noticed by the once-a-second stat.
         let p = dir.path().join("cache.map");
-        std::fs::write(dir.path().join("new"), version(5, far_future())).unwrap();
+        std::fs::write(dir.path().join("new"), file_of(&version(5, far_future()))).unwrap();
         std::fs::rename(dir.path().join("new"), &p).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(get("user1"), Ok(5));
+        assert_eq!(get("user1"), Ok(Some(5)));
         // Removed: the old mapping is dropped at the next check.
         std::fs::remove_file(&p).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
@@ -577,45 +774,44 @@ mod tests {
     }
 
     #[test]
-    fn hostile_files_are_never_read() {
+    fn hostile_or_untrusted_files_are_never_read() {
         let dir = tempfile::tempdir().unwrap();
-        let path = cpath(dir.path());
+        let (path, d) = (cpath(dir.path()), cdir(dir.path()));
         let p = dir.path().join("cache.map");
-        let good = version(1, far_future());
-        let mut cases: Vec<(&str, Vec<u8>, u32)> = vec![
-            ("empty", vec![], 0o644),
-            ("truncated", good[..good.len() / 2].to_vec(), 0o644),
+        let good = file_of(&version(1, far_future()));
+        let mut cases: Vec<(&str, Vec<u8>, u32, Option<u32>)> = vec![
+            ("empty", vec![], 0o644, None),
+            ("truncated", good[..good.len() / 2].to_vec(), 0o644, None),
             (
                 "garbage",
                 (0..10_000u32).map(|i| (i * 7919 % 251) as u8).collect(),
                 0o644,
+                None,
             ),
-            ("group-writable", good.clone(), 0o664),
-            ("world-writable", good.clone(), 0o646),
+            ("group-writable", good.clone(), 0o664, None),
+            ("world-writable", good.clone(), 0o646, None),
+            ("another uid's", good.clone(), 0o644, Some(12_345)),
+            ("nobody's", good.clone(), 0o644, Some(65_534)),
         ];
         let mut wild = good.clone();
-        for at in (200..wild.len()).step_by(13) {
+        for at in (REGION_HEADER + 200..REGION_HEADER + 40_000).step_by(13) {
             wild[at] ^= 0xa5; // slots and records point anywhere
         }
-        cases.push(("corrupted", wild, 0o644));
-        for (what, bytes, mode) in cases {
+        cases.push(("corrupted", wild, 0o644, None));
+        for (what, bytes, mode, owner) in cases {
             let cache = MapCache::new();
             let _ = std::fs::remove_file(&p);
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .mode(mode)
-                .open(&p)
-                .unwrap()
-                .write_all(&bytes)
-                .unwrap();
-            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .unwrap();
+            std::fs::write(&p, &bytes).unwrap();
+            std::fs::set_permissions(&p, PermissionsExt::from_mode(mode)).unwrap();
+            if let Some(uid) = owner {
+                std::os::unix::fs::chown(&p, Some(uid), Some(uid)).unwrap();
+            }
             for i in 0..USERS {
                 let name = format!("user{i}");
-                let r = cache.with_entry(&path, Table::PasswdByName, name.as_bytes(), |k, b| {
-                    ResponseRef::decode(k, b).is_ok()
-                });
+                let r =
+                    cache.with_entry(&d, &path, Table::PasswdByName, name.as_bytes(), |k, b| {
+                        ResponseRef::decode(k, b).is_ok()
+                    });
                 if what == "corrupted" {
                     // No crash and no out-of-bounds read; what the entry holds is checked by
                     // the caller (decoded, matched against the question, else the socket).
@@ -631,8 +827,28 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("real"), &p).unwrap();
         let cache = MapCache::new();
         assert_eq!(
-            cache.with_entry(&path, Table::PasswdByName, b"user1", |_, _| ()),
+            cache.with_entry(&d, &path, Table::PasswdByName, b"user1", |_, _| ()),
             Err(NoAnswer::NoFile)
+        );
+        // A good file in a directory others may write, or that another uid owns.
+        let _ = std::fs::remove_file(&p);
+        std::fs::write(&p, &good).unwrap();
+        for (mode, owner) in [(0o775, 0), (0o757, 0), (0o755, 12_345)] {
+            std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(mode)).unwrap();
+            std::os::unix::fs::chown(dir.path(), Some(owner), None).unwrap();
+            let cache = MapCache::new();
+            assert_eq!(
+                cache.with_entry(&d, &path, Table::PasswdByName, b"user1", |_, _| ()),
+                Err(NoAnswer::NoFile),
+                "directory {mode:o} of uid {owner}"
+            );
+        }
+        std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(0), None).unwrap();
+        assert_eq!(
+            MapCache::new().with_entry(&d, &path, Table::PasswdByName, b"user1", |_, _| ()),
+            Ok(()),
+            "trusted again"
         );
     }
 }

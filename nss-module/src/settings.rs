@@ -1,8 +1,10 @@
 //! Settings read from the environment once per process and never freed: where the daemon's
 //! runtime directory is, the time budget, and the kill switch the daemon sets for itself.
-//! Read with `secure_getenv`, so setuid and setgid programs ignore the overrides.
+//! The overrides are read with `secure_getenv`, so setuid and setgid programs ignore them; the
+//! kill switch with plain `getenv`, since disabling can never raise privileges.
 //!
-//! * `TOOLFORGE_NSS_DIR`: runtime directory (default `/run/toolforge-nss`).
+//! * `TOOLFORGE_NSS_DIR`: runtime directory (default `/run/toolforge-nss`). Whatever it names
+//!   is believed only if `trust` says so.
 //! * `TOOLFORGE_NSS_TIMEOUT_MS`: per-call budget for lookups (default 500, 10 to 60000).
 //! * `TOOLFORGE_NSS_DISABLE`: when set (to anything but empty or `0`), answer UNAVAIL.
 
@@ -14,8 +16,6 @@ pub const DEFAULT_RUNTIME_DIR: &str = "/run/toolforge-nss";
 pub const SOCKET_NAME: &str = "socket";
 pub const MAP_FILE_NAME: &str = "cache.map";
 pub const DEFAULT_TIMEOUT_MS: u64 = 500;
-/// Budget for an enumeration batch (the daemon may list the directory first).
-pub const ENUMERATION_TIMEOUT_MS: u64 = 10_000;
 
 extern "C" {
     // glibc >= 2.17; the libc crate does not declare it for Linux.
@@ -28,6 +28,8 @@ pub struct Settings {
     pub socket_path: Option<Vec<u8>>,
     /// `RUNTIME_DIR/cache.map`, the shared cache file, or `None` when the path is unusable.
     pub map_path: Option<CString>,
+    /// `RUNTIME_DIR` itself (checked by `trust` before the file or the socket is used).
+    pub dir_path: Option<CString>,
     pub timeout_ms: u64,
     pub disabled: bool,
 }
@@ -35,6 +37,16 @@ pub struct Settings {
 fn env(name: &CStr) -> Option<Vec<u8>> {
     // SAFETY: name is NUL-terminated; the result is NULL or a NUL-terminated string in environ.
     let p = unsafe { secure_getenv(name.as_ptr()) };
+    copy(p)
+}
+
+/// Plain `getenv`: only for the kill switch, which a setuid program may honour too.
+fn plain_env(name: &CStr) -> Option<Vec<u8>> {
+    // SAFETY: name is NUL-terminated; the result is NULL or a NUL-terminated string in environ.
+    copy(unsafe { libc::getenv(name.as_ptr()) })
+}
+
+fn copy(p: *mut c_char) -> Option<Vec<u8>> {
     if p.is_null() {
         return None;
     }
@@ -51,6 +63,7 @@ impl Settings {
         map.push(b'/');
         map.extend_from_slice(MAP_FILE_NAME.as_bytes());
         let map_path = CString::new(map).ok();
+        let dir_path = CString::new(dir.clone()).ok();
         let mut path = dir;
         path.push(b'/');
         path.extend_from_slice(SOCKET_NAME.as_bytes());
@@ -59,10 +72,12 @@ impl Settings {
             .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
             .map(|v| v.clamp(10, 60_000))
             .unwrap_or(DEFAULT_TIMEOUT_MS);
-        let disabled = env(c"TOOLFORGE_NSS_DISABLE").is_some_and(|v| !v.is_empty() && v != b"0");
+        let disabled =
+            plain_env(c"TOOLFORGE_NSS_DISABLE").is_some_and(|v| !v.is_empty() && v != b"0");
         Settings {
             socket_path,
             map_path,
+            dir_path,
             timeout_ms,
             disabled,
         }

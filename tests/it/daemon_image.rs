@@ -114,7 +114,7 @@ fn the_daemon_image_starts_drops_privileges_and_answers() {
         Path::new("/run/toolforge-nss"),
         Path::new("/var/cache/toolforge-nss"),
         "",
-        "run_as_uid = 65534\nrun_as_gid = 65534\n",
+        "run_as_uid = 64100\nrun_as_gid = 64100\n",
     )
     // The harness puts the admin directory beside the runtime one; the DaemonSet's place:
     .replace("\"/run/admin\"", "\"/run/toolforge-nss-admin\"");
@@ -170,7 +170,7 @@ fn the_daemon_image_starts_drops_privileges_and_answers() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // It dropped privileges: every uid and gid of the process is 65534, no supplementary groups.
+    // It dropped privileges: every uid and gid of the process is 64100 (the daemon uid the module trusts), no supplementary groups.
     let pid = peer_pid(&socket);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let field = |k: &str| {
@@ -180,8 +180,8 @@ fn the_daemon_image_starts_drops_privileges_and_answers() {
             .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
             .unwrap_or_default()
     };
-    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
-    assert_eq!(field("Gid:"), "65534 65534 65534 65534", "{status}");
+    assert_eq!(field("Uid:"), "64100 64100 64100 64100", "{status}");
+    assert_eq!(field("Gid:"), "64100 64100 64100 64100", "{status}");
     assert_eq!(field("Groups:"), "", "{status}");
     assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
     // And it answers, through the module, as a pod's process would.

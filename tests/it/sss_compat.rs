@@ -431,3 +431,129 @@ fn beyond_the_per_uid_cap_a_client_gets_an_error_reply_not_a_hang() {
     let run = sss.run(&["getent", "passwd", &u.name]);
     assert_eq!(run.lines(), [u.passwd_line()]);
 }
+
+/// `deploy/daemonset-sss-compat.yaml` is `deploy/daemonset.yaml` (config, rollout, probes,
+/// security context, mounts) plus SSSD's socket directory, on the nodes labelled for it: a
+/// change to one that is not made to the other fails here.
+#[test]
+fn the_sss_compat_daemonset_keeps_in_step_with_the_plain_one() {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("{}/../deploy/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let (plain, compat) = (read("daemonset.yaml"), read("daemonset-sss-compat.yaml"));
+    // The manifests without their header comments, with the compat one's own names and
+    // additions taken out: what is left must be the same, line for line.
+    let body = |s: &str| -> Vec<String> {
+        s.lines()
+            .skip_while(|l| l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let additions = [
+        "    # SSSD's client has this path compiled in; the directory is given to run_as_uid.",
+        "    sss_compat_dir = \"/var/lib/sss/pipes\"",
+        "            - {name: sss-pipes, mountPath: /var/lib/sss/pipes}",
+        "        # The directory the webhook mounts into tool pods (the directory, not the socket",
+        "        # file: a restarted daemon makes a new socket inode). SSSD's memory cache",
+        "        # (/var/lib/sss/mc) is not published.",
+        "        - name: sss-pipes",
+        "          hostPath: {path: /var/lib/sss/pipes, type: DirectoryOrCreate}",
+        "      nodeSelector:",
+        "        toolforge.org/nss-sss-compat: \"true\"",
+    ];
+    let compat_lines: Vec<String> = body(&compat)
+        .into_iter()
+        .filter(|l| !additions.contains(&l.as_str()))
+        .map(|l| {
+            l.replace("toolforge-nssd-sss-compat", "toolforge-nssd")
+                .replace("toolforge-nss-sss-compat", "toolforge-nss")
+        })
+        .collect();
+    let mut plain_lines = body(&plain);
+    // The plain one keeps off the labelled nodes (its affinity block and comment).
+    let start = plain_lines
+        .iter()
+        .position(|l| l.contains("Nodes switched from SSSD run daemonset-sss-compat.yaml"))
+        .expect("the plain DaemonSet names the compat one");
+    let end = plain_lines
+        .iter()
+        .position(|l| l.contains("key: toolforge.org/nss-sss-compat, operator: NotIn"))
+        .expect("the plain DaemonSet keeps off the labelled nodes");
+    plain_lines.drain(start..=end);
+    assert_eq!(compat_lines, plain_lines);
+    for addition in additions {
+        assert!(compat.contains(addition), "missing: {addition}");
+    }
+}
+
+/// Refused connections cost the daemon nothing it keeps: a uid that opens hundreds of idle
+/// connections beyond its cap (and sends nothing) does not pile up descriptors in the daemon,
+/// which would end in `accept` failing for every tenant.
+#[test]
+fn idle_connections_beyond_the_cap_hold_no_daemon_descriptors() {
+    let env = env();
+    let d = start_daemon(&env.slapd.uri(), "max_connections_per_uid = 4\n");
+    let dir = sss_dir(&d);
+    let pid = d.pid().expect("the daemon runs");
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let held: Vec<UnixStream> = (0..400).map(|_| connect(&dir)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let during = fds();
+    assert!(
+        during < before + 40,
+        "{before} descriptors before, {during} with 400 idle connections held"
+    );
+    drop(held);
+    // And the socket still serves, once the four admitted connections are seen closed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = connect(&dir);
+        let (h, _) = exchange(&mut c, &SssRequest::GetVersion(1).encode());
+        if h.status == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {}",
+            h.status
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A new daemon that refuses to start during a takeover refuses before it takes any socket
+/// over: the old daemon keeps its SSSD socket (and the others) and serves on.
+#[test]
+fn a_successor_that_refuses_to_start_leaves_every_socket_to_the_old_daemon() {
+    let env = env();
+    let old = start_daemon(&env.slapd.uri(), "");
+    let dir = sss_dir(&old);
+    let admin = old.runtime_dir().with_file_name("admin");
+    // An admin directory others can enter: the new daemon must refuse to start.
+    std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut new = old.successor(|c| c.to_string());
+    let exit = new.wait_exit(Duration::from_secs(20));
+    std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "{exit:?}\n{}",
+        new.log()
+    );
+    assert!(new.log().contains("refusing to start"), "{}", new.log());
+    assert!(
+        !new.log().contains("taking over the socket"),
+        "took a socket over before refusing:\n{}",
+        new.log()
+    );
+    let mut c = connect(&dir);
+    let (h, _) = exchange(&mut c, &SssRequest::GetVersion(1).encode());
+    assert_eq!(
+        h.status, 0,
+        "the old daemon still answers on its SSSD socket"
+    );
+}

@@ -17,3 +17,4 @@ pub mod rootfs;
 pub mod slapd;
 pub mod sss;
 pub mod tls;
+pub mod toolforge;

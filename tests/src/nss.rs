@@ -53,9 +53,34 @@ impl Nss {
         }
     }
 
+    /// The command that runs `args` in the namespace (for a process the caller drives).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("unshare");
+        if !is_root() {
+            cmd.args(["--user", "--map-root-user"]);
+        }
+        cmd.args([
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/nsswitch.conf && exec \"$@\"",
+        ])
+        .arg(self.dir.path().join("nsswitch.conf"))
+        .args(args)
+        .env("LD_LIBRARY_PATH", self.dir.path())
+        .env("TOOLFORGE_NSS_DIR", &self.runtime_dir)
+        .env_remove("TOOLFORGE_NSS_DISABLE")
+        .env_remove("TOOLFORGE_NSS_TIMEOUT_MS");
+        cmd
+    }
+
     /// Runs `args` in the namespace, with extra environment `env`.
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = self.command(args, env);
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let start = Instant::now();
         let out = cmd.output().expect("run unshare (util-linux)");
         let elapsed = start.elapsed();
@@ -75,31 +100,7 @@ impl Nss {
     /// Starts `args` in the namespace without waiting (a long-running process); tied to the
     /// test process, so it dies with it.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        crate::process::spawn_tied(&mut self.command(args, &[])).expect("spawn unshare")
-    }
-
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new("unshare");
-        if !is_root() {
-            cmd.args(["--user", "--map-root-user"]);
-        }
-        cmd.args([
-            "--mount",
-            "--",
-            "sh",
-            "-c",
-            "mount --bind \"$0\" /etc/nsswitch.conf && exec \"$@\"",
-        ])
-        .arg(self.dir.path().join("nsswitch.conf"))
-        .args(args)
-        .env("LD_LIBRARY_PATH", self.dir.path())
-        .env("TOOLFORGE_NSS_DIR", &self.runtime_dir)
-        .env_remove("TOOLFORGE_NSS_DISABLE")
-        .env_remove("TOOLFORGE_NSS_TIMEOUT_MS");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd
+        crate::process::spawn_tied(&mut self.command(args)).expect("spawn unshare")
     }
 
     pub fn run(&self, args: &[&str]) -> Run {

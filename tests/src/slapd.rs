@@ -33,7 +33,10 @@ pub struct Options {
     pub syncprov: bool,
 }
 
-fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>, opts: Options) -> String {
+/// The size limits of [`Slapd::start`]: 1000 entries per plain search, paged unlimited.
+pub const DEFAULT_LIMITS: &str = "size.soft=1000 size.hard=1000 size.prtotal=unlimited";
+
+fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>, limits: &str, opts: Options) -> String {
     let (module, overlay) = if opts.syncprov {
         (
             "moduleload syncprov\n",
@@ -61,7 +64,7 @@ modulepath /usr/lib/ldap
 moduleload back_mdb
 {module}pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
-sizelimit size.soft=1000 size.hard=1000 size.prtotal=unlimited
+sizelimit {limits}
 {tls}database mdb
 maxsize 268435456
 suffix \"{BASE}\"
@@ -84,7 +87,7 @@ impl Slapd {
     /// As [`Slapd::start`]; with `(ca, cert, key)` it also serves `ldaps://` on `tls_port`
     /// and offers StartTLS on the plain port.
     pub fn start_tls(fixture: &Fixture, tls: Option<(&Path, &Path, &Path)>) -> Slapd {
-        Slapd::start_opts(fixture, tls, Options::default())
+        Slapd::start_full(fixture, tls, DEFAULT_LIMITS, Options::default())
     }
 
     /// As [`Slapd::start_tls`], with [`Options`].
@@ -93,13 +96,31 @@ impl Slapd {
         tls: Option<(&Path, &Path, &Path)>,
         opts: Options,
     ) -> Slapd {
+        Slapd::start_full(fixture, tls, DEFAULT_LIMITS, opts)
+    }
+
+    /// As [`Slapd::start`] with slapd's `sizelimit` directive set to `limits` (e.g.
+    /// `size.hard=500 size.prtotal=unlimited`; `size.prtotal=disabled` refuses paging).
+    pub fn start_limited(fixture: &Fixture, limits: &str) -> Slapd {
+        Slapd::start_full(fixture, None, limits, Options::default())
+    }
+
+    fn start_full(
+        fixture: &Fixture,
+        tls: Option<(&Path, &Path, &Path)>,
+        limits: &str,
+        opts: Options,
+    ) -> Slapd {
         let dir = tempfile::Builder::new()
             .prefix("tf-slapd-")
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("db")).expect("db dir");
-        std::fs::write(dir.path().join("slapd.conf"), config(dir.path(), tls, opts))
-            .expect("write slapd.conf");
+        std::fs::write(
+            dir.path().join("slapd.conf"),
+            config(dir.path(), tls, limits, opts),
+        )
+        .expect("write slapd.conf");
         std::fs::write(dir.path().join("data.ldif"), &fixture.ldif).expect("write ldif");
         let out = Command::new("slapadd")
             .args(["-q", "-f"])

@@ -1,6 +1,9 @@
 //! [`Directory`] over LDAP with ldap3: searches over every configured base at once on the
-//! connection pool ([`crate::directory::pool`]); paged searches for listings; mapping of the
-//! results into records. Every value put into a filter goes through [`crate::filter`].
+//! connection pool ([`crate::directory::pool`]). A search is complete or an error
+//! ([`crate::directory::paging`]): listings are paged, and any other search the server cuts
+//! at its size limit is run again paged. RFC 2307bis members and nested groups are resolved
+//! in batches ([`crate::directory::members`]). Two entries with one name are both refused.
+//! Every value put into a filter goes through [`crate::filter`].
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -15,17 +18,16 @@ use tracing::{debug, warn};
 use toolforge_nss_config::{LdapConfig, Schema};
 
 pub use crate::directory::connect::{read_bind_password, tls_config};
+use crate::directory::members::{self, Plan, Searcher};
 use crate::directory::op::{self, OpError};
+use crate::directory::paging::{self, ReferenceLog};
 use crate::directory::pool::{Pool, PoolStats};
 use crate::directory::servers::ServerHealth;
-use crate::directory::{DirResult, Directory};
+use crate::directory::{DirError, DirResult, Directory};
 use crate::filter;
 use crate::histogram::Histogram;
 use crate::mapping::{Mapper, RawEntry};
 use crate::records::{GroupRecord, Membership, UserRecord};
-
-/// Most member DNs of one group resolved by extra lookups (RFC 2307bis, non-`uid=` DNs).
-const MAX_MEMBER_DN_LOOKUPS: usize = 1000;
 
 pub struct LdapDirectory {
     cfg: LdapConfig,
@@ -36,6 +38,8 @@ pub struct LdapDirectory {
     /// OpenLDAP keeps one paged-results state per connection: paged searches take turns.
     paging: tokio::sync::Mutex<()>,
     searches: AtomicU64,
+    /// Bases under which the server sent search references (logged once each).
+    references: ReferenceLog,
     /// Latency of searches that got an answer.
     pub search_times: Histogram,
 }
@@ -50,6 +54,7 @@ impl LdapDirectory {
             cfg: cfg.clone(),
             paging: tokio::sync::Mutex::new(()),
             searches: AtomicU64::new(0),
+            references: ReferenceLog::default(),
             search_times: Histogram::default(),
         })
     }
@@ -197,7 +202,8 @@ impl LdapDirectory {
         self.pool.with_connection(op).await
     }
 
-    /// One subtree search under `base` on the pool (paged when `paged`).
+    /// One subtree search under `base` on the pool: complete or an error (a server limit is
+    /// `DirError::Limit`, never a truncated answer); paged when `paged`.
     async fn search(
         &self,
         base: &str,
@@ -220,11 +226,36 @@ impl LdapDirectory {
                     attrs,
                     page_size,
                     timeout,
+                    &self.references,
                 )
             })
             .await?;
         self.search_times.record(started.elapsed());
         Ok(entries)
+    }
+
+    /// One base: plain, and paged again when the server says the answer is over its size
+    /// limit (paged searches take turns: OpenLDAP keeps one paged state per connection).
+    async fn search_base(
+        &self,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        paged: bool,
+    ) -> DirResult<Vec<RawEntry>> {
+        if !paged {
+            match self.search(base, filter, attrs, false).await {
+                Err(DirError::Limit(why)) if why.starts_with(paging::SIZE_LIMIT) => {
+                    debug!(
+                        base,
+                        filter, "over the server's size limit; searching again paged"
+                    );
+                }
+                other => return other,
+            }
+        }
+        let _turn = self.paging.lock().await;
+        self.search(base, filter, attrs, true).await
     }
 
     /// Searches every base and merges by DN: lookups search all bases at once (one round trip
@@ -237,14 +268,18 @@ impl LdapDirectory {
         paged: bool,
     ) -> DirResult<Vec<RawEntry>> {
         let results = if paged {
-            let _turn = self.paging.lock().await;
             let mut all = Vec::with_capacity(bases.len());
             for b in bases {
-                all.push(self.search(b, filter, attrs, true).await?);
+                all.push(self.search_base(b, filter, attrs, true).await?);
             }
             all
         } else {
-            try_join_all(bases.iter().map(|b| self.search(b, filter, attrs, false))).await?
+            try_join_all(
+                bases
+                    .iter()
+                    .map(|b| self.search_base(b, filter, attrs, false)),
+            )
+            .await?
         };
         let mut seen = HashSet::new();
         Ok(results
@@ -280,65 +315,40 @@ impl LdapDirectory {
             .await?;
         let mut users = self.users_from(entries, wanted);
         if users.len() > 1 {
+            // Two entries with one name: serving either could hand one the other's identity.
             let dns: Vec<_> = users.iter().map(|u| u.dn.as_str()).collect();
             warn!(
-                lookup = what,
+                name = what,
                 ?dns,
-                "several entries match; serving the first"
+                "several users have this name; serving none"
             );
+            return Ok(None);
         }
-        Ok((!users.is_empty()).then(|| users.swap_remove(0)))
+        Ok(users.pop())
     }
 
-    /// Resolves member DNs that are not `user_name=NAME,...` with base-scope lookups.
-    async fn resolve_member_dns(&self, group: &mut GroupRecord, dns: Vec<String>) {
-        if dns.len() > MAX_MEMBER_DN_LOOKUPS {
-            warn!(dn = %group.dn, count = dns.len(), "too many member DNs to resolve; resolving the first {MAX_MEMBER_DN_LOOKUPS}");
+    fn plan(&self) -> Plan<'_> {
+        Plan {
+            mapper: &self.mapper,
+            user_bases: &self.user_bases,
+            group_bases: &self.group_bases,
+            user_filter: &self.cfg.users.filter,
+            group_filter: &self.cfg.groups.filter,
+            nesting: self.cfg.group_nesting_level,
         }
-        let attrs = vec![self.mapper.attributes().user_name.clone()];
-        let timeout = self.search_timeout();
-        for dn in dns.into_iter().take(MAX_MEMBER_DN_LOOKUPS) {
-            let found = self
-                .with_connection(|ldap| {
-                    self.searches.fetch_add(1, Ordering::Relaxed);
-                    op::search_on(
-                        ldap,
-                        &dn,
-                        Scope::Base,
-                        &self.cfg.users.filter,
-                        &attrs,
-                        0,
-                        timeout,
-                    )
-                })
-                .await;
-            match found {
-                Ok(entries) => {
-                    for e in entries {
-                        if let Some(u) = self.mapper.user_name_of(&e) {
-                            group.group.members.push(u);
-                        }
-                    }
-                }
-                Err(crate::directory::DirError::Unreachable(_)) => return,
-                Err(_) => {}
-            }
-        }
-        group.group.members.sort_unstable();
-        group.group.members.dedup();
     }
 
-    async fn groups_from(&self, entries: Vec<RawEntry>, wanted: Option<&str>) -> Vec<GroupRecord> {
-        let mut out = Vec::new();
+    /// Maps group entries; RFC 2307bis member DNs are resolved (all groups' at once, in
+    /// batches). A failed resolution fails the whole answer, logged with the groups' DNs.
+    async fn groups_from(
+        &self,
+        entries: Vec<RawEntry>,
+        wanted: Option<&str>,
+    ) -> DirResult<Vec<GroupRecord>> {
+        let mut mapped = Vec::new();
         for e in entries {
             match self.mapper.group(&e, wanted) {
-                Ok(mut g) => {
-                    let dns = std::mem::take(&mut g.unresolved_member_dns);
-                    if !dns.is_empty() {
-                        self.resolve_member_dns(&mut g.record, dns).await;
-                    }
-                    out.push(g.record);
-                }
+                Ok(g) => mapped.push(g),
                 Err(why) => {
                     if wanted.is_none() || !why.contains("exactly") {
                         warn!(dn = %e.dn, reason = %why, "skipped group entry");
@@ -346,7 +356,27 @@ impl LdapDirectory {
                 }
             }
         }
-        out
+        if self.mapper.schema() == Schema::Rfc2307bis {
+            let dns: Vec<Vec<String>> = mapped
+                .iter_mut()
+                .map(|g| std::mem::take(&mut g.member_dns))
+                .collect();
+            let names = members::member_names(self, &self.plan(), &dns)
+                .await
+                .inspect_err(|e| {
+                    let groups: Vec<&str> = mapped
+                        .iter()
+                        .take(5)
+                        .map(|g| g.record.dn.as_str())
+                        .collect();
+                    warn!(dns = ?groups, count = mapped.len(), error = %e,
+                        "members could not all be resolved; not serving the group");
+                })?;
+            for (g, members) in mapped.iter_mut().zip(names) {
+                g.record.group.members = members;
+            }
+        }
+        Ok(mapped.into_iter().map(|g| g.record).collect())
     }
 
     async fn one_group(
@@ -363,16 +393,29 @@ impl LdapDirectory {
                 false,
             )
             .await?;
-        let mut groups = self.groups_from(entries, wanted).await;
+        let mut groups = self.groups_from(entries, wanted).await?;
         if groups.len() > 1 {
             let dns: Vec<_> = groups.iter().map(|g| g.dn.as_str()).collect();
             warn!(
-                lookup = what,
+                name = what,
                 ?dns,
-                "several entries match; serving the first"
+                "several groups have this name; serving none"
             );
+            return Ok(None);
         }
-        Ok((!groups.is_empty()).then(|| groups.swap_remove(0)))
+        Ok(groups.pop())
+    }
+}
+
+impl Searcher for LdapDirectory {
+    async fn search_all(
+        &self,
+        bases: &[String],
+        filter: &str,
+        attrs: &[String],
+        listing: bool,
+    ) -> DirResult<Vec<RawEntry>> {
+        self.search_bases(bases, filter, attrs, listing).await
     }
 }
 
@@ -428,9 +471,13 @@ impl Directory for LdapDirectory {
         let entries = self
             .search_bases(&self.group_bases, &f, &self.mapper.group_attrs(true), false)
             .await?;
+        let entries: Vec<RawEntry> = entries
+            .into_iter()
+            .filter(|e| self.mapper.membership(e).is_ok_and(|m| m.gid == gid))
+            .collect();
         let mut groups: Vec<GroupRecord> = self
             .groups_from(entries, None)
-            .await
+            .await?
             .into_iter()
             .filter(|g| g.group.gid == gid)
             .collect();
@@ -449,7 +496,9 @@ impl Directory for LdapDirectory {
     ) -> DirResult<Vec<Membership>> {
         let value = match (self.mapper.schema(), user_dn) {
             (Schema::Rfc2307, _) => user_name,
-            (Schema::Rfc2307bis, Some(dn)) => dn,
+            (Schema::Rfc2307bis, Some(dn)) => {
+                return members::memberships_of(self, &self.plan(), dn).await
+            }
             (Schema::Rfc2307bis, None) => return Ok(Vec::new()),
         };
         let f = filter::equality(
@@ -498,7 +547,7 @@ impl Directory for LdapDirectory {
                 true,
             )
             .await?;
-        Ok(self.groups_from(entries, None).await)
+        self.groups_from(entries, None).await
     }
 
     fn memberships_need_dn(&self) -> bool {

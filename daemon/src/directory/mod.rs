@@ -5,8 +5,9 @@
 //! The folder holds the LDAP side: `ldap` (searches, mapping of results into records),
 //! `pool` (connections per server, bounded operations, failover, lifetime), `connect` (opening
 //! one connection: resolution, keepalive, TLS, bind, credentials), `op` (one operation on a
-//! connection and how it fails: the search primitive) and `servers` (health and backoff of the
-//! configured servers).
+//! connection and how it fails: the search primitive), `paging` (one complete search on one
+//! connection: paged, limits as errors), `members` (RFC 2307bis member DNs and nested groups,
+//! resolved in batches) and `servers` (health and backoff of the configured servers).
 
 use std::future::Future;
 
@@ -25,6 +26,10 @@ pub enum DirError {
     /// nothing is wrong with the servers.
     #[error("directory busy: {0}")]
     Overloaded(String),
+    /// The server cut the answer short (size, time or administrative limit): the partial
+    /// answer is never used.
+    #[error("directory limit: {0}")]
+    Limit(String),
 }
 
 pub type DirResult<T> = Result<T, DirError>;
@@ -59,6 +64,8 @@ pub trait Directory: Send + Sync + 'static {
 
 pub mod connect;
 pub mod ldap;
+pub mod members;
 pub mod op;
+pub mod paging;
 pub mod pool;
 pub mod servers;

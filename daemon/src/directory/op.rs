@@ -6,10 +6,11 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use ldap3::adapters::{EntriesOnly, PagedResults};
+use ldap3::adapters::{Adapter, PagedResults};
 use ldap3::{Ldap, LdapError, LdapResult, ResultEntry, Scope, SearchEntry};
 use tracing::{debug, warn};
 
+use crate::directory::paging::{self, ReferenceLog};
 use crate::mapping::RawEntry;
 
 /// Result codes that move a request to the next server and back this one off, as nslcd
@@ -91,6 +92,7 @@ fn abandon(ldap: &Ldap, msgid: i32) {
 /// One subtree search on `ldap` within `timeout` (the whole search, every page): entries,
 /// or why not. Past the deadline the operation is abandoned on the server. `noSuchObject`
 /// (the base does not exist) is an empty answer. Paged with `page_size` when `page_size` > 0.
+#[allow(clippy::too_many_arguments)]
 pub async fn search_on(
     mut ldap: Ldap,
     base: &str,
@@ -99,35 +101,34 @@ pub async fn search_on(
     attrs: &[String],
     page_size: u32,
     timeout: Duration,
+    refs: &ReferenceLog,
 ) -> Result<Vec<RawEntry>, OpError> {
     let deadline = tokio::time::Instant::now() + timeout;
     ldap.with_timeout(timeout);
-    let started = if page_size > 0 {
-        tokio::time::timeout_at(
-            deadline,
-            ldap.streaming_search_with(
-                PagedResults::new(page_size as i32),
-                base,
-                scope,
-                filter,
-                attrs.to_vec(),
-            ),
-        )
-        .await
+    // No EntriesOnly adapter: references and intermediate messages are counted and skipped
+    // here, so that references can be logged (once per base).
+    let adapters: Vec<Box<dyn Adapter<_, _>>> = if page_size > 0 {
+        vec![Box::new(PagedResults::new(
+            page_size.clamp(1, i32::MAX as u32) as i32,
+        ))]
     } else {
-        tokio::time::timeout_at(
-            deadline,
-            ldap.streaming_search_with(EntriesOnly::new(), base, scope, filter, attrs.to_vec()),
-        )
-        .await
+        vec![]
     };
+    let started = tokio::time::timeout_at(
+        deadline,
+        ldap.streaming_search_with(adapters, base, scope, filter, attrs.to_vec()),
+    )
+    .await;
     let mut stream = match started {
         Ok(r) => r?,
         Err(_) => return Err(OpError::TimedOut),
     };
     let mut out = Vec::new();
+    let mut referrals = 0usize;
     loop {
         match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Ok(Some(re))) if re.is_ref() => referrals += 1,
+            Ok(Ok(Some(re))) if re.is_intermediate() => {}
             Ok(Ok(Some(re))) => match parse_entry(re) {
                 Some(e) => out.push(e),
                 None => warn!(base, filter, "skipped an entry the server sent malformed"),
@@ -151,18 +152,18 @@ pub async fn search_on(
         }
     }
     let res = stream.finish().await;
-    match res.rc {
-        0 => Ok(out),
-        32 => Ok(out), // noSuchObject: the base does not exist; nothing under it
-        4 => {
-            warn!(
-                base,
-                filter, "size limit exceeded: answer truncated by the server"
-            );
-            Ok(out)
-        }
-        _ => Err(OpError::Code(res)),
+    if referrals > 0 && refs.first_time(base) {
+        warn!(
+            base,
+            referrals,
+            "the server sent search references; they are not followed (logged once per base)"
+        );
     }
+    // A limit (size, time, administrative) is an error, never a truncated answer;
+    // noSuchObject (the base does not exist) is an empty one.
+    paging::check(res, base, filter)
+        .map(|()| out)
+        .map_err(OpError::from)
 }
 
 /// A cheap health check: the root DSE, read within `timeout`.

@@ -36,6 +36,7 @@ use toolforge_nss_config::LdapConfig;
 
 use crate::directory::connect::{self, Credentials, OpenError};
 use crate::directory::op::{self, OpError};
+use crate::directory::paging;
 use crate::directory::servers::{ServerHealth, Servers};
 use crate::directory::{DirError, DirResult};
 
@@ -458,6 +459,14 @@ impl Pool {
                 e if e.is_connection_error() => {
                     debug!(server = %conn.uri, error = %e, "directory connection broke; retrying on a fresh one");
                     self.drop_conn(&conn);
+                }
+                OpError::Code(ref r) if paging::is_limit_rc(r.rc) => {
+                    // The message starts with the limit's name (see `LdapDirectory::search_base`).
+                    return Err(DirError::Limit(format!(
+                        "{} from {}",
+                        paging::limit_name(r.rc),
+                        conn.uri
+                    )));
                 }
                 e if e.is_failover_code() => {
                     self.stats.failovers.fetch_add(1, Ordering::Relaxed);

@@ -66,6 +66,7 @@ pub async fn search(
             &attrs,
             m.ldap.page_size,
             LOAD_TIMEOUT,
+            &m.references,
         )
         .await
         .map_err(|e| format!("search of {base} for {filter}: {e}"))?;

@@ -89,6 +89,8 @@ pub struct Mirror {
     /// Searches the mirror sent (loads, polls, sync searches).
     pub searches: AtomicU64,
     saved_generation: AtomicU64,
+    /// Referrals met by the mirror's searches (logged once per base).
+    pub references: crate::directory::paging::ReferenceLog,
 }
 
 impl Mirror {
@@ -114,6 +116,7 @@ impl Mirror {
             answers: AtomicU64::new(0),
             searches: AtomicU64::new(0),
             saved_generation: AtomicU64::new(0),
+            references: Default::default(),
         })
     }
 

@@ -199,7 +199,7 @@ async fn stream(
     if res.rc != 0 {
         let why = format!("rc={} {}", res.rc, res.text);
         return Err(match res.rc {
-            12 | 50 | 53 => SyncError::Refused(why),
+            4 | 11 | 12 | 50 | 53 => SyncError::Refused(why),
             _ => SyncError::Failed(why),
         });
     }

@@ -13,14 +13,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use toolforge_nss_config::Config;
-use toolforge_nss_protocol::sss::{self, status, SssHeader, SSS_HEADER_LEN, SSS_SOCKET_NAME};
+use toolforge_nss_protocol::sss::{self, status, SssCommand, SSS_SOCKET_NAME};
 
 use crate::connection::Limits;
 use crate::directory::Directory;
@@ -117,19 +116,17 @@ impl SssServer {
     }
 }
 
-/// Reads the refused client's first request and answers it with `EBUSY` (the client then
-/// answers UNAVAIL and the next NSS source is asked), all within the request timeout.
-fn refuse(stream: UnixStream, limits: Limits) {
-    tokio::spawn(async move {
-        let mut s = stream;
-        let _ = tokio::time::timeout(limits.request_timeout, async {
-            let mut h = [0u8; SSS_HEADER_LEN];
-            s.read_exact(&mut h).await?;
-            let command = SssHeader::decode(&h, u32::MAX).map_or(0, |h| h.command);
-            s.write_all(&sss::error_reply(command, status::EBUSY)).await
-        })
-        .await;
-    });
+/// Answers a refused client with `EBUSY` and closes at once, without reading anything: a
+/// refusal must cost no task, no timer and no file descriptor beyond this call, or a uid
+/// opening idle connections in a loop would exhaust the daemon's descriptors. libnss_sss
+/// always sends `GET_VERSION` first on a new connection and checks that the reply echoes its
+/// command, so the reply is written ahead as that answer (a fresh socket's buffer holds it);
+/// the client then answers UNAVAIL and the next NSS source is asked.
+fn refuse(stream: UnixStream) {
+    let _ = stream.try_write(&sss::error_reply(
+        SssCommand::GetVersion as u32,
+        status::EBUSY,
+    ));
 }
 
 async fn serve<D: Directory>(
@@ -156,7 +153,7 @@ async fn serve<D: Directory>(
             }
         };
         let Some(uid) = stream.peer_cred().ok().map(|c| c.uid()) else {
-            refuse(stream, limits);
+            refuse(stream);
             continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -164,11 +161,11 @@ async fn serve<D: Directory>(
                 max_connections = max,
                 "sss: connection limit reached; refusing a client"
             );
-            refuse(stream, limits);
+            refuse(stream);
             continue;
         };
         let Some(slot) = peers.admit(uid) else {
-            refuse(stream, limits);
+            refuse(stream);
             continue;
         };
         let (resolver, stop) = (resolver.clone(), stop.clone());

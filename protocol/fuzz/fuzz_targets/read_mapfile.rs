@@ -3,7 +3,7 @@
 //! instead of stopping at the magic; the raw input is also read as a file of its own.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use toolforge_nss_protocol::mapfile::{MapBuilder, MapView, Table};
+use toolforge_nss_protocol::mapfile::{single_file, MapBuilder, MapView, Table};
 use toolforge_nss_protocol::ResponseKind;
 
 
@@ -29,10 +29,10 @@ fuzz_target!(|data: &[u8]| {
         b.add(Table::PasswdByUid, &(1000 + i).to_le_bytes(), 9, ResponseKind::Passwd, &body);
         b.add(Table::InitGroups, name.as_bytes(), 9, ResponseKind::NotFound, b"");
     }
-    let mut file = b.build();
+    let mut file = single_file(&b.build());
     let len = file.len();
     for patch in data.chunks_exact(3) {
-        let at = usize::from(u16::from_le_bytes([patch[0], patch[1]])) % len;
+        let at = usize::from(u16::from_le_bytes([patch[0], patch[1]])) * 2 % len;
         file[at] = patch[2];
     }
     read_all(&file);

@@ -3,9 +3,10 @@
 //! is stopped. Uses the same harness as the tests.
 
 use toolforge_nss_tests::daemon::Daemon;
-use toolforge_nss_tests::fixture::{Fixture, Schema, Shape};
+use toolforge_nss_tests::fixture::{Fixture, BIG_GROUP};
 use toolforge_nss_tests::nss::Nss;
 use toolforge_nss_tests::slapd::Slapd;
+use toolforge_nss_tests::toolforge::{daemon_config, ToolforgeShape, MANY_GROUPS_USER};
 
 fn show(nss: &Nss, args: &[&str]) {
     println!("$ {}", args.join(" "));
@@ -26,13 +27,9 @@ fn show(nss: &Nss, args: &[&str]) {
 }
 
 fn main() {
-    let shape = Shape {
-        developers: 300,
-        tools: 20,
-        projects: 5,
-        big_group: 200,
-    };
-    let fixture = Fixture::generate(Schema::Rfc2307, shape);
+    // Toolforge's shape and configuration: rfc2307bis (`member` DNs), the whole tree as base.
+    let shape = ToolforgeShape::demo();
+    let fixture = Fixture::toolforge(shape);
     println!(
         "== toolforge-nss demo ==\nsample directory: {} users ({} tool accounts), {} groups",
         fixture.users.len(),
@@ -41,17 +38,23 @@ fn main() {
     );
     let slapd = Slapd::start(&fixture);
     println!("slapd (throwaway) on {}", slapd.uri());
-    let daemon = Daemon::start(&[slapd.uri()], Schema::Rfc2307, "");
+    let uri = slapd.uri();
+    let daemon = Daemon::start_with(|run, cache| daemon_config(&uri, run, cache, "", ""));
     println!("toolforge-nssd serving {}", daemon.socket().display());
     println!("nsswitch.conf (private mount namespace): passwd: files toolforge / group: files toolforge\n");
     let nss = Nss::new(&daemon.runtime_dir(), "files toolforge");
-    let dev = fixture.developer(true);
-    let tool = fixture.tool();
+    let dev = &fixture.users[&fixture.groups[BIG_GROUP].members[0]];
+    let tool = fixture
+        .users
+        .values()
+        .find(|u| u.name.starts_with("tools."))
+        .expect("tools");
     show(&nss, &["getent", "passwd", &dev.name]);
     show(&nss, &["id", &dev.name]);
     show(&nss, &["getent", "passwd", &tool.name]);
     show(&nss, &["getent", "group", &tool.name]);
-    show(&nss, &["getent", "group", "project-p001"]);
+    show(&nss, &["getent", "group", "project-nest-top"]);
+    show(&nss, &["id", MANY_GROUPS_USER]);
     show(&nss, &["getent", "initgroups", &dev.name]);
     show(&nss, &["getent", "passwd", "no-such-user"]);
     drop(nss);
