@@ -411,6 +411,11 @@ impl<D: Directory> Resolver<D> {
         }
     }
 
+    /// The policy in force (mirror publication applies it as lookups do).
+    pub fn policy(&self) -> Policy {
+        self.settings().policy.clone()
+    }
+
     /// The TTL in force for a found answer to `req` (users, or groups and initgroups).
     pub fn positive_ttl(&self, req: &Request) -> Duration {
         let s = self.settings();
@@ -455,32 +460,24 @@ impl<D: Directory> Resolver<D> {
     }
 
     /// Mirror mode (issue 13): once the mirror is complete it answers every keyed lookup,
-    /// found or not, with no directory query. Found users and groups are also cached (so the
-    /// shared cache file holds them), unless the mirror changed meanwhile.
+    /// found or not, with no directory query and nothing cached (the mirror itself is what
+    /// the shared cache data publishes, see `mirror::publish`).
     fn from_mirror(&self, req: &Request) -> Option<Reply> {
         use crate::mirror::Answer;
-        let m = self.mirror.get()?;
-        let generation = m.generation.load(Ordering::Acquire);
-        let s = self.settings();
-        let (answer, stale) = m.answer(req, &s.policy)?;
+        let (answer, stale) = self.mirror.get()?.answer(req, &self.settings().policy)?;
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
         let (kind, body) = match answer {
             Answer::NotFound => return Some(Reply::Message(Response::NotFound)),
-            Answer::User(rec) => {
-                let e = match self.maps.users_by_name.get(&rec.passwd.name, now) {
-                    Lookup::Fresh(Some(e)) | Lookup::Due(Some(e)) if e.record == rec => e,
-                    _ => self.store_user(&s, rec, true, now),
-                };
+            Answer::User(record) => {
+                let body = encode(&Response::Passwd(record.passwd.clone()));
+                let e = Arc::new(Encoded { record, body });
                 (ResponseKind::Passwd, BodyRef::User(e))
             }
-            Answer::Group(rec)
-                if Response::group_encoded_len(&rec.group) <= MAX_RESPONSE_BODY as usize =>
+            Answer::Group(record)
+                if Response::group_encoded_len(&record.group) <= MAX_RESPONSE_BODY as usize =>
             {
-                let e = match self.maps.groups_by_name.get(&rec.group.name, now) {
-                    Lookup::Fresh(Some(e)) | Lookup::Due(Some(e)) if e.record == rec => e,
-                    _ => self.store_group(&s, rec, true, now),
-                };
+                let body = encode(&Response::Group(record.group.clone()));
+                let e = Arc::new(Encoded { record, body });
                 (ResponseKind::Group, BodyRef::Group(e))
             }
             Answer::Group(rec) => {
@@ -493,10 +490,6 @@ impl<D: Directory> Resolver<D> {
                 (ResponseKind::GroupIds, BodyRef::Ids(e))
             }
         };
-        if m.generation.load(Ordering::Acquire) != generation {
-            // Changed while answering: the cached copy may predate the change.
-            self.maps.clear();
-        }
         Some(Reply::Body { kind, body, stale })
     }
 

@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse};
+use toolforge_nss_protocol::mapfile::{MapView, Table};
 use toolforge_nss_protocol::{Request, Response};
 use toolforge_nss_tests::client::{admin, query};
 use toolforge_nss_tests::daemon::Daemon;
@@ -252,6 +253,36 @@ fn five_changes(env: &Env, within: Duration, delete_within: Duration) {
 fn syncrepl_changes_are_visible_within_two_seconds_and_lookups_make_no_query() {
     let env = start(true, &mirror_config("auto", 30, 3600, ""));
     assert_eq!(status_value(&env.daemon, "mirror_mode"), "syncrepl");
+    // The whole directory is in the shared cache data, flagged complete, before any lookup.
+    let never_asked = env.fixture.developer(true).name.clone();
+    assert!(
+        env.daemon
+            .wait_for_cache_file(Table::PasswdByName, never_asked.as_bytes())
+            .is_some(),
+        "{}",
+        env.daemon.log()
+    );
+    let bytes = std::fs::read(env.daemon.map_file()).unwrap();
+    let view = MapView::new(&bytes).expect("cache data");
+    assert!(
+        view.complete(),
+        "the mirror's publication is flagged COMPLETE"
+    );
+    for u in env.fixture.users.values() {
+        assert!(
+            view.get(Table::PasswdByName, u.name.as_bytes()).is_some(),
+            "{} published",
+            u.name
+        );
+    }
+    for g in env.fixture.groups.values() {
+        assert!(
+            view.get(Table::GroupByName, g.name.as_bytes()).is_some(),
+            "{} published",
+            g.name
+        );
+    }
+    drop(bytes);
     let searches = entry_searches(&env.slapd);
     five_changes(
         &env,

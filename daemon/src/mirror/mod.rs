@@ -17,6 +17,7 @@
 
 pub mod load;
 pub mod poll;
+pub mod publish;
 pub mod state;
 pub mod store;
 pub mod sync;
@@ -69,7 +70,7 @@ pub struct Mirror {
     pub ldap: LdapConfig,
     pub cache_dir: PathBuf,
     pub persist: bool,
-    max_stale: Duration,
+    pub(crate) max_stale: Duration,
     pub mapper: Mapper,
     state: RwLock<State>,
     /// Sync cookies by stream (`users:BASE`, `groups:BASE`), saved with the entries.
@@ -507,15 +508,26 @@ async fn session(m: &Arc<Mirror>) -> Result<(), String> {
     }
 }
 
-/// Keeps the resolver's cache (and so the shared cache file) consistent with the mirror:
-/// every change applied drops the cached answers, which the mirror then answers again.
+/// Keeps the resolver's cache and the shared cache data consistent with the mirror: every
+/// change applied drops the cached answers (which the mirror then answers again) and
+/// republishes; a complete mirror is also republished every quarter of the positive TTL so
+/// that its published records stay valid (see [`publish`]).
 pub async fn invalidate_on_change<D: crate::directory::Directory>(
     m: Arc<Mirror>,
     r: Arc<crate::resolver::Resolver<D>>,
 ) {
     loop {
-        m.changed.notified().await;
-        r.maps_clear();
+        let ttl = r
+            .positive_ttl(&Request::GetPwUid(1))
+            .min(r.positive_ttl(&Request::GetGrGid(1)));
+        tokio::select! {
+            _ = m.changed.notified() => r.maps_clear(),
+            _ = tokio::time::sleep(publish::refresh_interval(ttl)) => {
+                if !m.is_complete() {
+                    continue;
+                }
+            }
+        }
         r.stats.changed();
     }
 }

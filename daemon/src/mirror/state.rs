@@ -314,6 +314,44 @@ impl State {
     }
 }
 
+impl State {
+    /// Every user served (policy applied; ambiguous names left out), with whether its uid is
+    /// claimed by it alone (only then is it served by uid).
+    pub fn served_users(&self, policy: &Policy) -> Vec<(UserRecord, bool)> {
+        let mut out = Vec::with_capacity(self.users.len());
+        for (name, keys) in &self.users_by_name {
+            let Some(Answer::User(u)) = (keys.len() == 1).then(|| self.user_by_name(name, policy))
+            else {
+                continue;
+            };
+            let unique = self
+                .users_by_uid
+                .get(&u.passwd.uid)
+                .is_some_and(|k| k.len() == 1);
+            out.push((u, unique));
+        }
+        out
+    }
+
+    /// Every group served, as [`State::served_users`].
+    pub fn served_groups(&self, policy: &Policy) -> Vec<(GroupRecord, bool)> {
+        let mut out = Vec::with_capacity(self.groups.len());
+        for (name, keys) in &self.groups_by_name {
+            let Some(Answer::Group(g)) =
+                (keys.len() == 1).then(|| self.group_by_name(name, policy))
+            else {
+                continue;
+            };
+            let unique = self
+                .groups_by_gid
+                .get(&g.group.gid)
+                .is_some_and(|k| k.len() == 1);
+            out.push((g, unique));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
