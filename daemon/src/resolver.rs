@@ -426,7 +426,7 @@ impl<D: Directory> Resolver<D> {
     }
 
     async fn answer(self: &Arc<Self>, req: Request, caller: Caller) -> Reply {
-        if let Some(reply) = self.from_mirror(&req) {
+        if let Some(reply) = self.mirror_answer(&req) {
             return reply;
         }
         match req {
@@ -462,7 +462,7 @@ impl<D: Directory> Resolver<D> {
     /// Mirror mode (issue 13): once the mirror is complete it answers every keyed lookup,
     /// found or not, with no directory query and nothing cached (the mirror itself is what
     /// the shared cache data publishes, see `mirror::publish`).
-    fn from_mirror(&self, req: &Request) -> Option<Reply> {
+    fn mirror_answer(&self, req: &Request) -> Option<Reply> {
         use crate::mirror::Answer;
         let (answer, stale) = self.mirror.get()?.answer(req, &self.settings().policy)?;
         self.stats.hits.fetch_add(1, Ordering::Relaxed);

@@ -95,6 +95,20 @@ fn entry_searches(slapd: &Slapd) -> usize {
         .count()
 }
 
+/// [`entry_searches`] once the mirror's own searches (load, then the sync searches that
+/// follow it) are all in: the count unchanged for a second.
+fn settled_searches(slapd: &Slapd) -> usize {
+    let mut last = entry_searches(slapd);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = entry_searches(slapd);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// Runs `args` until its output satisfies `ok`; returns how long that took.
 fn until(nss: &Nss, args: &[&str], within: Duration, ok: impl Fn(&str) -> bool) -> Duration {
     until_or(nss, args, within, ok, &String::new)
@@ -291,7 +305,7 @@ fn syncrepl_changes_are_visible_within_two_seconds_and_lookups_make_no_query() {
     );
 
     // A flood of lookups of random names, found or not: no directory query at all.
-    let before = entry_searches(&env.slapd);
+    let before = settled_searches(&env.slapd);
     let sock = env.daemon.socket();
     let mut seed = 0x9e37_79b9_u64;
     for i in 0..2000u32 {
@@ -501,4 +515,87 @@ fn a_directory_beyond_the_bound_falls_back_to_lookup_mode() {
         matches!(query(&d.socket(), &Request::GetPwNam(u.name.clone())), Response::Passwd(p) if p.uid == u.uid)
     );
     assert!(slapd.searches_containing(&format!("uid={}", u.name)) >= 1);
+}
+
+/// The mirror answers exactly as lookup mode on the Toolforge-shaped directory (whole-tree
+/// base, rfc2307bis): the SSSD-checked member lists and initgroups of nested groups, `cn=`
+/// users, member DNs in other case or naming no entry; names held by two entries refused;
+/// every user and group the fixture expects, by name and id.
+#[test]
+fn the_mirror_answers_as_lookups_do_on_the_toolforge_directory() {
+    use crate::toolforge_env::{config, fixture};
+    use toolforge_nss_tests::toolforge::Toolforge;
+    let f = fixture();
+    let slapd = Slapd::start_opts(f, None, Options { syncprov: true });
+    let uri = slapd.uri();
+    let d = Daemon::start_with(|run, cache| {
+        config(&uri, run, cache, "", &mirror_config("auto", 30, 3600, ""))
+    });
+    wait_complete(&d, Duration::from_secs(60));
+    let before = settled_searches(&slapd);
+    eprintln!(
+        "mode {} entries {}",
+        status_value(&d, "mirror_mode"),
+        status_value(&d, "mirror_entries")
+    );
+    let sock = d.socket();
+    let cases = Toolforge::rfc2307bis_cases();
+    let mut gids = std::collections::HashMap::new();
+    for (group, want) in &cases.members {
+        match query(&sock, &Request::GetGrNam(group.to_string())) {
+            Response::Group(g) => {
+                assert_eq!(g.members, *want, "getent group {group}");
+                gids.insert(group.to_string(), g.gid);
+            }
+            other => panic!("{group}: {other:?}"),
+        }
+    }
+    for (user, groups) in &cases.groups_of {
+        let mut want: Vec<u32> = groups.iter().map(|g| gids[*g]).collect();
+        want.sort_unstable();
+        assert_eq!(
+            query(&sock, &Request::InitGroups(user.to_string())),
+            Response::GroupIds(want),
+            "id {user}"
+        );
+    }
+    assert_eq!(
+        query(&sock, &Request::GetPwNam("twinned".into())),
+        Response::NotFound
+    );
+    assert_eq!(
+        query(&sock, &Request::GetGrNam("twingroup".into())),
+        Response::NotFound
+    );
+    assert!(matches!(
+        query(&sock, &Request::GetPwUid(90_301)),
+        Response::Passwd(p) if p.name == "twinned"
+    ));
+    for u in f.users.values() {
+        match query(&sock, &Request::GetPwNam(u.name.clone())) {
+            Response::Passwd(p) => assert_eq!(
+                (p.uid, p.gid, &p.dir),
+                (u.uid, u.gid, &u.home),
+                "{}",
+                u.name
+            ),
+            other => panic!("{}: {other:?}", u.name),
+        }
+    }
+    for g in f.groups.values() {
+        match query(&sock, &Request::GetGrGid(g.gid)) {
+            Response::Group(got) => assert_eq!(
+                (&got.name, &got.members),
+                (&g.name, &g.members),
+                "{}",
+                g.name
+            ),
+            other => panic!("{}: {other:?}", g.name),
+        }
+    }
+    assert_eq!(
+        entry_searches(&slapd),
+        before,
+        "answered with no directory search"
+    );
 }

@@ -77,7 +77,7 @@ pub async fn search(
 
 /// Loads everything into a new state; refuses (with the count) past `max_entries`.
 pub async fn full(m: &Mirror, ldap: Ldap) -> Result<State, String> {
-    let mut state = State::new(m.ldap.schema);
+    let mut state = State::new(m.ldap.schema, m.ldap.group_nesting_level);
     for kind in [Kind::User, Kind::Group] {
         let (_, filter) = scope(m, kind);
         let entries = search(m, &ldap, kind, &filter).await?;

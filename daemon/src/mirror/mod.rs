@@ -103,7 +103,10 @@ impl Mirror {
             persist: config.cache.persist_interval_secs > 0,
             max_stale: Duration::from_secs(config.cache.max_stale_secs),
             mapper: Mapper::new(config.ldap.schema, &config.ldap.attributes),
-            state: RwLock::new(State::new(config.ldap.schema)),
+            state: RwLock::new(State::new(
+                config.ldap.schema,
+                config.ldap.group_nesting_level,
+            )),
             cookies: Mutex::new(HashMap::new()),
             complete: AtomicBool::new(false),
             phase: Mutex::new(Phase::Loading),
@@ -254,7 +257,8 @@ impl Mirror {
         );
         self.complete.store(false, Ordering::Release);
         self.set_phase(Phase::TooLarge);
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = State::new(self.ldap.schema);
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) =
+            State::new(self.ldap.schema, self.ldap.group_nesting_level);
         self.bumped();
     }
 
@@ -477,14 +481,28 @@ pub async fn run(m: Arc<Mirror>) {
 /// One connection's life: decide the mode, load if needed, then sync or poll until it fails.
 async fn session(m: &Arc<Mirror>) -> Result<(), String> {
     let (ldap, uri) = m.connect().await?;
-    let syncrepl = match m.cfg.mode {
+    let mut syncrepl = match m.cfg.mode {
         MirrorMode::Poll => false,
         MirrorMode::Syncrepl => true,
         MirrorMode::Auto => sync::advertised(m, ldap.clone()).await,
     };
+    // Without cookies (first start, or after polling): take them before loading.
+    let primed = if syncrepl && !sync::has_cookies(m) {
+        match sync::prime(m, ldap.clone()).await {
+            Ok(()) => true,
+            Err(sync::SyncError::Refused(why)) if m.cfg.mode == MirrorMode::Auto => {
+                warn!(reason = %why, "the server refused the sync search: polling instead");
+                syncrepl = false;
+                false
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    } else {
+        false
+    };
     m.set_mode(if syncrepl { "syncrepl" } else { "poll" });
     info!(server = %uri, mode = m.mode(), "mirror connected");
-    if !m.is_complete() {
+    if !m.is_complete() || primed {
         let started = Instant::now();
         let state = load::full(m, ldap.clone()).await?;
         let n = state.len();

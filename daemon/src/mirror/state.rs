@@ -11,12 +11,15 @@ use std::collections::{HashMap, HashSet};
 use toolforge_nss_config::Schema;
 use toolforge_nss_protocol::names::is_valid_name;
 
+use crate::directory::members::normalize_dn;
 use crate::mapping::{Mapper, RawEntry};
 use crate::policy::Policy;
 use crate::records::{GroupRecord, Membership, UserRecord};
 
-/// Deepest nesting of rfc2307bis groups followed (loops are cut by a visited set anyway).
-const MAX_NESTING: usize = 16;
+/// A DN as the indexes hold it: two spellings of one DN are one key (as in lookup mode).
+fn norm(dn: &str) -> String {
+    normalize_dn(dn).unwrap_or_else(|| dn.trim().to_ascii_lowercase())
+}
 
 /// Which map an entry belongs to (which search found it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,7 +29,7 @@ pub enum Kind {
 }
 
 /// A group as held: the record without members, and its raw member values (names for
-/// RFC 2307, DNs lowercased for RFC 2307bis).
+/// RFC 2307, normalised DNs for RFC 2307bis).
 #[derive(Clone, Debug)]
 pub struct HeldGroup {
     pub record: GroupRecord,
@@ -38,6 +41,8 @@ pub struct HeldGroup {
 #[derive(Default)]
 pub struct State {
     schema: Schema,
+    /// `ldap.group_nesting_level`: levels of nested groups followed, as in lookup mode.
+    nesting: u32,
     pub raw: HashMap<(Kind, String), RawEntry>,
     users: HashMap<String, UserRecord>,
     groups: HashMap<String, HeldGroup>,
@@ -81,9 +86,10 @@ fn only<'a, K: std::hash::Hash + Eq>(m: &'a HashMap<K, HashSet<String>>, k: &K) 
 }
 
 impl State {
-    pub fn new(schema: Schema) -> State {
+    pub fn new(schema: Schema, nesting: u32) -> State {
         State {
             schema,
+            nesting,
             ..State::default()
         }
     }
@@ -114,8 +120,7 @@ impl State {
         match kind {
             Kind::User => {
                 let u = mapper.user(&e, None)?;
-                let dn = u.dn.to_ascii_lowercase();
-                self.user_by_dn.insert(dn, key.to_owned());
+                self.user_by_dn.insert(norm(&u.dn), key.to_owned());
                 index(&mut self.users_by_name, u.passwd.name.clone(), key);
                 index(&mut self.users_by_uid, u.passwd.uid, key);
                 self.users.insert(key.to_owned(), u);
@@ -130,7 +135,7 @@ impl State {
                         let mut v: Vec<String> = e
                             .attrs
                             .get(attr)
-                            .map(|v| v.iter().map(|d| d.trim().to_ascii_lowercase()).collect())
+                            .map(|v| v.iter().map(|d| norm(d)).collect())
                             .unwrap_or_default();
                         v.sort_unstable();
                         v.dedup();
@@ -140,8 +145,7 @@ impl State {
                 for m in &members {
                     index(&mut self.member_of, m.clone(), key);
                 }
-                self.group_by_dn
-                    .insert(g.dn.to_ascii_lowercase(), key.to_owned());
+                self.group_by_dn.insert(norm(&g.dn), key.to_owned());
                 index(&mut self.groups_by_name, g.group.name.clone(), key);
                 index(&mut self.groups_by_gid, g.group.gid, key);
                 self.groups
@@ -160,7 +164,7 @@ impl State {
                 let Some(u) = self.users.remove(key) else {
                     return false;
                 };
-                self.user_by_dn.remove(&u.dn.to_ascii_lowercase());
+                self.user_by_dn.remove(&norm(&u.dn));
                 unindex(&mut self.users_by_name, &u.passwd.name, key);
                 unindex(&mut self.users_by_uid, &u.passwd.uid, key);
             }
@@ -171,7 +175,7 @@ impl State {
                 for m in &g.members {
                     unindex(&mut self.member_of, m, key);
                 }
-                self.group_by_dn.remove(&g.record.dn.to_ascii_lowercase());
+                self.group_by_dn.remove(&norm(&g.record.dn));
                 unindex(&mut self.groups_by_name, &g.record.group.name, key);
                 unindex(&mut self.groups_by_gid, &g.record.group.gid, key);
             }
@@ -205,8 +209,9 @@ impl State {
     }
 
     /// Member names of a group: RFC 2307 names as listed; RFC 2307bis DNs resolved against
-    /// the mirror, users directly and groups by their own members (nested), DNs that are
-    /// neither dropped.
+    /// the mirror as lookup mode resolves them (`directory::members`): users at any level,
+    /// a member group met at level L <= `nesting` expanded at level L + 1, DNs that name no
+    /// entry dropped.
     fn members_of(&self, g: &HeldGroup) -> Vec<String> {
         let mut out = Vec::new();
         match self.schema {
@@ -217,32 +222,31 @@ impl State {
                     .cloned(),
             ),
             Schema::Rfc2307bis => {
-                let mut visited = HashSet::new();
-                visited.insert(g.record.dn.to_ascii_lowercase());
-                let mut level: Vec<&String> = g.members.iter().collect();
-                for _ in 0..MAX_NESTING {
-                    let mut next = Vec::new();
-                    for dn in level {
-                        if let Some(u) = self.user_by_dn.get(dn).and_then(|k| self.users.get(k)) {
-                            out.push(u.passwd.name.clone());
-                        } else if let Some(n) =
-                            self.group_by_dn.get(dn).and_then(|k| self.groups.get(k))
-                        {
-                            if visited.insert(dn.clone()) {
-                                next.extend(n.members.iter());
-                            }
-                        }
-                    }
-                    if next.is_empty() {
-                        break;
-                    }
-                    level = next;
-                }
+                let mut seen = HashSet::new();
+                self.collect(&g.members, 1, &mut seen, &mut out);
             }
         }
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    fn collect<'a>(
+        &'a self,
+        dns: &'a [String],
+        level: u32,
+        seen: &mut HashSet<&'a str>,
+        out: &mut Vec<String>,
+    ) {
+        for dn in dns {
+            if let Some(u) = self.user_by_dn.get(dn).and_then(|k| self.users.get(k)) {
+                out.push(u.passwd.name.clone());
+            } else if let Some(n) = self.group_by_dn.get(dn).and_then(|k| self.groups.get(k)) {
+                if level <= self.nesting && seen.insert(dn.as_str()) {
+                    self.collect(&n.members, level + 1, seen, out);
+                }
+            }
+        }
     }
 
     fn group_answer(&self, key: Option<&str>, policy: &Policy) -> Answer {
@@ -262,31 +266,33 @@ impl State {
         self.group_answer(only(&self.groups_by_gid, &gid), policy)
     }
 
-    /// The gids of the groups that list `name` (RFC 2307), or its DN, directly or through
-    /// nested groups (RFC 2307bis), policy applied; `NotFound` when none.
+    /// The gids of the groups that list `name` (RFC 2307), or its DN (RFC 2307bis) and then
+    /// up to `nesting` levels of the groups that list those (as lookup mode climbs), policy
+    /// applied; `NotFound` when none.
     pub fn groups_of(&self, name: &str, policy: &Policy) -> Answer {
         let start: Vec<String> = match self.schema {
             Schema::Rfc2307 => vec![name.to_owned()],
             Schema::Rfc2307bis => {
                 match only(&self.users_by_name, &name.to_owned()).and_then(|k| self.users.get(k)) {
-                    Some(u) => vec![u.dn.to_ascii_lowercase()],
+                    Some(u) => vec![norm(&u.dn)],
                     None => return Answer::NotFound,
                 }
             }
         };
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         let mut gids = Vec::new();
-        let mut level = start;
-        for _ in 0..MAX_NESTING {
-            let mut next = Vec::new();
-            for m in &level {
+        let mut level_members = start;
+        let mut level = 0u32;
+        loop {
+            let mut parents = Vec::new();
+            for m in &level_members {
                 for key in self.member_of.get(m).into_iter().flatten() {
-                    if !seen.insert(key.clone()) {
-                        continue;
-                    }
                     let Some(g) = self.groups.get(key) else {
                         continue;
                     };
+                    if !seen.insert(key.as_str()) {
+                        continue;
+                    }
                     let ms = Membership {
                         name: g.record.group.name.clone(),
                         gid: g.record.group.gid,
@@ -294,15 +300,14 @@ impl State {
                     if policy.membership_allowed(&ms) {
                         gids.push(ms.gid);
                     }
-                    if self.schema == Schema::Rfc2307bis {
-                        next.push(g.record.dn.to_ascii_lowercase());
-                    }
+                    parents.push(norm(&g.record.dn));
                 }
             }
-            if next.is_empty() {
+            if self.schema == Schema::Rfc2307 || level >= self.nesting || parents.is_empty() {
                 break;
             }
-            level = next;
+            level += 1;
+            level_members = parents;
         }
         gids.sort_unstable();
         gids.dedup();
@@ -382,7 +387,7 @@ mod tests {
     fn bis_members_renames_and_reverse_index_stay_consistent() {
         let mapper = Mapper::new(Schema::Rfc2307bis, &AttributeMap::default());
         let policy = Policy::new(&PolicyConfig::default());
-        let mut s = State::new(Schema::Rfc2307bis);
+        let mut s = State::new(Schema::Rfc2307bis, 2);
         s.upsert(&mapper, Kind::User, "u1", user("alice", "5001"))
             .unwrap();
         s.upsert(&mapper, Kind::User, "u2", user("bob", "5002"))
@@ -452,7 +457,7 @@ mod tests {
     fn policy_applies_to_mirror_answers() {
         let mapper = Mapper::new(Schema::Rfc2307, &AttributeMap::default());
         let policy = Policy::new(&PolicyConfig::default());
-        let mut s = State::new(Schema::Rfc2307);
+        let mut s = State::new(Schema::Rfc2307, 2);
         s.upsert(&mapper, Kind::User, "r", user("root", "0"))
             .unwrap();
         s.upsert(&mapper, Kind::User, "z", user("zero", "0"))

@@ -171,7 +171,7 @@ fn decode(m: &Mirror, bytes: &[u8]) -> Result<Decoded, String> {
         let c = r.bytes()?.to_vec();
         cookies.insert(id, c);
     }
-    let mut state = State::new(m.ldap.schema);
+    let mut state = State::new(m.ldap.schema, m.ldap.group_nesting_level);
     for _ in 0..r.count(13)? {
         let kind = match r.take(1)?[0] {
             0 => Kind::User,

@@ -88,37 +88,97 @@ fn parse<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, SyncError> {
         .map_err(|_| SyncError::Failed(format!("malformed {what} from the server")))
 }
 
-/// Runs every sync search until one fails; a refresh required reloads and starts again.
+/// The sync searches: one per base of each map, with the id its cookie is kept under.
+pub fn streams(m: &Mirror) -> Vec<(Kind, String, String, String)> {
+    let mut v = Vec::new();
+    for kind in [Kind::User, Kind::Group] {
+        let (bases, filter) = load::scope(m, kind);
+        for base in bases {
+            let id = format!(
+                "{}:{base}",
+                if kind == Kind::User {
+                    "users"
+                } else {
+                    "groups"
+                }
+            );
+            v.push((kind, base, filter.clone(), id));
+        }
+    }
+    v
+}
+
+/// Whether every sync search has a cookie to resume from.
+pub fn has_cookies(m: &Mirror) -> bool {
+    streams(m)
+        .iter()
+        .all(|(_, _, _, id)| m.cookie(id).is_some())
+}
+
+/// Takes a cookie for every sync search before a full load, with a `refreshOnly` search that
+/// matches nothing: the persist searches then resume from it with the changes made during
+/// and after the load, instead of a refresh of the whole directory (which a server's size
+/// limit, 2,048 entries on Wikimedia's replicas, would refuse; paged searches are not).
+pub async fn prime(m: &Mirror, ldap: Ldap) -> Result<(), SyncError> {
+    m.clear_cookies();
+    for (_, base, filter, id) in streams(m) {
+        let mut ldap = ldap.clone();
+        m.searches.fetch_add(1, Ordering::Relaxed);
+        let req = SyncRequest {
+            mode: RefreshMode::RefreshOnly,
+            cookie: None,
+            reload_hint: false,
+        };
+        let none = format!("(&{filter}(!(objectClass=*)))");
+        let r = ldap
+            .with_controls(req.critical())
+            .with_timeout(Duration::from_millis(m.ldap.search_timeout_ms))
+            .search(&base, Scope::Subtree, &none, vec!["1.1"])
+            .await
+            .map_err(|e| SyncError::Failed(format!("sync cookie for {base}: {e}")))?;
+        let res = r.1;
+        if res.rc != 0 {
+            let why = format!("rc={} {}", res.rc, res.text);
+            return Err(match res.rc {
+                4 | 11 | 12 | 50 | 53 => SyncError::Refused(why),
+                _ => SyncError::Failed(why),
+            });
+        }
+        let done = res
+            .ctrls
+            .iter()
+            .find(|c| matches!(c.0, Some(ControlType::SyncDone)))
+            .map(|c| parse("syncDone", || c.1.parse::<SyncDone>()))
+            .transpose()?;
+        match done.and_then(|d| d.cookie) {
+            Some(c) => m.set_cookie(&id, c),
+            None => return Err(SyncError::Refused(format!("no sync cookie for {base}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Runs every sync search until one fails; a refresh required (or a cookie refused) takes
+/// new cookies and reloads in the background while the mirror answers, then starts again.
 pub async fn run(m: &Arc<Mirror>, ldap: Ldap) -> Result<(), SyncError> {
     loop {
-        let mut streams = Vec::new();
-        for kind in [Kind::User, Kind::Group] {
-            let (bases, filter) = load::scope(m, kind);
-            for base in bases {
-                let id = format!(
-                    "{}:{base}",
-                    if kind == Kind::User {
-                        "users"
-                    } else {
-                        "groups"
-                    }
-                );
-                streams.push(Box::pin(stream(
-                    m.clone(),
-                    ldap.clone(),
-                    kind,
-                    base,
-                    filter.clone(),
-                    id,
-                )));
-            }
+        let mut searches = Vec::new();
+        for (kind, base, filter, id) in streams(m) {
+            searches.push(Box::pin(stream(
+                m.clone(),
+                ldap.clone(),
+                kind,
+                base,
+                filter,
+                id,
+            )));
         }
-        let (first, _, rest) = select_all(streams).await;
+        let (first, _, rest) = select_all(searches).await;
         drop(rest);
         match first {
             Err(SyncError::Failed(e)) if e == "refresh required" => {
-                warn!("the server requires a full refresh (e-syncRefreshRequired): reloading while the mirror answers");
-                m.clear_cookies();
+                warn!("the server requires a full refresh (e-syncRefreshRequired, or our cookie refused): reloading while the mirror answers");
+                prime(m, ldap.clone()).await?;
                 let state = load::full(m, ldap.clone()).await?;
                 m.swap(state);
                 m.synced();
