@@ -153,7 +153,14 @@ struct Env {
 
 fn start(syncprov: bool, mirror: &str) -> Env {
     let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
-    let slapd = Slapd::start_opts(&fixture, None, Options { syncprov });
+    let slapd = Slapd::start_opts(
+        &fixture,
+        None,
+        Options {
+            syncprov,
+            ..Options::default()
+        },
+    );
     let daemon = Daemon::start(&[slapd.uri()], Schema::Rfc2307bis, mirror);
     wait_complete(&daemon, Duration::from_secs(20));
     Env {
@@ -526,7 +533,14 @@ fn the_mirror_answers_as_lookups_do_on_the_toolforge_directory() {
     use crate::toolforge_env::{config, fixture};
     use toolforge_nss_tests::toolforge::Toolforge;
     let f = fixture();
-    let slapd = Slapd::start_opts(f, None, Options { syncprov: true });
+    let slapd = Slapd::start_opts(
+        f,
+        None,
+        Options {
+            syncprov: true,
+            ..Options::default()
+        },
+    );
     let uri = slapd.uri();
     let d = Daemon::start_with(|run, cache| {
         config(&uri, run, cache, "", &mirror_config("auto", 30, 3600, ""))
@@ -598,4 +612,108 @@ fn the_mirror_answers_as_lookups_do_on_the_toolforge_directory() {
         before,
         "answered with no directory search"
     );
+}
+
+/// A resume from a cookie older than the server's session log (the daemon killed, then more
+/// changes than the log holds, one of them a deletion): the persisted mirror answers at once,
+/// and the resumed sync brings every change, the deletion through the present phase.
+/// (OpenLDAP 2.5 answers such a resume with a present phase even with `syncprov-nopresent`;
+/// `e-syncRefreshRequired` (4096), which other providers send here, takes the reload path of
+/// a refused cookie: see `mirror::sync::run`.)
+#[test]
+fn a_resume_past_the_session_log_brings_every_change() {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let opts = Options {
+        syncprov: true,
+        nopresent: true,
+    };
+    let slapd = Slapd::start_opts(&fixture, None, opts);
+    let mut d = Daemon::start(
+        &[slapd.uri()],
+        Schema::Rfc2307bis,
+        &mirror_config("syncrepl", 30, 3600, ""),
+    );
+    wait_complete(&d, Duration::from_secs(20));
+    let gone = fixture.developer(false).clone();
+    std::thread::sleep(Duration::from_secs(6)); // saved with its cookies
+    d.kill();
+    let adds: String = (0..120u32)
+        .map(|i| new_user_ldif(&format!("late{i}"), 80_000 + i) + "\n")
+        .collect();
+    ldap_tool("ldapmodify", &slapd, &adds);
+    ldap_tool("ldapdelete", &slapd, &format!("{}\n", gone.dn));
+    d.restart();
+    // The persisted mirror answers at once (the deleted user still, until the reload).
+    assert!(matches!(
+        query(&d.socket(), &Request::GetPwNam(fixture.tool().name.clone())),
+        Response::Passwd(_)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5) + SLACK;
+    loop {
+        let late = query(&d.socket(), &Request::GetPwNam("late119".into()));
+        let deleted = query(&d.socket(), &Request::GetPwNam(gone.name.clone()));
+        if matches!(late, Response::Passwd(_)) && deleted == Response::NotFound {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{late:?} {deleted:?}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status_value(&d, "mirror_state"), "complete");
+}
+
+/// A failover to a second server (same data, its own entryUUIDs and change sequence): the
+/// first server's cookie is never sent to it; the mirror takes new cookies there and reloads
+/// while it answers, and then follows the second server's changes.
+#[test]
+fn failover_to_a_second_server_reloads_and_follows_it() {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let opts = Options {
+        syncprov: true,
+        ..Options::default()
+    };
+    let mut a = Slapd::start_opts(&fixture, None, opts);
+    let b = Slapd::start_opts(&fixture, None, opts);
+    let d = Daemon::start(
+        &[a.uri(), b.uri()],
+        Schema::Rfc2307bis,
+        &mirror_config("auto", 30, 3600, ""),
+    );
+    wait_complete(&d, Duration::from_secs(20));
+    assert_eq!(status_value(&d, "mirror_server"), a.uri());
+    let tool = fixture.tool().name.clone();
+    a.stop();
+    ldap_tool("ldapmodify", &b, &new_user_ldif("onb", 62000));
+    let deadline = Instant::now() + Duration::from_secs(10) + SLACK;
+    loop {
+        // Answers never lapse during the failover and reload.
+        assert!(
+            matches!(
+                query(&d.socket(), &Request::GetPwNam(tool.clone())),
+                Response::Passwd(_)
+            ),
+            "{}",
+            d.log()
+        );
+        if matches!(query(&d.socket(), &Request::GetPwNam("onb".into())), Response::Passwd(p) if p.uid == 62000)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status_value(&d, "mirror_server"), b.uri());
+    modify(
+        &b,
+        &format!("dn: uid=onb,ou=people,{BASE}\nchangetype: modify\nreplace: uidNumber\nuidNumber: 62001\n"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(2) + SLACK;
+    while !matches!(query(&d.socket(), &Request::GetPwNam("onb".into())), Response::Passwd(p) if p.uid == 62001)
+    {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -31,19 +31,25 @@ pub struct Options {
     /// Load the `syncprov` overlay (RFC 4533 Content Synchronization provider), with a
     /// session log so that deletions reach a resuming consumer without a present phase.
     pub syncprov: bool,
+    /// With `syncprov`: `syncprov-nopresent TRUE` and a session log of 50 changes, so that a
+    /// consumer resuming from a cookie older than the log gets `e-syncRefreshRequired`.
+    pub nopresent: bool,
 }
 
 /// The size limits of [`Slapd::start`]: 1000 entries per plain search, paged unlimited.
 pub const DEFAULT_LIMITS: &str = "size.soft=1000 size.hard=1000 size.prtotal=unlimited";
 
 fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>, limits: &str, opts: Options) -> String {
-    let (module, overlay) = if opts.syncprov {
-        (
+    let (module, overlay) = match (opts.syncprov, opts.nopresent) {
+        (true, false) => (
             "moduleload syncprov\n",
             "index entryUUID,entryCSN eq\noverlay syncprov\nsyncprov-checkpoint 10 1\nsyncprov-sessionlog 200\n",
-        )
-    } else {
-        ("", "")
+        ),
+        (true, true) => (
+            "moduleload syncprov\n",
+            "index entryUUID,entryCSN eq\noverlay syncprov\nsyncprov-checkpoint 10 1\nsyncprov-sessionlog 50\nsyncprov-nopresent TRUE\n",
+        ),
+        (false, _) => ("", ""),
     };
     let tls = tls
         .map(|(ca, cert, key)| {

@@ -79,6 +79,8 @@ pub struct Mirror {
     phase: Mutex<Phase>,
     /// `syncrepl` or `poll` once decided, `-` before.
     mode: Mutex<&'static str>,
+    /// The server the mirror's connection is on (cookies are per server).
+    server: Mutex<String>,
     /// Bumped after every change applied (the resolver drops cached answers on it).
     pub generation: AtomicU64,
     pub changed: tokio::sync::Notify,
@@ -111,6 +113,7 @@ impl Mirror {
             complete: AtomicBool::new(false),
             phase: Mutex::new(Phase::Loading),
             mode: Mutex::new("-"),
+            server: Mutex::new(String::new()),
             generation: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
             last_sync: Mutex::new(None),
@@ -139,6 +142,13 @@ impl Mirror {
             info!(from = cur.name(), to = p.name(), "mirror state");
             *cur = p;
         }
+    }
+
+    pub fn server(&self) -> String {
+        self.server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn mode(&self) -> &'static str {
@@ -298,6 +308,12 @@ impl Mirror {
         let last_sync = *self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
         let cookie_at = self.cookie_time();
         let _ = writeln!(out, "mirror_mode: {}", self.mode());
+        let server = self.server();
+        let _ = writeln!(
+            out,
+            "mirror_server: {}",
+            if server.is_empty() { "-" } else { &server }
+        );
         let _ = writeln!(out, "mirror_state: {}", self.phase().name());
         let _ = writeln!(out, "mirror_entries: {} (users {u}, groups {g})", u + g);
         let _ = writeln!(
@@ -481,6 +497,7 @@ pub async fn run(m: Arc<Mirror>) {
 /// One connection's life: decide the mode, load if needed, then sync or poll until it fails.
 async fn session(m: &Arc<Mirror>) -> Result<(), String> {
     let (ldap, uri) = m.connect().await?;
+    *m.server.lock().unwrap_or_else(|e| e.into_inner()) = uri.clone();
     let mut syncrepl = match m.cfg.mode {
         MirrorMode::Poll => false,
         MirrorMode::Syncrepl => true,

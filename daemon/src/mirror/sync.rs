@@ -89,19 +89,21 @@ fn parse<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, SyncError> {
 }
 
 /// The sync searches: one per base of each map, with the id its cookie is kept under.
+/// Cookies are kept per server (`users:BASE@URI`): another server's cookie is never sent, a
+/// failover takes new cookies and reloads (swapped in whole, so no entry is ever held twice
+/// under two servers' entryUUIDs).
 pub fn streams(m: &Mirror) -> Vec<(Kind, String, String, String)> {
+    let server = m.server();
     let mut v = Vec::new();
     for kind in [Kind::User, Kind::Group] {
         let (bases, filter) = load::scope(m, kind);
         for base in bases {
-            let id = format!(
-                "{}:{base}",
-                if kind == Kind::User {
-                    "users"
-                } else {
-                    "groups"
-                }
-            );
+            let map = if kind == Kind::User {
+                "users"
+            } else {
+                "groups"
+            };
+            let id = format!("{map}:{base}@{server}");
             v.push((kind, base, filter.clone(), id));
         }
     }
@@ -248,6 +250,7 @@ async fn stream(
     }
     let res = s.finish().await;
     if res.rc == REFRESH_REQUIRED {
+        warn!(%base, "e-syncRefreshRequired from the server");
         return Err(SyncError::Failed("refresh required".into()));
     }
     if resumed && res.rc != 0 {
