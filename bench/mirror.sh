@@ -84,6 +84,7 @@ admin_dir = "$W/tf/admin"
 [cache]
 user_ttl_secs = 3600
 group_ttl_secs = 300
+${TF_EXTRA_CACHE_CONFIG:-}
 [mirror]
 enabled = true
 mode = "auto"
@@ -104,8 +105,8 @@ searches_before=$(grep -c " SRCH base=" "$W/slapd.log" || true)
 
 # --- first lookups (never asked before on this node) and the same lookups warm
 printf "passwd: files toolforge\ngroup: files toolforge\n" > "$W/nsswitch.conf"
-awk '{print $1, $2}' "$W/names/users.txt" | head -n 2000 > "$W/first.txt"
-awk '{print $1, $2}' "$W/names/users.txt" | tail -n 2000 > "$W/ids.txt"
+awk 'NR <= 2000 {print $1, $2}' "$W/names/users.txt" > "$W/first.txt"
+awk -v n="$nu" 'NR > n - 2000 {print $1, $2}' "$W/names/users.txt" > "$W/ids.txt"
 unshare --mount bash -c "mount --bind $W/nsswitch.conf /etc/nsswitch.conf
   export TOOLFORGE_NSS_DIR=$W/tf/run LD_LIBRARY_PATH=$W/tf/lib
   echo \"first  \$(\"$B\" pwnam $W/first.txt 2000 1)\"

@@ -52,7 +52,7 @@ pub fn build<D: Directory>(
     let ttl = r
         .positive_ttl(&Request::GetPwUid(1))
         .min(r.positive_ttl(&Request::GetGrGid(1)));
-    let until = (now + ttl).min(last_sync + m.max_stale);
+    let until = (now + ttl).min(last_sync.checked_add(m.max_stale).unwrap_or(now));
     let until = until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut b = MapBuilder::new(generation, seed)
         .miss_key(miss_key)

@@ -36,14 +36,13 @@ pub struct HeldGroup {
     pub members: Vec<String>,
 }
 
-/// The raw entry as received, kept for persistence (the mirror is persisted as entries, so a
-/// changed mapping or policy applies to it on the next start).
+/// The mirror: mapped records (policy is applied when answering, so a changed policy applies
+/// at once) and their indexes.
 #[derive(Default)]
 pub struct State {
     schema: Schema,
     /// `ldap.group_nesting_level`: levels of nested groups followed, as in lookup mode.
     nesting: u32,
-    pub raw: HashMap<(Kind, String), RawEntry>,
     users: HashMap<String, UserRecord>,
     groups: HashMap<String, HeldGroup>,
     user_by_dn: HashMap<String, String>,
@@ -107,8 +106,8 @@ impl State {
         (self.users.len(), self.groups.len())
     }
 
-    /// Adds or replaces the entry `key` (a rename or a changed uid moves it in every index).
-    /// An entry the mapper refuses is dropped (logged once by the caller's mapper error).
+    /// Adds or replaces the entry `key` (a rename or a changed uid moves it in every index);
+    /// `Err` (why) for an entry the mapping refuses, which is then not held.
     pub fn upsert(
         &mut self,
         mapper: &Mapper,
@@ -120,17 +119,14 @@ impl State {
         match kind {
             Kind::User => {
                 let u = mapper.user(&e, None)?;
-                self.user_by_dn.insert(norm(&u.dn), key.to_owned());
-                index(&mut self.users_by_name, u.passwd.name.clone(), key);
-                index(&mut self.users_by_uid, u.passwd.uid, key);
-                self.users.insert(key.to_owned(), u);
+                self.insert_user(key, u);
             }
             Kind::Group => {
                 let mut g = mapper.group(&e, None)?.record;
                 let members: Vec<String> = match self.schema {
                     Schema::Rfc2307 => std::mem::take(&mut g.group.members),
                     Schema::Rfc2307bis => {
-                        g.group.members.clear();
+                        g.group.members = Vec::new();
                         let attr = mapper.membership_attr();
                         let mut v: Vec<String> = e
                             .attrs
@@ -142,23 +138,58 @@ impl State {
                         v
                     }
                 };
-                for m in &members {
-                    index(&mut self.member_of, m.clone(), key);
-                }
-                self.group_by_dn.insert(norm(&g.dn), key.to_owned());
-                index(&mut self.groups_by_name, g.group.name.clone(), key);
-                index(&mut self.groups_by_gid, g.group.gid, key);
-                self.groups
-                    .insert(key.to_owned(), HeldGroup { record: g, members });
+                self.insert_group(key, g, members);
             }
         }
-        self.raw.insert((kind, key.to_owned()), e);
         Ok(())
+    }
+
+    /// Adds a mapped user under `key` (replacing one held under it).
+    pub fn insert_user(&mut self, key: &str, mut u: UserRecord) {
+        self.remove(Kind::User, key);
+        shrink_user(&mut u);
+        self.user_by_dn.insert(norm(&u.dn), key.to_owned());
+        index(&mut self.users_by_name, u.passwd.name.clone(), key);
+        index(&mut self.users_by_uid, u.passwd.uid, key);
+        self.users.insert(key.to_owned(), u);
+    }
+
+    /// Adds a group under `key` with its raw member values (names, or normalised DNs).
+    pub fn insert_group(&mut self, key: &str, mut g: GroupRecord, mut members: Vec<String>) {
+        self.remove(Kind::Group, key);
+        g.dn.shrink_to_fit();
+        g.group.name.shrink_to_fit();
+        members.shrink_to_fit();
+        for m in &members {
+            index(&mut self.member_of, m.clone(), key);
+        }
+        self.group_by_dn.insert(norm(&g.dn), key.to_owned());
+        index(&mut self.groups_by_name, g.group.name.clone(), key);
+        index(&mut self.groups_by_gid, g.group.gid, key);
+        self.groups
+            .insert(key.to_owned(), HeldGroup { record: g, members });
+    }
+
+    /// Every user held, by key (persistence).
+    pub fn users(&self) -> impl Iterator<Item = (&String, &UserRecord)> {
+        self.users.iter()
+    }
+
+    /// Every group held, by key (persistence).
+    pub fn groups(&self) -> impl Iterator<Item = (&String, &HeldGroup)> {
+        self.groups.iter()
+    }
+
+    /// The DN of the entry held under `key`.
+    pub fn dn_of(&self, kind: Kind, key: &str) -> Option<&str> {
+        match kind {
+            Kind::User => self.users.get(key).map(|u| u.dn.as_str()),
+            Kind::Group => self.groups.get(key).map(|g| g.record.dn.as_str()),
+        }
     }
 
     /// Removes the entry `key` from every index; `true` when it was held.
     pub fn remove(&mut self, kind: Kind, key: &str) -> bool {
-        self.raw.remove(&(kind, key.to_owned()));
         match kind {
             Kind::User => {
                 let Some(u) = self.users.remove(key) else {
@@ -354,6 +385,20 @@ impl State {
             out.push((g, unique));
         }
         out
+    }
+}
+
+fn shrink_user(u: &mut UserRecord) {
+    let p = &mut u.passwd;
+    for f in [
+        &mut u.dn,
+        &mut p.name,
+        &mut p.passwd,
+        &mut p.gecos,
+        &mut p.dir,
+        &mut p.shell,
+    ] {
+        f.shrink_to_fit();
     }
 }
 

@@ -1,25 +1,32 @@
-//! The mirror on disk: `cache_dir/mirror.bin`, the raw entries with the sync cookies that
+//! The mirror on disk: `cache_dir/mirror.bin`, the mapped entries with the sync cookies that
 //! describe them and the time of the last successful sync, written to a temporary file and
 //! renamed (never half-written). Loaded at start, the mirror answers at once, even with the
-//! directory unreachable, and a sync resumes from the cookies with a delta. Entries are
-//! stored raw, so mapping and policy apply again at load. The reader bounds every count and
-//! length by the bytes left: a damaged file is refused, never trusted.
+//! directory unreachable, and a sync resumes from the cookies with a delta. Policy applies
+//! when answering, so a changed policy applies to restored entries too; names are checked
+//! again at load. The reader bounds every count and length by the bytes left: a damaged file
+//! is refused, never trusted. The schema is part of the file (a file of the other schema is
+//! not used).
 //!
-//! Layout (little-endian): `TFMIRR01`, u64 saved-at (Unix seconds), u64 last sync (Unix
-//! seconds, 0: never), u32 cookies, each (str id, bytes cookie), u32 entries, each (u8 kind,
-//! str key, str dn, u32 attributes, each (str name, u32 values, each str)). `str`/`bytes`:
-//! u32 length then the bytes.
+//! Layout (little-endian): `TFMIRR02`, u8 schema (0 rfc2307, 1 rfc2307bis), u64 saved-at
+//! (Unix seconds), u64 last sync (Unix seconds, 0: never), u32 cookies, each (str id, bytes
+//! cookie), u32 users, each (str key, str dn, str name, u32 uid, u32 gid, str gecos, str home,
+//! str shell), u32 groups, each (str key, str dn, str name, u32 gid, u32 members, each str).
+//! `str`/`bytes`: u32 length then the bytes.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::mapping::RawEntry;
-use crate::mirror::{Kind, Mirror, State};
+use toolforge_nss_config::Schema;
+use toolforge_nss_protocol::names::is_valid_name;
+use toolforge_nss_protocol::{Group, Passwd};
+
+use crate::mirror::{Mirror, State};
+use crate::records::{GroupRecord, UserRecord};
 
 pub const FILE_NAME: &str = "mirror.bin";
-const MAGIC: &[u8; 8] = b"TFMIRR01";
+const MAGIC: &[u8; 8] = b"TFMIRR02";
 /// A file larger than this is refused (a Toolforge-sized mirror is a few tens of MB).
 const MAX_FILE: u64 = 2 << 30;
 
@@ -41,6 +48,7 @@ fn secs(t: Option<SystemTime>) -> u64 {
 pub fn save(m: &Mirror) -> Result<usize, String> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
+    out.push(u8::from(m.ldap.schema == Schema::Rfc2307bis));
     out.extend_from_slice(&secs(Some(SystemTime::now())).to_le_bytes());
     let last_sync = *m.last_sync.lock().unwrap_or_else(|e| e.into_inner());
     out.extend_from_slice(&secs(last_sync).to_le_bytes());
@@ -52,18 +60,29 @@ pub fn save(m: &Mirror) -> Result<usize, String> {
             put_bytes(&mut out, id.as_bytes());
             put_bytes(&mut out, c);
         }
-        out.extend_from_slice(&(s.raw.len() as u32).to_le_bytes());
-        for ((kind, key), e) in &s.raw {
-            out.push(u8::from(*kind == Kind::Group));
+        let users: Vec<_> = s.users().collect();
+        out.extend_from_slice(&(users.len() as u32).to_le_bytes());
+        for (key, u) in users {
+            let p = &u.passwd;
             put_bytes(&mut out, key.as_bytes());
-            put_bytes(&mut out, e.dn.as_bytes());
-            out.extend_from_slice(&(e.attrs.len() as u32).to_le_bytes());
-            for (name, values) in &e.attrs {
-                put_bytes(&mut out, name.as_bytes());
-                out.extend_from_slice(&(values.len() as u32).to_le_bytes());
-                for v in values {
-                    put_bytes(&mut out, v.as_bytes());
-                }
+            put_bytes(&mut out, u.dn.as_bytes());
+            put_bytes(&mut out, p.name.as_bytes());
+            out.extend_from_slice(&p.uid.to_le_bytes());
+            out.extend_from_slice(&p.gid.to_le_bytes());
+            put_bytes(&mut out, p.gecos.as_bytes());
+            put_bytes(&mut out, p.dir.as_bytes());
+            put_bytes(&mut out, p.shell.as_bytes());
+        }
+        let groups: Vec<_> = s.groups().collect();
+        out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+        for (key, g) in groups {
+            put_bytes(&mut out, key.as_bytes());
+            put_bytes(&mut out, g.record.dn.as_bytes());
+            put_bytes(&mut out, g.record.group.name.as_bytes());
+            out.extend_from_slice(&g.record.group.gid.to_le_bytes());
+            out.extend_from_slice(&(g.members.len() as u32).to_le_bytes());
+            for mem in &g.members {
+                put_bytes(&mut out, mem.as_bytes());
             }
         }
     });
@@ -162,9 +181,16 @@ fn decode(m: &Mirror, bytes: &[u8]) -> Result<Decoded, String> {
     if r.take(8)? != MAGIC {
         return Err("not a mirror file of this version".into());
     }
+    if r.take(1)?[0] != u8::from(m.ldap.schema == Schema::Rfc2307bis) {
+        return Err("written for the other ldap.schema".into());
+    }
     let _saved = r.u64()?;
     let last = r.u64()?;
-    let last_sync = (last > 0).then(|| UNIX_EPOCH + Duration::from_secs(last));
+    // A time in the future (a damaged file, a clock set back) is not a successful sync.
+    let last_sync = (last > 0)
+        .then(|| UNIX_EPOCH.checked_add(Duration::from_secs(last)))
+        .flatten()
+        .filter(|t| *t <= SystemTime::now());
     let mut cookies = HashMap::new();
     for _ in 0..r.count(8)? {
         let id = r.str()?;
@@ -172,28 +198,139 @@ fn decode(m: &Mirror, bytes: &[u8]) -> Result<Decoded, String> {
         cookies.insert(id, c);
     }
     let mut state = State::new(m.ldap.schema, m.ldap.group_nesting_level);
-    for _ in 0..r.count(13)? {
-        let kind = match r.take(1)?[0] {
-            0 => Kind::User,
-            1 => Kind::Group,
-            k => return Err(format!("unknown entry kind {k}")),
-        };
+    for _ in 0..r.count(28)? {
         let key = r.str()?;
         let dn = r.str()?;
-        let mut attrs = HashMap::new();
-        for _ in 0..r.count(8)? {
-            let name = r.str()?;
-            let mut values = Vec::new();
-            for _ in 0..r.count(4)? {
-                values.push(r.str()?);
-            }
-            attrs.insert(name, values);
+        let name = r.str()?;
+        let (uid, gid) = (r.u32()?, r.u32()?);
+        let (gecos, dir, shell) = (r.str()?, r.str()?, r.str()?);
+        if !is_valid_name(name.as_bytes()) {
+            return Err(format!("invalid user name {name:?}"));
         }
-        // Entries the mapping refuses now are simply not served.
-        let _ = state.upsert(&m.mapper, kind, &key, RawEntry::new(dn, attrs));
+        let passwd = Passwd {
+            name,
+            passwd: "x".into(),
+            uid,
+            gid,
+            gecos,
+            dir,
+            shell,
+        };
+        state.insert_user(&key, UserRecord { dn, passwd });
+    }
+    for _ in 0..r.count(20)? {
+        let key = r.str()?;
+        let dn = r.str()?;
+        let name = r.str()?;
+        let gid = r.u32()?;
+        if !is_valid_name(name.as_bytes()) {
+            return Err(format!("invalid group name {name:?}"));
+        }
+        let mut members = Vec::new();
+        for _ in 0..r.count(4)? {
+            members.push(r.str()?);
+        }
+        let group = Group {
+            name,
+            passwd: "x".into(),
+            gid,
+            members: Vec::new(),
+        };
+        state.insert_group(&key, GroupRecord { dn, group }, members);
     }
     if !r.b.is_empty() {
         return Err("trailing bytes".into());
     }
     Ok((state, cookies, last_sync))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::RawEntry;
+    use crate::mirror::{Answer, Kind};
+    use crate::policy::Policy;
+    use std::sync::Arc;
+    use toolforge_nss_config::Config;
+    use toolforge_nss_protocol::Request;
+
+    fn mirror(dir: &std::path::Path) -> Arc<Mirror> {
+        let text = format!(
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\nschema = \"rfc2307bis\"\n[daemon]\ncache_dir = {:?}\n",
+            dir.display().to_string()
+        );
+        Mirror::new(&Config::parse(&text, std::path::Path::new("t.toml")).unwrap())
+    }
+
+    fn entry(dn: &str, kv: &[(&str, &str)]) -> RawEntry {
+        let mut attrs: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in kv {
+            attrs.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        RawEntry::new(dn.into(), attrs)
+    }
+
+    #[test]
+    fn saved_and_loaded_the_mirror_answers_the_same_and_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mirror(dir.path());
+        m.apply(|s, mapper| {
+            let u = entry(
+                "uid=alice,ou=people,dc=x",
+                &[
+                    ("uid", "alice"),
+                    ("uidNumber", "5001"),
+                    ("gidNumber", "500"),
+                    ("homeDirectory", "/home/alice"),
+                ],
+            );
+            s.upsert(mapper, Kind::User, "u1", u).unwrap();
+            let g = entry(
+                "cn=tools.x,ou=groups,dc=x",
+                &[
+                    ("cn", "tools.x"),
+                    ("gidNumber", "7001"),
+                    ("member", "uid=alice,ou=people,dc=x"),
+                ],
+            );
+            s.upsert(mapper, Kind::Group, "g1", g).unwrap();
+        });
+        m.set_cookie("users:dc=x@ldap://x", b"rid=000,csn=1".to_vec());
+        m.became_complete();
+        let size = save(&m).unwrap();
+        let m2 = mirror(dir.path());
+        assert_eq!(load(&m2).unwrap(), Some(2));
+        assert!(m2.is_complete());
+        let policy = Policy::new(&Default::default());
+        for req in [
+            Request::GetPwNam("alice".into()),
+            Request::GetPwUid(5001),
+            Request::GetGrNam("tools.x".into()),
+            Request::InitGroups("alice".into()),
+        ] {
+            assert_eq!(
+                m.answer(&req, &policy).unwrap().0,
+                m2.answer(&req, &policy).unwrap().0
+            );
+        }
+        assert!(
+            matches!(m2.answer(&Request::InitGroups("alice".into()), &policy).unwrap().0, Answer::Ids(g) if g == vec![7001])
+        );
+        assert_eq!(
+            m2.cookie("users:dc=x@ldap://x").as_deref(),
+            Some(&b"rid=000,csn=1"[..])
+        );
+        // Every truncation, and flipped bytes, are refused or decoded without a panic.
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(bytes.len(), size);
+        let m3 = mirror(dir.path());
+        for cut in 0..bytes.len() {
+            assert!(decode(&m3, &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0xa5;
+            let _ = decode(&m3, &b);
+        }
+    }
 }

@@ -401,10 +401,7 @@ fn on_info(
 /// of another base (OpenLDAP reports an entry that changed under another base as gone from
 /// this search's content).
 fn remove_under(s: &mut crate::mirror::State, kind: Kind, key: &str, base_lc: &str) -> bool {
-    let under = s
-        .raw
-        .get(&(kind, key.to_owned()))
-        .is_some_and(|e| dn_under(&e.dn, base_lc));
+    let under = s.dn_of(kind, key).is_some_and(|dn| dn_under(dn, base_lc));
     under && s.remove(kind, key)
 }
 
