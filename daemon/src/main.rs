@@ -544,7 +544,13 @@ async fn publish_periodically(
         tokio::time::sleep(delay).await;
         let started = std::time::Instant::now();
         admin::publish_now(publisher.clone(), resolver.clone()).await;
-        tokio::time::sleep(started.elapsed() * 9).await;
+        let mut pace = started.elapsed() * 9;
+        if resolver.mirror.get().is_some_and(|m| m.is_complete()) {
+            // Mirror mode (issue 13): the whole directory is rebuilt for every change; a
+            // change must still reach every container within about a second.
+            pace = pace.min(mirror::publish::MAX_PACE);
+        }
+        tokio::time::sleep(pace).await;
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use toolforge_nss_protocol::mapfile::{MapBuilder, Table};
 use toolforge_nss_protocol::{Request, Response, ResponseKind, MAX_RESPONSE_BODY};
@@ -46,6 +46,7 @@ pub fn build<D: Directory>(
     if !m.is_complete() {
         return None;
     }
+    let started = std::time::Instant::now();
     let policy = r.policy();
     let now = SystemTime::now();
     let last_sync = (*m.last_sync.lock().unwrap_or_else(|e| e.into_inner())).unwrap_or(now);
@@ -132,8 +133,16 @@ pub fn build<D: Directory>(
         }
         return None;
     }
-    Some((b.build(), added, 0))
+    let collected = started.elapsed();
+    let bytes = b.build();
+    debug!(records = added, ?collected, took = ?started.elapsed(), "mirror publication built");
+    Some((bytes, added, 0))
 }
+
+/// Longest pause between two publications of a complete mirror while changes keep coming
+/// (publications are otherwise paced to a tenth of a core: a whole-directory rebuild of a few
+/// hundred milliseconds would hold a change back for seconds).
+pub const MAX_PACE: Duration = Duration::from_millis(500);
 
 /// How often a complete mirror is republished without changes (its records' validity is
 /// extended): a quarter of the positive TTL, at least a second.

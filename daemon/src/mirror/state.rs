@@ -34,6 +34,8 @@ pub enum Kind {
 pub struct HeldGroup {
     pub record: GroupRecord,
     pub members: Vec<String>,
+    /// The group's DN normalised (what member values of parent groups hold).
+    pub ndn: String,
 }
 
 /// The mirror: mapped records (policy is applied when answering, so a changed policy applies
@@ -46,6 +48,8 @@ pub struct State {
     users: HashMap<String, UserRecord>,
     groups: HashMap<String, HeldGroup>,
     user_by_dn: HashMap<String, String>,
+    /// Key -> the user's normalised DN (initgroups starts from it).
+    user_ndn: HashMap<String, String>,
     group_by_dn: HashMap<String, String>,
     users_by_name: HashMap<String, HashSet<String>>,
     users_by_uid: HashMap<u32, HashSet<String>>,
@@ -148,7 +152,9 @@ impl State {
     pub fn insert_user(&mut self, key: &str, mut u: UserRecord) {
         self.remove(Kind::User, key);
         shrink_user(&mut u);
-        self.user_by_dn.insert(norm(&u.dn), key.to_owned());
+        let ndn = norm(&u.dn);
+        self.user_by_dn.insert(ndn.clone(), key.to_owned());
+        self.user_ndn.insert(key.to_owned(), ndn);
         index(&mut self.users_by_name, u.passwd.name.clone(), key);
         index(&mut self.users_by_uid, u.passwd.uid, key);
         self.users.insert(key.to_owned(), u);
@@ -163,11 +169,18 @@ impl State {
         for m in &members {
             index(&mut self.member_of, m.clone(), key);
         }
-        self.group_by_dn.insert(norm(&g.dn), key.to_owned());
+        let ndn = norm(&g.dn);
+        self.group_by_dn.insert(ndn.clone(), key.to_owned());
         index(&mut self.groups_by_name, g.group.name.clone(), key);
         index(&mut self.groups_by_gid, g.group.gid, key);
-        self.groups
-            .insert(key.to_owned(), HeldGroup { record: g, members });
+        self.groups.insert(
+            key.to_owned(),
+            HeldGroup {
+                record: g,
+                members,
+                ndn,
+            },
+        );
     }
 
     /// Every user held, by key (persistence).
@@ -195,7 +208,9 @@ impl State {
                 let Some(u) = self.users.remove(key) else {
                     return false;
                 };
-                self.user_by_dn.remove(&norm(&u.dn));
+                if let Some(ndn) = self.user_ndn.remove(key) {
+                    self.user_by_dn.remove(&ndn);
+                }
                 unindex(&mut self.users_by_name, &u.passwd.name, key);
                 unindex(&mut self.users_by_uid, &u.passwd.uid, key);
             }
@@ -206,7 +221,7 @@ impl State {
                 for m in &g.members {
                     unindex(&mut self.member_of, m, key);
                 }
-                self.group_by_dn.remove(&norm(&g.record.dn));
+                self.group_by_dn.remove(&g.ndn);
                 unindex(&mut self.groups_by_name, &g.record.group.name, key);
                 unindex(&mut self.groups_by_gid, &g.record.group.gid, key);
             }
@@ -304,8 +319,9 @@ impl State {
         let start: Vec<String> = match self.schema {
             Schema::Rfc2307 => vec![name.to_owned()],
             Schema::Rfc2307bis => {
-                match only(&self.users_by_name, &name.to_owned()).and_then(|k| self.users.get(k)) {
-                    Some(u) => vec![norm(&u.dn)],
+                match only(&self.users_by_name, &name.to_owned()).and_then(|k| self.user_ndn.get(k))
+                {
+                    Some(ndn) => vec![ndn.clone()],
                     None => return Answer::NotFound,
                 }
             }
@@ -331,7 +347,7 @@ impl State {
                     if policy.membership_allowed(&ms) {
                         gids.push(ms.gid);
                     }
-                    parents.push(norm(&g.record.dn));
+                    parents.push(g.ndn.clone());
                 }
             }
             if self.schema == Schema::Rfc2307 || level >= self.nesting || parents.is_empty() {
