@@ -17,7 +17,8 @@
 //! slot a reader uses cannot be unmapped under it. Remapping takes a try-lock; a thread that
 //! finds the file superseded remaps only if no other thread has done so meanwhile. A fork
 //! handler resets, in the child, the reader counts and the lock that threads of the parent
-//! held (they do not exist in the child).
+//! held (they do not exist in the child); it also makes the connections and the enumeration
+//! state of the parent's threads the child's to drop (see `connection`, `enumeration`).
 //!
 //! Trust and faults: the runtime directory must be trusted (`trust::trusted_dir`), and the
 //! file a regular file owned by root or the daemon and writable by no one else, so only they
@@ -395,6 +396,7 @@ static FORK_HANDLER: AtomicBool = AtomicBool::new(false);
 unsafe extern "C" fn in_child() {
     GLOBAL.after_fork_in_child();
     crate::connection::after_fork_in_child();
+    crate::enumeration::after_fork_in_child();
 }
 
 /// Registers (once) the handler that makes a forked child's state usable.

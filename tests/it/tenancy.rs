@@ -398,17 +398,53 @@ fn misses_are_not_listed_in_the_shared_data() {
     assert!(d.stop());
 }
 
+/// Runs the helper's fork mode (`fork USER N [ent]`) with the module pointed at `d`, and
+/// asserts that every child was fully usable and the parent's threads never failed. A failure
+/// names the child, the lookup and how it failed (see tests/it/c/tenancy.c).
+fn forked_children_are_usable(d: &Daemon, user: &str, forks: &str, mode: &[&str]) {
+    let nss = Nss::new(&d.runtime_dir(), "toolforge");
+    let mut args = vec![helper().to_str().unwrap(), "fork", user, forks];
+    args.extend(mode);
+    // A generous budget: a loaded machine's slow answer is not what is tested here (a timeout
+    // would open the breaker, and children inherit it).
+    let r = nss.run_env(&args, &[("TOOLFORGE_NSS_TIMEOUT_MS", "5000")]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.stdout.trim(), "failures=0", "{r:?}");
+    assert!(!r.stderr.contains("parent"), "{r:?}");
+}
+
 #[test]
 fn a_fork_while_other_threads_read_leaves_the_child_usable() {
+    // A daemon of its own: the shared daemon's entries may be past their refresh point by the
+    // time this runs (then every lookup asks the daemon), and other tests spend uid 0's budget.
     let env = shared(Schema::Rfc2307);
     let user = env.fixture.developer(false).name.clone();
-    let nss = Nss::new(&env.daemon.runtime_dir(), "toolforge");
+    let mut d = Daemon::start(&[env.slapd.uri()], Schema::Rfc2307, "");
+    let nss = Nss::new(&d.runtime_dir(), "toolforge");
     assert_eq!(nss.run(&["getent", "passwd", &user]).code, Some(0));
-    env.daemon
-        .wait_for_cache_file(Table::PasswdByName, user.as_bytes())
+    d.wait_for_cache_file(Table::PasswdByName, user.as_bytes())
         .unwrap();
-    let r = nss.run(&[helper().to_str().unwrap(), "fork", &user, "300"]);
-    assert_eq!(r.stdout.trim(), "failures=0", "{r:?}");
+    // The parent's threads read the shared mapping (reader counts, seqlock) when it forks.
+    forked_children_are_usable(&d, &user, "300", &[]);
+    assert!(d.stop());
+}
+
+#[test]
+fn a_fork_while_other_threads_hold_connections_leaves_the_child_usable() {
+    // No cache file: every lookup of the parent's threads holds a connection, and one of
+    // them enumerates (the module's enumeration lock) when it forks. A child closes its
+    // copies of the parent's sockets, frees that lock, and makes connections of its own.
+    let env = shared(Schema::Rfc2307);
+    let user = env.fixture.developer(false).name.clone();
+    let mut d = Daemon::start(
+        &[env.slapd.uri()],
+        Schema::Rfc2307,
+        "[cache]\nmap_file_max_mib = 0\n",
+    );
+    let nss = Nss::new(&d.runtime_dir(), "toolforge");
+    assert_eq!(nss.run(&["getent", "passwd", &user]).code, Some(0));
+    forked_children_are_usable(&d, &user, "200", &["ent"]);
+    assert!(d.stop());
 }
 
 #[test]
