@@ -9,7 +9,10 @@
 //! Trust: a connection is made only in a trusted runtime directory, and kept only when the
 //! peer (SO_PEERCRED) is root or the daemon uid (`trust`); anything else is "no daemon".
 //! A cached connection idle for [`IDLE_CLOSE_MS`] is closed instead of reused, before the
-//! daemon's idle timeout (30 s by default) can close it under a request.
+//! daemon's idle timeout (30 s by default) can close it under a request; a process whose
+//! lookups are answered from the cache file closes it then too (`close_if_idle`, from the
+//! once-a-second check). One that makes no lookup at all keeps it until the daemon closes
+//! its end (the module has no thread or timer of its own).
 //!
 //! Fork: every socket the module holds (being connected, in use by a thread, or cached) is
 //! recorded by fd and inode from just after `socket(2)` until it is closed, so that a child
@@ -280,6 +283,28 @@ pub fn give_back(mut conn: Box<Conn>) {
     if !old.is_null() {
         // SAFETY: as in `take`.
         drop(unsafe { Box::from_raw(old) });
+    }
+}
+
+/// Closes the cached connection if it has been idle [`IDLE_CLOSE_MS`] (or is not this
+/// process's): called about once a second by lookups answered from the cache file, so a
+/// process that keeps looking up does not hold a connection the daemon is about to close.
+pub fn close_if_idle() {
+    let p = CACHED.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: as in `take`.
+    let conn = unsafe { Box::from_raw(p) };
+    let fresh = clock::now_ns().saturating_sub(conn.idle_since) < IDLE_CLOSE_MS * 1_000_000;
+    if !(fresh && conn.usable()) {
+        return; // dropped: closed
+    }
+    // Still fresh: put it back (or close it if another thread cached one meanwhile).
+    let other = CACHED.swap(Box::into_raw(conn), Ordering::AcqRel);
+    if !other.is_null() {
+        // SAFETY: as in `take`.
+        drop(unsafe { Box::from_raw(other) });
     }
 }
 

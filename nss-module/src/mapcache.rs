@@ -9,7 +9,8 @@
 //! retried (and after a few torn reads the daemon is asked). The caller's function may thus
 //! run on torn bytes; its result is used only when the read was whole (see
 //! [`MapCache::with_entry`]). Once a second at most, one lookup also `stat`s the path, so a
-//! file replaced without the flag (or removed) is noticed, and unmaps old files nobody reads.
+//! file replaced without the flag (or removed) is noticed, unmaps old files nobody reads, and
+//! closes the cached connection to the daemon once it has been idle long enough.
 //!
 //! Mappings live in a fixed pool of [`SLOTS`] that is never freed. A slot is unmapped or
 //! reused only while it is not current and has no registered reader; a reader registers
@@ -236,7 +237,7 @@ impl MapCache {
 
     /// At most once a second (of `now_secs`, the coarse wall clock: a clock step costs one
     /// extra check at most): `stat` the path and remap when it is another file (or none),
-    /// then unmap old files no one reads.
+    /// then unmap old files no one reads, and close the cached connection if it is idle.
     fn maintain(&self, dir: &CStr, path: &CStr, now_secs: u64) {
         let now = now_secs.saturating_add(1);
         let last = self.checked.load(Ordering::Relaxed);
@@ -259,6 +260,7 @@ impl MapCache {
         } else if let Some(_lock) = self.try_lock() {
             self.sweep();
         }
+        crate::connection::close_if_idle();
     }
 
     /// Maps the file now at `path` and makes it current (or makes no file current when

@@ -8,6 +8,9 @@
  *                        daemon, looks NAME up 3 times and (`ent`) enumerates through the
  *                        module; prints "failures=K", and on stderr which child and lookup
  *                        failed and how (rc, errno, the module's status, time taken)
+ *   every NAME MS N      looks NAME up N times, MS apart; prints "pid P" first, then for
+ *                        each lookup "ok|fail SOCKETS T": the connections to the daemon
+ *                        this process holds afterwards, and ms since the first lookup
  */
 #include <dirent.h>
 #include <execinfo.h>
@@ -45,12 +48,13 @@ static void sleep_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
-/* Sockets of this process connected to the daemon's socket (TOOLFORGE_NSS_DIR/socket); glibc's
- * own attempts to reach nscd are other, unconnected sockets. */
+/* Sockets of this process connected to the daemon: their peer is bound in TOOLFORGE_NSS_DIR
+ * (under a temporary name the daemon renames to `socket`). glibc's own attempts to reach
+ * nscd are other, unconnected sockets. */
 static int module_sockets(void) {
     const char *dir = getenv("TOOLFORGE_NSS_DIR");
-    char daemon[108];
-    if (!dir || snprintf(daemon, sizeof daemon, "%s/socket", dir) >= (int)sizeof daemon) return 0;
+    char prefix[108];
+    if (!dir || snprintf(prefix, sizeof prefix, "%s/", dir) >= (int)sizeof prefix) return 0;
     DIR *d = opendir("/proc/self/fd");
     if (!d) return 0;
     int n = 0;
@@ -62,9 +66,8 @@ static int module_sockets(void) {
         memset(&peer, 0, sizeof peer);
         if (e->d_name[0] == '.' || fd == dirfd(d)) continue;
         if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0 && peer.sun_family == AF_UNIX &&
-            !strncmp(peer.sun_path, daemon, sizeof peer.sun_path)) {
+            !strncmp(peer.sun_path, prefix, strlen(prefix))) {
             n++;
-            dprintf(2, "fd %d is connected to %s\n", fd, daemon);
         }
     }
     closedir(d);
@@ -275,6 +278,25 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
         if (parent_failures) fprintf(stderr, "parent_failures=%d\n", parent_failures);
         printf("failures=%d\n", failures);
+        return 0;
+    }
+    if (argc >= 5 && !strcmp(argv[1], "every")) {
+        long pause_ms = atol(argv[3]);
+        int n = atoi(argv[4]);
+        struct timespec t0, t;
+        printf("pid %d\n", (int)getpid());
+        fflush(stdout);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (int i = 0; i < n; i++) {
+            if (i) sleep_ms(pause_ms);
+            struct passwd pw, *res = NULL;
+            char buf[4096];
+            int rc = getpwnam_r(argv[2], &pw, buf, sizeof buf, &res);
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+            printf("%s %d %ld\n", rc == 0 && res ? "ok" : "fail", module_sockets(), ms);
+            fflush(stdout);
+        }
         return 0;
     }
     fprintf(stderr, "usage: see the comment at the top\n");
