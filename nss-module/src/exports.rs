@@ -24,14 +24,16 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{gid_t, uid_t};
 use toolforge_nss_protocol::mapfile::Table;
-use toolforge_nss_protocol::names::is_valid_name;
-use toolforge_nss_protocol::{Group, GroupRef, Passwd, PasswdRef, Request, ResponseRef};
+use toolforge_nss_protocol::names::MAX_NAME_LEN;
+use toolforge_nss_protocol::{
+    Group, GroupRef, Passwd, PasswdRef, Request, ResponseKind, ResponseRef,
+};
 
 use crate::client::{self, Failure};
 use crate::enumeration::{self, State};
 use crate::pack::{self, GroupParts, TooSmall};
 use crate::settings;
-use crate::{last_reply, mapcache, NssStatus};
+use crate::{last_reply, mapcache, passwd_body, NssStatus};
 
 type Status = (NssStatus, c_int);
 
@@ -80,10 +82,51 @@ unsafe fn name_arg<'a>(p: *const c_char) -> Option<&'a str> {
         return None;
     }
     let bytes = CStr::from_ptr(p).to_bytes();
-    if !is_valid_name(bytes) {
+    if !valid_name(bytes) {
         return None;
     }
-    std::str::from_utf8(bytes).ok()
+    // SAFETY: a valid name is ASCII (letters, digits, `_.-$`), so UTF-8.
+    Some(std::str::from_utf8_unchecked(bytes))
+}
+
+/// Bytes a name may hold after its first ([`NAME_BODY`]) and as its first ([`NAME_FIRST`]).
+const NAME_BODY: [bool; 256] = byte_class(b"_.-");
+const NAME_FIRST: [bool; 256] = byte_class(b"_.");
+
+// Evaluated at compile time: an index out of range fails the build.
+#[allow(clippy::indexing_slicing)]
+const fn byte_class(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+/// `toolforge_nss_protocol::names::is_valid_name` by table (it is on every lookup's path; a
+/// unit test keeps the two in agreement): ASCII letters, digits, `_` and `.` first, then also
+/// `-`, a final `$` allowed, at most `MAX_NAME_LEN` bytes, not `.` or `..`.
+#[inline]
+fn valid_name(name: &[u8]) -> bool {
+    let Some((&first, rest)) = name.split_first() else {
+        return false;
+    };
+    if name.len() > MAX_NAME_LEN || name == b"." || name == b".." {
+        return false;
+    }
+    let body = match rest.split_last() {
+        Some((&b'$', body)) => body,
+        _ => rest,
+    };
+    let class = |t: &[bool; 256], b: u8| t.get(usize::from(b)).copied().unwrap_or(false);
+    class(&NAME_FIRST, first) && body.iter().fold(true, |ok, &c| ok & class(&NAME_BODY, c))
 }
 
 enum Filled {
@@ -109,7 +152,13 @@ fn from_cache_file(
     fill: &mut impl FnMut(ResponseRef) -> Filled,
 ) -> Option<Status> {
     mapcache::with_entry(table, key, |kind, body| {
-        match ResponseRef::decode(kind, body) {
+        // Users, the commonest warm answer, by the module's own decoder (same checks).
+        let decoded = if kind == ResponseKind::Passwd as u16 {
+            passwd_body::decode(body).map(ResponseRef::Passwd).ok_or(())
+        } else {
+            ResponseRef::decode(kind, body).map_err(drop)
+        };
+        match decoded {
             Ok(ResponseRef::NotFound) => Some(NOT_FOUND),
             Ok(
                 resp @ (ResponseRef::Passwd(_) | ResponseRef::Group(_) | ResponseRef::GroupIds(_)),
@@ -632,6 +681,28 @@ pub unsafe extern "C" fn _nss_toolforge_getgrent_r(
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_table_agrees_with_the_protocol() {
+        use toolforge_nss_protocol::names::is_valid_name;
+        let mut names: Vec<Vec<u8>> = vec![vec![], b".".to_vec(), b"..".to_vec(), b"...".to_vec()];
+        for a in 0..=255u8 {
+            names.push(vec![a]);
+            for b in 0..=255u8 {
+                names.push(vec![a, b]);
+                names.push(vec![b'x', a, b]);
+            }
+        }
+        for len in [254, 255, 256, 300] {
+            names.push(vec![b'a'; len]);
+            let mut dollar = vec![b'a'; len - 1];
+            dollar.push(b'$');
+            names.push(dollar);
+        }
+        for n in &names {
+            assert_eq!(valid_name(n), is_valid_name(n), "{n:?}");
+        }
+    }
 
     #[test]
     fn group_de_duplication_keeps_order_and_is_fast_on_65536_gids() {
