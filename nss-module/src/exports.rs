@@ -31,6 +31,7 @@ use toolforge_nss_protocol::{
 
 use crate::client::{self, Failure};
 use crate::enumeration::{self, State};
+use crate::group_body::{self, GroupBody};
 use crate::pack::{self, GroupParts, TooSmall};
 use crate::settings;
 use crate::{last_reply, mapcache, passwd_body, NssStatus};
@@ -134,6 +135,13 @@ enum Filled {
     TooSmall,
 }
 
+/// An answer to fill in: a decoded response, or a group decoded from the cache file by the
+/// module's own decoder.
+enum Answer<'a> {
+    Resp(ResponseRef<'a>),
+    Group(GroupBody<'a>),
+}
+
 impl From<Result<(), TooSmall>> for Filled {
     fn from(r: Result<(), TooSmall>) -> Filled {
         match r {
@@ -149,20 +157,30 @@ impl From<Result<(), TooSmall>> for Filled {
 fn from_cache_file(
     table: Table,
     key: &[u8],
-    fill: &mut impl FnMut(ResponseRef) -> Filled,
+    fill: &mut impl FnMut(Answer) -> Filled,
 ) -> Option<Status> {
     mapcache::with_entry(table, key, |kind, body| {
-        // Users, the commonest warm answer, by the module's own decoder (same checks).
+        // Users and groups, the commonest warm answers, by the module's own decoders (the
+        // same checks as the protocol's).
         let decoded = if kind == ResponseKind::Passwd as u16 {
-            passwd_body::decode(body).map(ResponseRef::Passwd).ok_or(())
+            passwd_body::decode(body)
+                .map(|p| Answer::Resp(ResponseRef::Passwd(p)))
+                .ok_or(())
+        } else if kind == ResponseKind::Group as u16 {
+            group_body::decode(body).map(Answer::Group).ok_or(())
         } else {
-            ResponseRef::decode(kind, body).map_err(drop)
+            ResponseRef::decode(kind, body)
+                .map(Answer::Resp)
+                .map_err(drop)
         };
         match decoded {
-            Ok(ResponseRef::NotFound) => Some(NOT_FOUND),
+            Ok(Answer::Resp(ResponseRef::NotFound)) => Some(NOT_FOUND),
             Ok(
-                resp @ (ResponseRef::Passwd(_) | ResponseRef::Group(_) | ResponseRef::GroupIds(_)),
-            ) => match fill(resp) {
+                answer @ (Answer::Group(_)
+                | Answer::Resp(
+                    ResponseRef::Passwd(_) | ResponseRef::Group(_) | ResponseRef::GroupIds(_),
+                )),
+            ) => match fill(answer) {
                 Filled::Done(s) if s != MALFORMED => Some(s),
                 Filled::Done(_) => None,
                 // The caller retries with a bigger buffer and finds the entry again.
@@ -182,7 +200,7 @@ fn lookup(
     (table, key): (Table, &[u8]),
     req: impl FnOnce() -> Request,
     budget_ms: u64,
-    mut fill: impl FnMut(ResponseRef) -> Filled,
+    mut fill: impl FnMut(Answer) -> Filled,
 ) -> Status {
     if let Some(status) = from_cache_file(table, key, &mut fill) {
         return status;
@@ -199,7 +217,7 @@ fn lookup(
         Err(_) => return MALFORMED,
         Ok(ResponseRef::NotFound) => return NOT_FOUND,
         Ok(ResponseRef::Unavailable) | Ok(ResponseRef::Error { .. }) => return UNAVAILABLE,
-        Ok(resp) => fill(resp),
+        Ok(resp) => fill(Answer::Resp(resp)),
     };
     match filled {
         Filled::Done(s) => s,
@@ -267,7 +285,7 @@ pub unsafe extern "C" fn _nss_toolforge_getpwnam_r(
             || Request::GetPwNam(name.to_owned()),
             budget(),
             |resp| match resp {
-                ResponseRef::Passwd(p) if p.name == name.as_bytes() => {
+                Answer::Resp(ResponseRef::Passwd(p)) if p.name == name.as_bytes() => {
                     pack::passwd(&p, pwd, buf, buflen).into()
                 }
                 _ => Filled::Done(MALFORMED),
@@ -293,7 +311,9 @@ pub unsafe extern "C" fn _nss_toolforge_getpwuid_r(
             || Request::GetPwUid(uid),
             budget(),
             |resp| match resp {
-                ResponseRef::Passwd(p) if p.uid == uid => pack::passwd(&p, pwd, buf, buflen).into(),
+                Answer::Resp(ResponseRef::Passwd(p)) if p.uid == uid => {
+                    pack::passwd(&p, pwd, buf, buflen).into()
+                }
                 _ => Filled::Done(MALFORMED),
             },
         )
@@ -319,7 +339,10 @@ pub unsafe extern "C" fn _nss_toolforge_getgrnam_r(
             || Request::GetGrNam(name.to_owned()),
             budget(),
             |resp| match resp {
-                ResponseRef::Group(g) if g.name == name.as_bytes() => {
+                Answer::Group(g) if g.name == name.as_bytes() => {
+                    pack::group(g.parts(), grp, buf, buflen).into()
+                }
+                Answer::Resp(ResponseRef::Group(g)) if g.name == name.as_bytes() => {
                     pack::group(group_view(&g), grp, buf, buflen).into()
                 }
                 _ => Filled::Done(MALFORMED),
@@ -345,7 +368,8 @@ pub unsafe extern "C" fn _nss_toolforge_getgrgid_r(
             || Request::GetGrGid(gid),
             budget(),
             |resp| match resp {
-                ResponseRef::Group(g) if g.gid == gid => {
+                Answer::Group(g) if g.gid == gid => pack::group(g.parts(), grp, buf, buflen).into(),
+                Answer::Resp(ResponseRef::Group(g)) if g.gid == gid => {
                     pack::group(group_view(&g), grp, buf, buflen).into()
                 }
                 _ => Filled::Done(MALFORMED),
@@ -385,7 +409,7 @@ pub unsafe extern "C" fn _nss_toolforge_initgroups_dyn(
             || Request::InitGroups(name.to_owned()),
             budget(),
             |resp| {
-                let ResponseRef::GroupIds(gids) = resp else {
+                let Answer::Resp(ResponseRef::GroupIds(gids)) = resp else {
                     return Filled::Done(MALFORMED);
                 };
                 found.set(&gids);

@@ -9,7 +9,7 @@ use toolforge_nss_protocol::{PasswdRef, MAX_RESPONSE_BODY};
 
 /// Whether `s` holds a NUL byte (branch-free per byte: strings here are short).
 #[inline]
-fn has_nul(s: &[u8]) -> bool {
+pub(crate) fn has_nul(s: &[u8]) -> bool {
     s.iter().fold(false, |acc, &b| acc | (b == 0))
 }
 
