@@ -140,6 +140,8 @@ enum Filled {
 enum Answer<'a> {
     Resp(ResponseRef<'a>),
     Group(GroupBody<'a>),
+    /// A user's gids, as little-endian u32s (see `group_body::gids`).
+    Gids(&'a [u8]),
 }
 
 impl From<Result<(), TooSmall>> for Filled {
@@ -168,6 +170,8 @@ fn from_cache_file(
                 .ok_or(())
         } else if kind == ResponseKind::Group as u16 {
             group_body::decode(body).map(Answer::Group).ok_or(())
+        } else if kind == ResponseKind::GroupIds as u16 {
+            group_body::decode_gids(body).map(Answer::Gids).ok_or(())
         } else {
             ResponseRef::decode(kind, body)
                 .map(Answer::Resp)
@@ -177,6 +181,7 @@ fn from_cache_file(
             Ok(Answer::Resp(ResponseRef::NotFound)) => Some(NOT_FOUND),
             Ok(
                 answer @ (Answer::Group(_)
+                | Answer::Gids(_)
                 | Answer::Resp(
                     ResponseRef::Passwd(_) | ResponseRef::Group(_) | ResponseRef::GroupIds(_),
                 )),
@@ -409,10 +414,11 @@ pub unsafe extern "C" fn _nss_toolforge_initgroups_dyn(
             || Request::InitGroups(name.to_owned()),
             budget(),
             |resp| {
-                let Answer::Resp(ResponseRef::GroupIds(gids)) = resp else {
-                    return Filled::Done(MALFORMED);
-                };
-                found.set(&gids);
+                match resp {
+                    Answer::Gids(raw) => found.set_raw(raw),
+                    Answer::Resp(ResponseRef::GroupIds(gids)) => found.set(&gids),
+                    _ => return Filled::Done(MALFORMED),
+                }
                 Filled::Done(FOUND)
             },
         );
@@ -442,6 +448,25 @@ impl Gids {
             None => {
                 self.large.clear();
                 self.large.extend_from_slice(gids);
+                self.len = 0;
+            }
+        }
+    }
+
+    /// As [`Gids::set`], from little-endian bytes (`group_body::decode_gids`).
+    fn set_raw(&mut self, raw: &[u8]) {
+        let n = raw.len() / 4;
+        match self.small.get_mut(..n) {
+            Some(dst) => {
+                for (d, g) in dst.iter_mut().zip(group_body::gids(raw)) {
+                    *d = g;
+                }
+                self.len = n;
+                self.large.clear();
+            }
+            None => {
+                self.large.clear();
+                self.large.extend(group_body::gids(raw));
                 self.len = 0;
             }
         }

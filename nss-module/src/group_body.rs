@@ -2,7 +2,8 @@
 //! format and the same checks as `toolforge_nss_protocol::ResponseRef::decode` (u16-length
 //! strings without NUL, a member count the body can hold, non-empty members, nothing left
 //! over, the body within `MAX_RESPONSE_BODY`) in one pass over the members, without the
-//! generic reader's per-field overhead. A unit test keeps the two decoders in agreement.
+//! generic reader's per-field overhead; and a `GroupIds` body (a user's groups) without the
+//! protocol decoder's allocation. Unit tests keep the decoders in agreement.
 
 use toolforge_nss_protocol::MAX_RESPONSE_BODY;
 
@@ -95,6 +96,22 @@ pub fn decode(body: &[u8]) -> Option<GroupBody<'_>> {
         member_bytes,
         members,
     })
+}
+
+/// The gid array of a `GroupIds` body (a u32 count, then that many little-endian u32s and
+/// nothing more), as its raw bytes; `None` wherever the protocol's decoder would refuse it.
+pub fn decode_gids(body: &[u8]) -> Option<&[u8]> {
+    if body.len() > MAX_RESPONSE_BODY as usize {
+        return None;
+    }
+    let (n, ids) = u32_at(body)?;
+    (ids.len() / 4 == n as usize && ids.len() % 4 == 0).then_some(ids)
+}
+
+/// The gids of an array [`decode_gids`] returned.
+pub fn gids(raw: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    raw.chunks_exact(4)
+        .filter_map(|c| c.first_chunk::<4>().map(|b| u32::from_le_bytes(*b)))
 }
 
 #[cfg(test)]
@@ -192,5 +209,36 @@ mod tests {
         }
         same(&[]);
         same(&vec![b'a'; MAX_RESPONSE_BODY as usize + 1]);
+    }
+
+    #[test]
+    fn gid_lists_agree_with_the_protocol_decoder() {
+        let protocol = |b: &[u8]| match ResponseRef::decode(ResponseKind::GroupIds as u16, b) {
+            Ok(ResponseRef::GroupIds(g)) => Some(g),
+            _ => None,
+        };
+        let ours = |b: &[u8]| decode_gids(b).map(|raw| gids(raw).collect::<Vec<u32>>());
+        for list in [
+            vec![],
+            vec![7u32],
+            (0..1000).map(|i| i * 3 + u32::MAX / 2).collect(),
+        ] {
+            let mut body = Vec::new();
+            Response::GroupIds(list.clone()).encode_body(&mut body);
+            assert_eq!(ours(&body), Some(list));
+            for cut in 0..body.len().min(64) {
+                assert_eq!(ours(&body[..cut]), protocol(&body[..cut]), "cut {cut}");
+            }
+            for extra in 1..8 {
+                let mut longer = body.clone();
+                longer.resize(body.len() + extra, 1);
+                assert_eq!(ours(&longer), protocol(&longer), "extra {extra}");
+            }
+            for n in [0u32, 1, 2, 999, 1000, 1001, u32::MAX] {
+                let mut m = body.clone();
+                m[..4].copy_from_slice(&n.to_le_bytes());
+                assert_eq!(ours(&m), protocol(&m), "count {n}");
+            }
+        }
     }
 }
