@@ -31,10 +31,10 @@ use toolforge_nss_protocol::{
 
 use crate::client::{self, Failure};
 use crate::enumeration::{self, State};
-use crate::group_body::{self, GroupBody};
 use crate::pack::{self, GroupParts, TooSmall};
 use crate::settings;
-use crate::{last_reply, mapcache, passwd_body, NssStatus};
+use crate::{last_reply, mapcache, NssStatus};
+use toolforge_nss_protocol::warm::{self, GroupBody};
 
 type Status = (NssStatus, c_int);
 
@@ -140,7 +140,7 @@ enum Filled {
 enum Answer<'a> {
     Resp(ResponseRef<'a>),
     Group(GroupBody<'a>),
-    /// A user's gids, as little-endian u32s (see `group_body::gids`).
+    /// A user's gids, as little-endian u32s (see `warm::gids`).
     Gids(&'a [u8]),
 }
 
@@ -165,13 +165,13 @@ fn from_cache_file(
         // Users and groups, the commonest warm answers, by the module's own decoders (the
         // same checks as the protocol's).
         let decoded = if kind == ResponseKind::Passwd as u16 {
-            passwd_body::decode(body)
+            warm::passwd(body)
                 .map(|p| Answer::Resp(ResponseRef::Passwd(p)))
                 .ok_or(())
         } else if kind == ResponseKind::Group as u16 {
-            group_body::decode(body).map(Answer::Group).ok_or(())
+            warm::group(body).map(Answer::Group).ok_or(())
         } else if kind == ResponseKind::GroupIds as u16 {
-            group_body::decode_gids(body).map(Answer::Gids).ok_or(())
+            warm::gid_list(body).map(Answer::Gids).ok_or(())
         } else {
             ResponseRef::decode(kind, body)
                 .map(Answer::Resp)
@@ -345,7 +345,7 @@ pub unsafe extern "C" fn _nss_toolforge_getgrnam_r(
             budget(),
             |resp| match resp {
                 Answer::Group(g) if g.name == name.as_bytes() => {
-                    pack::group(g.parts(), grp, buf, buflen).into()
+                    pack::group(pack::warm_group_parts(&g), grp, buf, buflen).into()
                 }
                 Answer::Resp(ResponseRef::Group(g)) if g.name == name.as_bytes() => {
                     pack::group(group_view(&g), grp, buf, buflen).into()
@@ -373,7 +373,9 @@ pub unsafe extern "C" fn _nss_toolforge_getgrgid_r(
             || Request::GetGrGid(gid),
             budget(),
             |resp| match resp {
-                Answer::Group(g) if g.gid == gid => pack::group(g.parts(), grp, buf, buflen).into(),
+                Answer::Group(g) if g.gid == gid => {
+                    pack::group(pack::warm_group_parts(&g), grp, buf, buflen).into()
+                }
                 Answer::Resp(ResponseRef::Group(g)) if g.gid == gid => {
                     pack::group(group_view(&g), grp, buf, buflen).into()
                 }
@@ -453,12 +455,12 @@ impl Gids {
         }
     }
 
-    /// As [`Gids::set`], from little-endian bytes (`group_body::decode_gids`).
+    /// As [`Gids::set`], from little-endian bytes (`warm::gid_list`).
     fn set_raw(&mut self, raw: &[u8]) {
         let n = raw.len() / 4;
         match self.small.get_mut(..n) {
             Some(dst) => {
-                for (d, g) in dst.iter_mut().zip(group_body::gids(raw)) {
+                for (d, g) in dst.iter_mut().zip(warm::gids(raw)) {
                     *d = g;
                 }
                 self.len = n;
@@ -466,7 +468,7 @@ impl Gids {
             }
             None => {
                 self.large.clear();
-                self.large.extend(group_body::gids(raw));
+                self.large.extend(warm::gids(raw));
                 self.len = 0;
             }
         }
