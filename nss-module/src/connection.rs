@@ -9,11 +9,19 @@
 //! Trust: a connection is made only in a trusted runtime directory, and kept only when the
 //! peer (SO_PEERCRED) is root or the daemon uid (`trust`); anything else is "no daemon".
 //! A cached connection idle for [`IDLE_CLOSE_MS`] is closed instead of reused, before the
-//! daemon's idle timeout (30 s by default) can close it under a request. Connections in use
-//! are recorded, so that a child forked meanwhile closes its copies (a fork handler).
+//! daemon's idle timeout (30 s by default) can close it under a request; a process whose
+//! lookups are answered from the cache file closes it then too (`close_if_idle`, from the
+//! once-a-second check). One that makes no lookup at all keeps it until the daemon closes
+//! its end (the module has no thread or timer of its own).
+//!
+//! Fork: every socket the module holds (being connected, in use by a thread, or cached) is
+//! recorded by fd and inode from just after `socket(2)` until it is closed, so that a child
+//! forked at any moment closes its copies (a fork handler) and starts with no connection of
+//! the parent's. The fd number alone is not enough: the program may have closed ours and
+//! reused the number for a socket of its own, which the child must keep.
 
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use crate::{clock, settings, sys, trust};
 
@@ -76,6 +84,13 @@ fn above_stdio(fd: c_int) -> Result<c_int, c_int> {
     }
 }
 
+/// Closes a socket of ours that is not (or no longer) a `Conn`, and forgets it.
+fn abandon(fd: c_int, ino: u64) {
+    disown(fd, ino);
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+}
+
 impl Conn {
     /// Connects to the Unix socket at `path` (no NUL inside, shorter than `sun_path`).
     pub fn connect(path: &[u8]) -> Result<Conn, ConnectError> {
@@ -107,6 +122,14 @@ impl Conn {
             return Err(ConnectError::Other(errno()));
         }
         let fd = above_stdio(fd).map_err(ConnectError::Other)?;
+        // Recorded before anything else, so a fork from here on does not leak it.
+        crate::mapcache::register_fork_handler();
+        let Some((dev, ino)) = fstat_ids(fd) else {
+            // SAFETY: we own fd.
+            unsafe { libc::close(fd) };
+            return Err(ConnectError::Other(libc::EBADF));
+        };
+        own(fd, ino);
         let len = (std::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as libc::socklen_t;
         // SAFETY: addr is a valid sockaddr_un of at least `len` bytes.
         let rc = unsafe {
@@ -118,8 +141,7 @@ impl Conn {
         };
         if rc != 0 {
             let e = errno();
-            // SAFETY: we own fd.
-            unsafe { libc::close(fd) };
+            abandon(fd, ino);
             return Err(match e {
                 libc::ENOENT | libc::ENOTDIR => ConnectError::Missing,
                 libc::ECONNREFUSED => ConnectError::Refused,
@@ -127,20 +149,13 @@ impl Conn {
                 other => ConnectError::Other(other),
             });
         }
-        let Some((dev, ino)) = fstat_ids(fd) else {
-            // SAFETY: we own fd.
-            unsafe { libc::close(fd) };
-            return Err(ConnectError::Other(libc::EBADF));
-        };
         // Whoever bound the socket, only root or the daemon is believed.
         if !trust::peer_uid(fd).is_some_and(trust::trusted_uid) {
-            // SAFETY: we own fd.
-            unsafe { libc::close(fd) };
+            abandon(fd, ino);
             return Err(ConnectError::Untrusted);
         }
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
-        in_use(fd);
         Ok(Conn {
             fd,
             dev,
@@ -168,9 +183,9 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // Close only what is still our socket: after a fork this closes the child's copy,
-        // after the program reused the number it leaves the program's file alone.
-        not_in_use(self.fd);
+        // Close only what is still our socket: after the program reused the number it
+        // leaves the program's file alone.
+        disown(self.fd, self.ino);
         if self.still_ours() {
             // SAFETY: the fd is our socket.
             unsafe { libc::close(self.fd) };
@@ -178,13 +193,21 @@ impl Drop for Conn {
     }
 }
 
-/// Fds of connections being used by some thread (-1: free entry). More at once than this are
-/// not recorded: a child forked then may keep such an fd open (close-on-exec still applies).
-static IN_USE: [AtomicI32; 16] = [const { AtomicI32::new(-1) }; 16];
+/// Sockets the module holds, as `inode (low 32 bits) << 32 | fd`; [`FREE`] marks a free
+/// entry. More at once than this are not recorded (a connection per thread): a child forked
+/// then may keep such an fd open (close-on-exec still applies).
+static OWNED: [AtomicU64; 16] = [const { AtomicU64::new(FREE) }; 16];
+const FREE: u64 = u64::MAX;
 
-fn in_use(fd: c_int) {
-    for e in &IN_USE {
-        if e.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+fn owned_entry(fd: c_int, ino: u64) -> u64 {
+    ((ino & 0xffff_ffff) << 32) | u64::from(fd as u32)
+}
+
+fn own(fd: c_int, ino: u64) {
+    let e = owned_entry(fd, ino);
+    for slot in &OWNED {
+        if slot
+            .compare_exchange(FREE, e, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
             return;
@@ -192,9 +215,11 @@ fn in_use(fd: c_int) {
     }
 }
 
-fn not_in_use(fd: c_int) {
-    for e in &IN_USE {
-        if e.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed)
+fn disown(fd: c_int, ino: u64) {
+    let e = owned_entry(fd, ino);
+    for slot in &OWNED {
+        if slot
+            .compare_exchange(e, FREE, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
             return;
@@ -202,28 +227,35 @@ fn not_in_use(fd: c_int) {
     }
 }
 
-/// In a child just forked: the connections the parent's threads were using, and the cached
-/// one, are the parent's streams; close our copies (only while they still are sockets).
+/// In a child just forked (one thread): every socket the parent's threads held, connecting,
+/// in use or cached, is the parent's stream; close our copies (only while the fd still is
+/// that socket).
 pub fn after_fork_in_child() {
-    for e in &IN_USE {
-        let fd = e.swap(-1, Ordering::AcqRel);
-        if fd > 2 && fstat_ids(fd).is_some() {
+    for slot in &OWNED {
+        let e = slot.swap(FREE, Ordering::AcqRel);
+        if e == FREE {
+            continue;
+        }
+        let fd = (e & 0xffff_ffff) as c_int;
+        let ino = e >> 32;
+        if fd > 2 && fstat_ids(fd).is_some_and(|(_, i)| i & 0xffff_ffff == ino) {
             // SAFETY: the child's copy of a socket the module opened; nothing here uses it.
             unsafe { libc::close(fd) };
         }
     }
     let p = CACHED.swap(std::ptr::null_mut(), Ordering::AcqRel);
     if !p.is_null() {
-        // SAFETY: as in `take`; dropping closes the child's copy.
+        // SAFETY: as in `take`. Its fd was closed above (dropping finds it gone), or was not
+        // recorded (dropping closes it).
         drop(unsafe { Box::from_raw(p) });
     }
 }
 
-/// Fds recorded as in use (for tests).
-pub fn in_use_count() -> usize {
-    IN_USE
+/// Sockets recorded as held (for tests).
+pub fn owned_count() -> usize {
+    OWNED
         .iter()
-        .filter(|e| e.load(Ordering::Relaxed) >= 0)
+        .filter(|e| e.load(Ordering::Relaxed) != FREE)
         .count()
 }
 
@@ -241,18 +273,38 @@ pub fn take() -> Option<Box<Conn>> {
     if !(fresh && conn.usable()) {
         return None;
     }
-    in_use(conn.fd);
     Some(conn)
 }
 
 /// Returns a connection for the next call to reuse (closing any other one cached meanwhile).
 pub fn give_back(mut conn: Box<Conn>) {
-    not_in_use(conn.fd);
     conn.idle_since = clock::now_ns();
     let old = CACHED.swap(Box::into_raw(conn), Ordering::AcqRel);
     if !old.is_null() {
         // SAFETY: as in `take`.
         drop(unsafe { Box::from_raw(old) });
+    }
+}
+
+/// Closes the cached connection if it has been idle [`IDLE_CLOSE_MS`] (or is not this
+/// process's): called about once a second by lookups answered from the cache file, so a
+/// process that keeps looking up does not hold a connection the daemon is about to close.
+pub fn close_if_idle() {
+    let p = CACHED.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: as in `take`.
+    let conn = unsafe { Box::from_raw(p) };
+    let fresh = clock::now_ns().saturating_sub(conn.idle_since) < IDLE_CLOSE_MS * 1_000_000;
+    if !(fresh && conn.usable()) {
+        return; // dropped: closed
+    }
+    // Still fresh: put it back (or close it if another thread cached one meanwhile).
+    let other = CACHED.swap(Box::into_raw(conn), Ordering::AcqRel);
+    if !other.is_null() {
+        // SAFETY: as in `take`.
+        drop(unsafe { Box::from_raw(other) });
     }
 }
 

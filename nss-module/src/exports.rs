@@ -24,14 +24,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{gid_t, uid_t};
 use toolforge_nss_protocol::mapfile::Table;
-use toolforge_nss_protocol::names::is_valid_name;
-use toolforge_nss_protocol::{Group, GroupRef, Passwd, PasswdRef, Request, ResponseRef};
+use toolforge_nss_protocol::names::MAX_NAME_LEN;
+use toolforge_nss_protocol::{
+    Group, GroupRef, Passwd, PasswdRef, Request, ResponseKind, ResponseRef,
+};
 
 use crate::client::{self, Failure};
 use crate::enumeration::{self, State};
 use crate::pack::{self, GroupParts, TooSmall};
 use crate::settings;
 use crate::{last_reply, mapcache, NssStatus};
+use toolforge_nss_protocol::warm::{self, GroupBody};
 
 type Status = (NssStatus, c_int);
 
@@ -80,15 +83,65 @@ unsafe fn name_arg<'a>(p: *const c_char) -> Option<&'a str> {
         return None;
     }
     let bytes = CStr::from_ptr(p).to_bytes();
-    if !is_valid_name(bytes) {
+    if !valid_name(bytes) {
         return None;
     }
-    std::str::from_utf8(bytes).ok()
+    // SAFETY: a valid name is ASCII (letters, digits, `_.-$`), so UTF-8.
+    Some(std::str::from_utf8_unchecked(bytes))
+}
+
+/// Bytes a name may hold after its first ([`NAME_BODY`]) and as its first ([`NAME_FIRST`]).
+const NAME_BODY: [bool; 256] = byte_class(b"_.-");
+const NAME_FIRST: [bool; 256] = byte_class(b"_.");
+
+// Evaluated at compile time: an index out of range fails the build.
+#[allow(clippy::indexing_slicing)]
+const fn byte_class(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+/// `toolforge_nss_protocol::names::is_valid_name` by table (it is on every lookup's path; a
+/// unit test keeps the two in agreement): ASCII letters, digits, `_` and `.` first, then also
+/// `-`, a final `$` allowed, at most `MAX_NAME_LEN` bytes, not `.` or `..`.
+#[inline]
+fn valid_name(name: &[u8]) -> bool {
+    let Some((&first, rest)) = name.split_first() else {
+        return false;
+    };
+    if name.len() > MAX_NAME_LEN || name == b"." || name == b".." {
+        return false;
+    }
+    let body = match rest.split_last() {
+        Some((&b'$', body)) => body,
+        _ => rest,
+    };
+    let class = |t: &[bool; 256], b: u8| t.get(usize::from(b)).copied().unwrap_or(false);
+    class(&NAME_FIRST, first) && body.iter().fold(true, |ok, &c| ok & class(&NAME_BODY, c))
 }
 
 enum Filled {
     Done(Status),
     TooSmall,
+}
+
+/// An answer to fill in: a decoded response, or a group decoded from the cache file by the
+/// module's own decoder.
+enum Answer<'a> {
+    Resp(ResponseRef<'a>),
+    Group(GroupBody<'a>),
+    /// A user's gids, as little-endian u32s (see `warm::gids`).
+    Gids(&'a [u8]),
 }
 
 impl From<Result<(), TooSmall>> for Filled {
@@ -106,14 +159,33 @@ impl From<Result<(), TooSmall>> for Filled {
 fn from_cache_file(
     table: Table,
     key: &[u8],
-    fill: &mut impl FnMut(ResponseRef) -> Filled,
+    fill: &mut impl FnMut(Answer) -> Filled,
 ) -> Option<Status> {
     mapcache::with_entry(table, key, |kind, body| {
-        match ResponseRef::decode(kind, body) {
-            Ok(ResponseRef::NotFound) => Some(NOT_FOUND),
+        // Users and groups, the commonest warm answers, by the module's own decoders (the
+        // same checks as the protocol's).
+        let decoded = if kind == ResponseKind::Passwd as u16 {
+            warm::passwd(body)
+                .map(|p| Answer::Resp(ResponseRef::Passwd(p)))
+                .ok_or(())
+        } else if kind == ResponseKind::Group as u16 {
+            warm::group(body).map(Answer::Group).ok_or(())
+        } else if kind == ResponseKind::GroupIds as u16 {
+            warm::gid_list(body).map(Answer::Gids).ok_or(())
+        } else {
+            ResponseRef::decode(kind, body)
+                .map(Answer::Resp)
+                .map_err(drop)
+        };
+        match decoded {
+            Ok(Answer::Resp(ResponseRef::NotFound)) => Some(NOT_FOUND),
             Ok(
-                resp @ (ResponseRef::Passwd(_) | ResponseRef::Group(_) | ResponseRef::GroupIds(_)),
-            ) => match fill(resp) {
+                answer @ (Answer::Group(_)
+                | Answer::Gids(_)
+                | Answer::Resp(
+                    ResponseRef::Passwd(_) | ResponseRef::Group(_) | ResponseRef::GroupIds(_),
+                )),
+            ) => match fill(answer) {
                 Filled::Done(s) if s != MALFORMED => Some(s),
                 Filled::Done(_) => None,
                 // The caller retries with a bigger buffer and finds the entry again.
@@ -133,7 +205,7 @@ fn lookup(
     (table, key): (Table, &[u8]),
     req: impl FnOnce() -> Request,
     budget_ms: u64,
-    mut fill: impl FnMut(ResponseRef) -> Filled,
+    mut fill: impl FnMut(Answer) -> Filled,
 ) -> Status {
     if let Some(status) = from_cache_file(table, key, &mut fill) {
         return status;
@@ -150,7 +222,7 @@ fn lookup(
         Err(_) => return MALFORMED,
         Ok(ResponseRef::NotFound) => return NOT_FOUND,
         Ok(ResponseRef::Unavailable) | Ok(ResponseRef::Error { .. }) => return UNAVAILABLE,
-        Ok(resp) => fill(resp),
+        Ok(resp) => fill(Answer::Resp(resp)),
     };
     match filled {
         Filled::Done(s) => s,
@@ -218,7 +290,7 @@ pub unsafe extern "C" fn _nss_toolforge_getpwnam_r(
             || Request::GetPwNam(name.to_owned()),
             budget(),
             |resp| match resp {
-                ResponseRef::Passwd(p) if p.name == name.as_bytes() => {
+                Answer::Resp(ResponseRef::Passwd(p)) if p.name == name.as_bytes() => {
                     pack::passwd(&p, pwd, buf, buflen).into()
                 }
                 _ => Filled::Done(MALFORMED),
@@ -244,7 +316,9 @@ pub unsafe extern "C" fn _nss_toolforge_getpwuid_r(
             || Request::GetPwUid(uid),
             budget(),
             |resp| match resp {
-                ResponseRef::Passwd(p) if p.uid == uid => pack::passwd(&p, pwd, buf, buflen).into(),
+                Answer::Resp(ResponseRef::Passwd(p)) if p.uid == uid => {
+                    pack::passwd(&p, pwd, buf, buflen).into()
+                }
                 _ => Filled::Done(MALFORMED),
             },
         )
@@ -270,7 +344,10 @@ pub unsafe extern "C" fn _nss_toolforge_getgrnam_r(
             || Request::GetGrNam(name.to_owned()),
             budget(),
             |resp| match resp {
-                ResponseRef::Group(g) if g.name == name.as_bytes() => {
+                Answer::Group(g) if g.name == name.as_bytes() => {
+                    pack::group(pack::warm_group_parts(&g), grp, buf, buflen).into()
+                }
+                Answer::Resp(ResponseRef::Group(g)) if g.name == name.as_bytes() => {
                     pack::group(group_view(&g), grp, buf, buflen).into()
                 }
                 _ => Filled::Done(MALFORMED),
@@ -296,7 +373,10 @@ pub unsafe extern "C" fn _nss_toolforge_getgrgid_r(
             || Request::GetGrGid(gid),
             budget(),
             |resp| match resp {
-                ResponseRef::Group(g) if g.gid == gid => {
+                Answer::Group(g) if g.gid == gid => {
+                    pack::group(pack::warm_group_parts(&g), grp, buf, buflen).into()
+                }
+                Answer::Resp(ResponseRef::Group(g)) if g.gid == gid => {
                     pack::group(group_view(&g), grp, buf, buflen).into()
                 }
                 _ => Filled::Done(MALFORMED),
@@ -336,10 +416,11 @@ pub unsafe extern "C" fn _nss_toolforge_initgroups_dyn(
             || Request::InitGroups(name.to_owned()),
             budget(),
             |resp| {
-                let ResponseRef::GroupIds(gids) = resp else {
-                    return Filled::Done(MALFORMED);
-                };
-                found.set(&gids);
+                match resp {
+                    Answer::Gids(raw) => found.set_raw(raw),
+                    Answer::Resp(ResponseRef::GroupIds(gids)) => found.set(&gids),
+                    _ => return Filled::Done(MALFORMED),
+                }
                 Filled::Done(FOUND)
             },
         );
@@ -369,6 +450,25 @@ impl Gids {
             None => {
                 self.large.clear();
                 self.large.extend_from_slice(gids);
+                self.len = 0;
+            }
+        }
+    }
+
+    /// As [`Gids::set`], from little-endian bytes (`warm::gid_list`).
+    fn set_raw(&mut self, raw: &[u8]) {
+        let n = raw.len() / 4;
+        match self.small.get_mut(..n) {
+            Some(dst) => {
+                for (d, g) in dst.iter_mut().zip(warm::gids(raw)) {
+                    *d = g;
+                }
+                self.len = n;
+                self.large.clear();
+            }
+            None => {
+                self.large.clear();
+                self.large.extend(warm::gids(raw));
                 self.len = 0;
             }
         }
@@ -632,6 +732,28 @@ pub unsafe extern "C" fn _nss_toolforge_getgrent_r(
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_table_agrees_with_the_protocol() {
+        use toolforge_nss_protocol::names::is_valid_name;
+        let mut names: Vec<Vec<u8>> = vec![vec![], b".".to_vec(), b"..".to_vec(), b"...".to_vec()];
+        for a in 0..=255u8 {
+            names.push(vec![a]);
+            for b in 0..=255u8 {
+                names.push(vec![a, b]);
+                names.push(vec![b'x', a, b]);
+            }
+        }
+        for len in [254, 255, 256, 300] {
+            names.push(vec![b'a'; len]);
+            let mut dollar = vec![b'a'; len - 1];
+            dollar.push(b'$');
+            names.push(dollar);
+        }
+        for n in &names {
+            assert_eq!(valid_name(n), is_valid_name(n), "{n:?}");
+        }
+    }
 
     #[test]
     fn group_de_duplication_keeps_order_and_is_fast_on_65536_gids() {

@@ -12,7 +12,7 @@
 //! while; [`pack`] writes answers into the caller's buffer; [`enumeration`] keeps
 //! `getpwent`/`getgrent` state; [`last_reply`] answers an ERANGE retry without a round
 //! trip; [`mapcache`] answers warm lookups from the daemon's shared cache file without a
-//! round trip; [`settings`] reads the environment once; [`clock`] is the monotonic clock;
+//! round trip (its entries decoded by the protocol crate's `warm` decoders); [`settings`] reads the environment once; [`clock`] is the monotonic clock;
 //! [`trust`] decides whose directory, file and socket are believed; [`sys`] holds the raw
 //! system calls that keep the module within the glibc 2.17 baseline.
 

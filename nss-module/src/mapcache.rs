@@ -9,7 +9,8 @@
 //! retried (and after a few torn reads the daemon is asked). The caller's function may thus
 //! run on torn bytes; its result is used only when the read was whole (see
 //! [`MapCache::with_entry`]). Once a second at most, one lookup also `stat`s the path, so a
-//! file replaced without the flag (or removed) is noticed, and unmaps old files nobody reads.
+//! file replaced without the flag (or removed) is noticed, unmaps old files nobody reads, and
+//! closes the cached connection to the daemon once it has been idle long enough.
 //!
 //! Mappings live in a fixed pool of [`SLOTS`] that is never freed. A slot is unmapped or
 //! reused only while it is not current and has no registered reader; a reader registers
@@ -17,7 +18,8 @@
 //! slot a reader uses cannot be unmapped under it. Remapping takes a try-lock; a thread that
 //! finds the file superseded remaps only if no other thread has done so meanwhile. A fork
 //! handler resets, in the child, the reader counts and the lock that threads of the parent
-//! held (they do not exist in the child).
+//! held (they do not exist in the child); it also makes the connections and the enumeration
+//! state of the parent's threads the child's to drop (see `connection`, `enumeration`).
 //!
 //! Trust and faults: the runtime directory must be trusted (`trust::trusted_dir`), and the
 //! file a regular file owned by root or the daemon and writable by no one else, so only they
@@ -235,7 +237,7 @@ impl MapCache {
 
     /// At most once a second (of `now_secs`, the coarse wall clock: a clock step costs one
     /// extra check at most): `stat` the path and remap when it is another file (or none),
-    /// then unmap old files no one reads.
+    /// then unmap old files no one reads, and close the cached connection if it is idle.
     fn maintain(&self, dir: &CStr, path: &CStr, now_secs: u64) {
         let now = now_secs.saturating_add(1);
         let last = self.checked.load(Ordering::Relaxed);
@@ -258,6 +260,7 @@ impl MapCache {
         } else if let Some(_lock) = self.try_lock() {
             self.sweep();
         }
+        crate::connection::close_if_idle();
     }
 
     /// Maps the file now at `path` and makes it current (or makes no file current when
@@ -395,6 +398,7 @@ static FORK_HANDLER: AtomicBool = AtomicBool::new(false);
 unsafe extern "C" fn in_child() {
     GLOBAL.after_fork_in_child();
     crate::connection::after_fork_in_child();
+    crate::enumeration::after_fork_in_child();
 }
 
 /// Registers (once) the handler that makes a forked child's state usable.

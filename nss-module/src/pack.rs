@@ -4,6 +4,7 @@
 
 use std::os::raw::c_char;
 
+use toolforge_nss_protocol::warm::{GroupBody, Members};
 use toolforge_nss_protocol::PasswdRef;
 
 /// The buffer is too small (or NULL): the caller answers TRYAGAIN/ERANGE.
@@ -67,6 +68,18 @@ pub struct GroupParts<'a, I: Iterator<Item = &'a [u8]>> {
     /// Sum of member name lengths, without NULs.
     pub member_bytes: usize,
     pub members: I,
+}
+
+/// What [`group`] writes for a group decoded from the cache file.
+pub fn warm_group_parts<'a>(g: &GroupBody<'a>) -> GroupParts<'a, Members<'a>> {
+    GroupParts {
+        name: g.name,
+        passwd: g.passwd,
+        gid: g.gid,
+        member_count: g.member_count(),
+        member_bytes: g.member_bytes(),
+        members: g.members(),
+    }
 }
 
 /// Fills `grp` using `buf[..buflen]`: the aligned, NULL-terminated member pointer array first,

@@ -88,12 +88,20 @@ static SETTINGS: AtomicPtr<Settings> = AtomicPtr::new(std::ptr::null_mut());
 
 /// The process's settings. Racing first calls may each build one; one wins, the others are
 /// freed. No `Once`: a fork during initialisation must not leave a lock held in the child.
+#[inline]
 pub fn get() -> &'static Settings {
     let p = SETTINGS.load(Ordering::Acquire);
     if !p.is_null() {
         // SAFETY: published pointers come from Box::into_raw and are never freed.
         return unsafe { &*p };
     }
+    init()
+}
+
+/// The first call's part of [`get`]: builds and publishes the settings.
+#[cold]
+#[inline(never)]
+fn init() -> &'static Settings {
     let fresh = Box::into_raw(Box::new(Settings::from_env()));
     match SETTINGS.compare_exchange(
         std::ptr::null_mut(),

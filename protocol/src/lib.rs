@@ -20,6 +20,7 @@ pub mod mapfile;
 pub mod message;
 pub mod names;
 pub mod sss;
+pub mod warm;
 mod wire;
 
 pub use frame::{

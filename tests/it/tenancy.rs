@@ -1,7 +1,8 @@
 //! Tenants share a node: what another uid can do in or around the runtime directory cannot
 //! forge identity or kill a reader, the shared cache data pinned by many idle processes stays
 //! bounded, it does not list other tenants' misses, and the module survives thread
-//! cancellation and forks. Real programs (`getent`, a small C helper) run with the module in a
+//! cancellation and forks; its connection to the daemon is retried when the daemon is busy
+//! or its listen backlog full, and closed before the daemon's idle timeout. Real programs (`getent`, a small C helper) run with the module in a
 //! private mount namespace; files and sockets of "another uid" are made with chown and by a
 //! child process that drops to that uid.
 
@@ -398,17 +399,53 @@ fn misses_are_not_listed_in_the_shared_data() {
     assert!(d.stop());
 }
 
+/// Runs the helper's fork mode (`fork USER N [ent]`) with the module pointed at `d`, and
+/// asserts that every child was fully usable and the parent's threads never failed. A failure
+/// names the child, the lookup and how it failed (see tests/it/c/tenancy.c).
+fn forked_children_are_usable(d: &Daemon, user: &str, forks: &str, mode: &[&str]) {
+    let nss = Nss::new(&d.runtime_dir(), "toolforge");
+    let mut args = vec![helper().to_str().unwrap(), "fork", user, forks];
+    args.extend(mode);
+    // A generous budget: a loaded machine's slow answer is not what is tested here (a timeout
+    // would open the breaker, and children inherit it).
+    let r = nss.run_env(&args, &[("TOOLFORGE_NSS_TIMEOUT_MS", "5000")]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.stdout.trim(), "failures=0", "{r:?}");
+    assert!(!r.stderr.contains("parent"), "{r:?}");
+}
+
 #[test]
 fn a_fork_while_other_threads_read_leaves_the_child_usable() {
+    // A daemon of its own: the shared daemon's entries may be past their refresh point by the
+    // time this runs (then every lookup asks the daemon), and other tests spend uid 0's budget.
     let env = shared(Schema::Rfc2307);
     let user = env.fixture.developer(false).name.clone();
-    let nss = Nss::new(&env.daemon.runtime_dir(), "toolforge");
+    let mut d = Daemon::start(&[env.slapd.uri()], Schema::Rfc2307, "");
+    let nss = Nss::new(&d.runtime_dir(), "toolforge");
     assert_eq!(nss.run(&["getent", "passwd", &user]).code, Some(0));
-    env.daemon
-        .wait_for_cache_file(Table::PasswdByName, user.as_bytes())
+    d.wait_for_cache_file(Table::PasswdByName, user.as_bytes())
         .unwrap();
-    let r = nss.run(&[helper().to_str().unwrap(), "fork", &user, "300"]);
-    assert_eq!(r.stdout.trim(), "failures=0", "{r:?}");
+    // The parent's threads read the shared mapping (reader counts, seqlock) when it forks.
+    forked_children_are_usable(&d, &user, "300", &[]);
+    assert!(d.stop());
+}
+
+#[test]
+fn a_fork_while_other_threads_hold_connections_leaves_the_child_usable() {
+    // No cache file: every lookup of the parent's threads holds a connection, and one of
+    // them enumerates (the module's enumeration lock) when it forks. A child closes its
+    // copies of the parent's sockets, frees that lock, and makes connections of its own.
+    let env = shared(Schema::Rfc2307);
+    let user = env.fixture.developer(false).name.clone();
+    let mut d = Daemon::start(
+        &[env.slapd.uri()],
+        Schema::Rfc2307,
+        "[cache]\nmap_file_max_mib = 0\n",
+    );
+    let nss = Nss::new(&d.runtime_dir(), "toolforge");
+    assert_eq!(nss.run(&["getent", "passwd", &user]).code, Some(0));
+    forked_children_are_usable(&d, &user, "200", &["ent"]);
+    assert!(d.stop());
 }
 
 #[test]
@@ -456,4 +493,165 @@ fn a_busy_daemon_is_asked_again_within_the_budget() {
         r.elapsed,
         d.log()
     );
+}
+
+/// A listening socket at `path` with a listen backlog of 0 (one pending connection fills it).
+fn listener_with_no_backlog(path: &Path) -> UnixListener {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a fresh fd, which the listener then owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr
+            .sun_path
+            .iter_mut()
+            .zip(path.as_os_str().as_encoded_bytes())
+        {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, std::ptr::addr_of!(addr).cast(), len), 0);
+        assert_eq!(libc::listen(fd, 0), 0);
+        UnixListener::from_raw_fd(fd)
+    }
+}
+
+/// Whether a non-blocking connect to `path` fails with EAGAIN (the backlog is full).
+fn backlog_full(path: &Path) -> bool {
+    // SAFETY: as above; the fd is closed before returning.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr
+            .sun_path
+            .iter_mut()
+            .zip(path.as_os_str().as_encoded_bytes())
+        {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let rc = libc::connect(fd, std::ptr::addr_of!(addr).cast(), len);
+        let err = std::io::Error::last_os_error().raw_os_error();
+        libc::close(fd);
+        rc != 0 && err == Some(libc::EAGAIN)
+    }
+}
+
+/// Answers every request on `s` with the forged user (a stand-in daemon, running as root).
+fn answer_forged(mut s: std::os::unix::net::UnixStream) {
+    loop {
+        let mut head = [0u8; 24];
+        if s.read_exact(&mut head).is_err() {
+            return;
+        }
+        let id = u32::from_le_bytes(head[16..20].try_into().unwrap());
+        let len = u32::from_le_bytes(head[20..24].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len];
+        if s.read_exact(&mut body).is_err() {
+            return;
+        }
+        let reply = Response::Passwd(forged_passwd()).encode(id, 0, Capabilities::ALL);
+        if s.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_full_listen_backlog_is_retried_within_the_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = runtime_dir(tmp.path(), 0, 0o755);
+    let path = dir.join("socket");
+    let listener = listener_with_no_backlog(&path);
+    // One connection waits in the backlog: every further connect gets EAGAIN until the
+    // daemon (this test) starts accepting, 400 ms later.
+    let filler = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    assert!(backlog_full(&path), "the backlog is not full: not a test");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            listener.set_nonblocking(true).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        std::thread::spawn(move || answer_forged(s));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })
+    };
+    let nss = Nss::new(&dir, "toolforge");
+    let r = nss.run_env(
+        &["getent", "passwd", FORGED],
+        &[("TOOLFORGE_NSS_TIMEOUT_MS", "5000")],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+    drop(filler);
+    assert_eq!(r.code, Some(0), "not tried again: {r:?}");
+    assert!(r.stdout.starts_with("forged:x:4242:"), "{r:?}");
+    assert!(
+        r.elapsed >= Duration::from_millis(350),
+        "answered before the backlog had room: {r:?}"
+    );
+}
+
+#[test]
+fn the_idle_connection_is_closed_before_the_daemon_would() {
+    let env = shared(Schema::Rfc2307);
+    // The daemon's default idle timeout (30 s) is what the module must stay under.
+    let mut d = Daemon::start(&[env.slapd.uri()], Schema::Rfc2307, "");
+    let user = env.fixture.developer(true).name.clone();
+    let nss = Nss::new(&d.runtime_dir(), "toolforge");
+    // One lookup a second for 27 s: the first asks the daemon (a new entry for this daemon)
+    // and keeps the connection; the others are answered from the cache file.
+    let c = nss
+        .command(&[helper().to_str().unwrap(), "every", &user, "1000", "28"])
+        .env("TOOLFORGE_NSS_TIMEOUT_MS", "5000")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut c = Reaped(c);
+    let out = BufReader::new(c.0.stdout.take().unwrap());
+    let mut held = Vec::new();
+    for line in out.lines().skip(1) {
+        let line = line.unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[0], "ok", "{line}");
+        held.push((f[2].parse::<u64>().unwrap(), f[1].parse::<u32>().unwrap()));
+    }
+    let _ = c.0.wait();
+    let idle_close = 20_000; // nss-module's connection::IDLE_CLOSE_MS
+    assert_eq!(held.len(), 28, "{held:?}");
+    assert_eq!(
+        held[0].1, 1,
+        "the first lookup keeps its connection: {held:?}"
+    );
+    // Kept while it is worth reusing; gone once idle for the module's limit (plus the
+    // once-a-second check and a loaded machine's margin), long before the daemon's 30 s.
+    for &(ms, n) in &held {
+        if ms < idle_close - 2_000 {
+            assert_eq!(n, 1, "closed early, at {ms} ms: {held:?}");
+        }
+        if ms > idle_close + 4_000 {
+            assert_eq!(n, 0, "still open at {ms} ms: {held:?}");
+        }
+    }
+    assert!(
+        held.iter().any(|&(ms, n)| n == 0 && ms < 29_000),
+        "not closed before the daemon's idle timeout: {held:?}"
+    );
+    assert!(d.stop());
 }
