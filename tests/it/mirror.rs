@@ -717,3 +717,67 @@ fn failover_to_a_second_server_reloads_and_follows_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The sync connection lost: the mirror keeps answering (degraded), flagged stale only once
+/// `max_stale_secs` passed without a successful sync, and fresh again once the server is back.
+#[test]
+fn answers_are_flagged_stale_after_max_stale_secs_without_a_sync() {
+    use toolforge_nss_protocol::frame::FLAG_STALE;
+    use toolforge_nss_tests::client::query_with_header;
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let mut slapd = Slapd::start_opts(
+        &fixture,
+        None,
+        Options {
+            syncprov: true,
+            ..Options::default()
+        },
+    );
+    let d = Daemon::start(
+        &[slapd.uri()],
+        Schema::Rfc2307bis,
+        &format!(
+            "[cache]\nmax_stale_secs = 3\n{}",
+            mirror_config("syncrepl", 30, 3600, "")
+        ),
+    );
+    wait_complete(&d, Duration::from_secs(20));
+    let name = fixture.tool().name.clone();
+    let ask = || query_with_header(&d.socket(), &Request::GetPwNam(name.clone()));
+    let (h, got) = ask();
+    assert!(matches!(got, Response::Passwd(_)));
+    assert_eq!(h.flags & FLAG_STALE, 0);
+    slapd.stop();
+    let stopped = Instant::now();
+    let deadline = stopped + Duration::from_secs(3 + 5 + 5) + SLACK; // max_stale + heartbeat
+    loop {
+        let (h, got) = ask();
+        assert!(
+            matches!(got, Response::Passwd(_)),
+            "still answered: {got:?}"
+        );
+        if h.flags & FLAG_STALE != 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never flagged stale:\n{}",
+            status(&d)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "flagged stale too early ({:?})",
+        stopped.elapsed()
+    );
+    assert_eq!(status_value(&d, "mirror_state"), "degraded");
+    assert_eq!(status_value(&d, "mirror_stale"), "true");
+    slapd.restart();
+    let deadline = Instant::now() + Duration::from_secs(30) + SLACK; // reconnect backoff
+    while ask().0.flags & FLAG_STALE != 0 {
+        assert!(Instant::now() < deadline, "{}", status(&d));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(status_value(&d, "mirror_state"), "complete");
+}

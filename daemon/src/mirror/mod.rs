@@ -76,6 +76,8 @@ pub struct Mirror {
     /// Sync cookies by stream (`users:BASE`, `groups:BASE`), saved with the entries.
     pub(crate) cookies: Mutex<HashMap<String, (Vec<u8>, SystemTime)>>,
     complete: AtomicBool,
+    /// A persist search is in its persist phase: the mirror is in sync as long as it lasts.
+    live: AtomicBool,
     phase: Mutex<Phase>,
     /// `syncrepl` or `poll` once decided, `-` before.
     mode: Mutex<&'static str>,
@@ -111,6 +113,7 @@ impl Mirror {
             )),
             cookies: Mutex::new(HashMap::new()),
             complete: AtomicBool::new(false),
+            live: AtomicBool::new(false),
             phase: Mutex::new(Phase::Loading),
             mode: Mutex::new("-"),
             server: Mutex::new(String::new()),
@@ -167,8 +170,12 @@ impl Mirror {
             .counts()
     }
 
-    /// Answers flagged stale: no successful sync for `max_stale_secs`.
+    /// Answers flagged stale: no successful sync for `max_stale_secs` (a live persist search
+    /// is in sync however quiet it is).
     pub fn stale(&self) -> bool {
+        if self.live.load(Ordering::Acquire) {
+            return false;
+        }
         let last = *self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
         last.is_none_or(|t| {
             SystemTime::now().duration_since(t).unwrap_or_default() > self.max_stale
@@ -183,8 +190,19 @@ impl Mirror {
         }
     }
 
+    /// A persist search entered (true) or left (false) its persist phase; leaving it, the
+    /// mirror was in sync until now.
+    pub fn set_live(&self, live: bool) {
+        if !live && self.live.swap(false, Ordering::AcqRel) {
+            *self.last_sync.lock().unwrap_or_else(|e| e.into_inner()) = Some(SystemTime::now());
+        } else if live {
+            self.live.store(true, Ordering::Release);
+        }
+    }
+
     /// The sync connection failed: still authoritative when loaded, but degraded.
     pub fn degraded(&self) {
+        self.set_live(false);
         if self.is_complete() {
             self.set_phase(Phase::Degraded);
         }

@@ -415,5 +415,6 @@ fn refreshed(m: &Mirror, mentioned: &mut Option<HashSet<String>>) {
     *mentioned = None;
     m.became_complete();
     m.synced();
+    m.set_live(true);
     debug!("sync: refresh done, persisting");
 }
