@@ -781,3 +781,30 @@ fn answers_are_flagged_stale_after_max_stale_secs_without_a_sync() {
     }
     assert_eq!(status_value(&d, "mirror_state"), "complete");
 }
+
+/// Polling across a restart: changes made while the daemon was down arrive with the first
+/// poll, not at the next full reconciliation, and without a second load. (A short outage is
+/// also covered by the poll's 60 s margin; that the first poll asks from the persisted last
+/// sync, which covers long ones, is not told apart here.)
+#[test]
+fn polling_resumes_from_the_last_sync_after_a_restart() {
+    let mut env = start(false, &mirror_config("poll", 1, 3600, ""));
+    std::thread::sleep(Duration::from_secs(6)); // saved
+    env.daemon.kill();
+    ldap_tool("ldapmodify", &env.slapd, &new_user_ldif("polldown", 63000));
+    env.daemon.restart();
+    let sock = env.daemon.socket();
+    let deadline = Instant::now() + Duration::from_secs(1 + 1) + SLACK;
+    while !matches!(query(&sock, &Request::GetPwNam("polldown".into())), Response::Passwd(p) if p.uid == 63000)
+    {
+        assert!(Instant::now() < deadline, "{}", env.daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = env.daemon.log();
+    assert!(log.contains("mirror restored from disk"), "{log}");
+    assert_eq!(
+        log.matches("mirror loaded").count(),
+        1,
+        "no second load:\n{log}"
+    );
+}

@@ -537,7 +537,11 @@ async fn session(m: &Arc<Mirror>) -> Result<(), String> {
     };
     m.set_mode(if syncrepl { "syncrepl" } else { "poll" });
     info!(server = %uri, mode = m.mode(), "mirror connected");
+    // When the mirror was last known current: the poller asks for what changed since.
+    let mut current_since =
+        (*m.last_sync.lock().unwrap_or_else(|e| e.into_inner())).unwrap_or(SystemTime::UNIX_EPOCH);
     if !m.is_complete() || primed {
+        current_since = SystemTime::now();
         let started = Instant::now();
         let state = load::full(m, ldap.clone()).await?;
         let n = state.len();
@@ -551,13 +555,13 @@ async fn session(m: &Arc<Mirror>) -> Result<(), String> {
             Err(sync::SyncError::Refused(why)) if m.cfg.mode == MirrorMode::Auto => {
                 warn!(reason = %why, "the server refused the sync search: polling instead");
                 m.set_mode("poll");
-                poll::run(m, ldap).await
+                poll::run(m, ldap, current_since).await
             }
             Err(e) => Err(e.to_string()),
             Ok(()) => Ok(()),
         }
     } else {
-        poll::run(m, ldap).await
+        poll::run(m, ldap, current_since).await
     }
 }
 

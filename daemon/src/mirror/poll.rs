@@ -39,12 +39,14 @@ pub fn generalized_time(t: SystemTime) -> String {
     )
 }
 
-/// Polls until the connection fails.
-pub async fn run(m: &Arc<Mirror>, ldap: Ldap) -> Result<(), String> {
+/// Polls until the connection fails. `since`: when the mirror was last known current (the
+/// start of the load it holds, or its last successful sync before a restart), so that the
+/// first poll picks up what changed meanwhile.
+pub async fn run(m: &Arc<Mirror>, ldap: Ldap, since: SystemTime) -> Result<(), String> {
     let every = Duration::from_secs(m.cfg.poll_interval_secs);
     let full_every = Duration::from_secs(m.cfg.full_refresh_secs);
     let mut last_full = Instant::now();
-    let mut since = SystemTime::now();
+    let mut since = since;
     loop {
         tokio::time::sleep(every).await;
         if last_full.elapsed() >= full_every {
