@@ -51,12 +51,12 @@ pub struct State {
     /// Key -> the user's normalised DN (initgroups starts from it).
     user_ndn: HashMap<String, String>,
     group_by_dn: HashMap<String, String>,
-    users_by_name: HashMap<String, HashSet<String>>,
-    users_by_uid: HashMap<u32, HashSet<String>>,
-    groups_by_name: HashMap<String, HashSet<String>>,
-    groups_by_gid: HashMap<u32, HashSet<String>>,
+    users_by_name: HashMap<String, Keys>,
+    users_by_uid: HashMap<u32, Keys>,
+    groups_by_name: HashMap<String, Keys>,
+    groups_by_gid: HashMap<u32, Keys>,
     /// Member value (name or lowercased DN) -> keys of the groups that list it.
-    member_of: HashMap<String, HashSet<String>>,
+    member_of: HashMap<String, Keys>,
 }
 
 /// What the mirror answers for one lookup (policy applied).
@@ -68,14 +68,22 @@ pub enum Answer {
     NotFound,
 }
 
-fn index<K: std::hash::Hash + Eq>(m: &mut HashMap<K, HashSet<String>>, k: K, key: &str) {
-    m.entry(k).or_default().insert(key.to_owned());
+/// The keys of the entries an index value points to: almost always one, so a small vector
+/// (a set per value would cost a hash table each).
+type Keys = Vec<String>;
+
+fn index<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Keys>, k: K, key: &str) {
+    let keys = m.entry(k).or_default();
+    if !keys.iter().any(|x| x == key) {
+        keys.push(key.to_owned());
+        keys.shrink_to_fit();
+    }
 }
 
-fn unindex<K: std::hash::Hash + Eq>(m: &mut HashMap<K, HashSet<String>>, k: &K, key: &str) {
-    if let Some(set) = m.get_mut(k) {
-        set.remove(key);
-        if set.is_empty() {
+fn unindex<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Keys>, k: &K, key: &str) {
+    if let Some(keys) = m.get_mut(k) {
+        keys.retain(|x| x != key);
+        if keys.is_empty() {
             m.remove(k);
         }
     }
@@ -83,9 +91,11 @@ fn unindex<K: std::hash::Hash + Eq>(m: &mut HashMap<K, HashSet<String>>, k: &K, 
 
 /// The single key of an index entry; none when absent or ambiguous (several entries claim
 /// the name or id: serving either would hand one the other's files).
-fn only<'a, K: std::hash::Hash + Eq>(m: &'a HashMap<K, HashSet<String>>, k: &K) -> Option<&'a str> {
-    let set = m.get(k)?;
-    (set.len() == 1).then(|| set.iter().next().map(String::as_str))?
+fn only<'a, K: std::hash::Hash + Eq>(m: &'a HashMap<K, Keys>, k: &K) -> Option<&'a str> {
+    match m.get(k)?.as_slice() {
+        [one] => Some(one.as_str()),
+        _ => None,
+    }
 }
 
 impl State {
