@@ -19,6 +19,54 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub mirror: MirrorConfig,
+}
+
+/// How the mirror hears about changes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorMode {
+    /// RFC 4533 when the server advertises it (root DSE `supportedControl`) and lets the
+    /// bind identity use it; polling otherwise.
+    #[default]
+    Auto,
+    /// RFC 4533 `refreshAndPersist` only (a server that refuses it leaves the mirror
+    /// degraded, retried with backoff).
+    Syncrepl,
+    /// `modifyTimestamp` polling plus periodic full reconciliation.
+    Poll,
+}
+
+/// `[mirror]` (issue 13): the whole directory held in memory on every node and kept current;
+/// once loaded it answers every lookup, found or not, with no directory query.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    /// Default false: lookup mode (cache + directory queries).
+    pub enabled: bool,
+    /// `auto` (default), `syncrepl` or `poll`.
+    pub mode: MirrorMode,
+    /// Polling: look for entries changed since the last poll this often. Default 30 s.
+    pub poll_interval_secs: u64,
+    /// Polling: reload everything this often (finds deletions and renames) and swap it in.
+    /// Default 3600 s.
+    pub full_refresh_secs: u64,
+    /// Most users plus groups held; a directory beyond it is logged as an error and the
+    /// daemon stays in (or falls back to) lookup mode. Default 200000.
+    pub max_entries: usize,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            enabled: false,
+            mode: MirrorMode::Auto,
+            poll_interval_secs: 30,
+            full_refresh_secs: 3600,
+            max_entries: 200_000,
+        }
+    }
 }
 
 /// `[metrics]`: an optional Prometheus text endpoint.

@@ -184,6 +184,7 @@ fn the_example_config_is_valid_and_documents_every_default() {
     assert_eq!(c.cache, CacheConfig::default());
     assert_eq!(c.policy, PolicyConfig::default());
     assert_eq!(c.metrics, MetricsConfig::default());
+    assert_eq!(c.mirror, MirrorConfig::default());
     assert_eq!(c.ldap.attributes, AttributeMap::default());
     assert_eq!(c.ldap.connect_timeout_ms, 2000);
     assert_eq!(c.ldap.search_timeout_ms, 5000);
@@ -249,4 +250,18 @@ fn sss_compat_dir_is_off_by_default_and_checked_when_set() {
     }
     let long = format!("/{}", "d".repeat(110));
     assert!(error_of(&with(&long)).contains("too long"));
+}
+
+#[test]
+fn mirror_section_parses_and_is_checked() {
+    let c = parse(&format!("{MINIMAL}[mirror]\nenabled = true\nmode = \"poll\"\npoll_interval_secs = 2\nfull_refresh_secs = 10\n")).unwrap();
+    assert!(c.mirror.enabled);
+    assert_eq!(c.mirror.mode, MirrorMode::Poll);
+    assert_eq!(c.mirror.poll_interval_secs, 2);
+    let e = error_of(&format!(
+        "{MINIMAL}[mirror]\npoll_interval_secs = 60\nfull_refresh_secs = 10\n"
+    ));
+    assert!(e.contains("mirror.full_refresh_secs"), "{e}");
+    let e = error_of(&format!("{MINIMAL}[mirror]\nmode = \"push\"\n"));
+    assert!(e.contains("mode") || e.contains("syncrepl"), "{e}");
 }

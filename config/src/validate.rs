@@ -426,6 +426,22 @@ pub(crate) fn validate(c: &Config) -> Result<(), Violation> {
         60_000,
     )?;
 
+    let m = &c.mirror;
+    check_range("mirror.poll_interval_secs", m.poll_interval_secs, 1, 86_400)?;
+    check_range(
+        "mirror.full_refresh_secs",
+        m.full_refresh_secs,
+        1,
+        7 * 86_400,
+    )?;
+    check(
+        m.full_refresh_secs >= m.poll_interval_secs,
+        "mirror.full_refresh_secs",
+        m.full_refresh_secs,
+        "must not be below mirror.poll_interval_secs",
+    )?;
+    check_range("mirror.max_entries", m.max_entries as u64, 1, 10_000_000)?;
+
     let p = &c.policy;
     check_names("policy.filter_users", &p.filter_users)?;
     check_names("policy.filter_groups", &p.filter_groups)?;

@@ -207,7 +207,9 @@ pub async fn publish_now(publisher: Arc<Publisher>, resolver: Arc<Daemon>) {
 /// Whether the daemon can answer: a server answered once, or a persisted cache was loaded
 /// (or handed over); never once it has handed over to a new daemon.
 pub fn ready(r: &Daemon) -> bool {
-    (r.directory().ever_connected() || r.stats.loaded_from_disk.load(Ordering::Relaxed))
+    (r.directory().ever_connected()
+        || r.stats.loaded_from_disk.load(Ordering::Relaxed)
+        || r.mirror.get().is_some_and(|m| m.is_complete()))
         && !matches!(
             handover::lifecycle().phase(),
             Phase::HandedOver | Phase::Abandoned
@@ -455,6 +457,12 @@ pub fn status(r: &Daemon, started: Instant) -> String {
     };
     let _ = writeln!(s, "hit_ratio: {ratio:.4}");
     let _ = writeln!(s, "directory_searches: {}", dir.search_count());
+    match r.mirror.get() {
+        Some(m) => m.status_lines(&mut s),
+        None => {
+            let _ = writeln!(s, "mirror_state: off");
+        }
+    }
     let ps = dir.pool_stats();
     let (open, ops) = dir.pool_load();
     let _ = writeln!(

@@ -13,6 +13,9 @@
 //! from a running daemon; [`upgrade`] starts a successor on SIGUSR2 and speaks systemd's
 //! readiness protocol.
 //!
+//! [`mirror`] (issue 13) holds the whole directory in memory, kept current by RFC 4533 sync
+//! or polling, and answers every lookup once loaded.
+//!
 //! The daemon never resolves users or groups through NSS itself.
 
 pub mod admin;
@@ -27,6 +30,7 @@ pub mod histogram;
 pub mod mapping;
 pub mod memory;
 pub mod metrics;
+pub mod mirror;
 pub mod peers;
 pub mod persist;
 pub mod policy;

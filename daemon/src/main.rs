@@ -27,7 +27,7 @@ use toolforge_nssd::handover::{self, Phase, Start};
 use toolforge_nssd::publish::Publisher;
 use toolforge_nssd::resolver::Resolver;
 use toolforge_nssd::server::{self, Listener};
-use toolforge_nssd::{admin, metrics, persist, privileges, sss, upgrade};
+use toolforge_nssd::{admin, metrics, mirror, persist, privileges, sss, upgrade};
 
 /// Caching LDAP name-service daemon for containers (serves libnss_toolforge.so.2).
 #[derive(Parser, Debug)]
@@ -303,6 +303,9 @@ async fn run(args: Args, config: Config) -> ExitCode {
         },
         std::time::Duration::from_secs(5),
     ));
+    if config.mirror.enabled {
+        start_mirror(&resolver, &config).await;
+    }
     tokio::spawn(reload_on_sighup(resolver.clone(), path, config.clone()));
     if persisting {
         tokio::spawn(persist_periodically(
@@ -358,6 +361,9 @@ async fn run(args: Args, config: Config) -> ExitCode {
     if persisting {
         save(&resolver, &config.daemon.cache_dir).await;
     }
+    if let Some(m) = resolver.mirror.get() {
+        m.save().await;
+    }
     info!("stopped");
     if life.phase() == Phase::Abandoned {
         return ExitCode::FAILURE;
@@ -398,6 +404,18 @@ async fn prefetch(resolver: Arc<Daemon>, users: Vec<String>, groups: Vec<String>
         resolver.resolve(Request::GetGrNam(g), Internal).await;
     }
     info!(entries = n, "prefetch done");
+}
+
+/// Mirror mode (issue 13): the mirror's own task (restore, load, sync or poll) and the
+/// invalidation of cached answers on every change it applies.
+async fn start_mirror(resolver: &Arc<Daemon>, config: &Config) {
+    let m = mirror::Mirror::new(config);
+    mirror::restore(&m).await;
+    if resolver.mirror.set(m.clone()).is_ok() {
+        tokio::spawn(mirror::invalidate_on_change(m.clone(), resolver.clone()));
+        tokio::spawn(mirror::run(m));
+        info!(mode = ?config.mirror.mode, "mirror mode on: loading the directory in the background");
+    }
 }
 
 async fn fail_back(resolver: Arc<Daemon>) {
@@ -526,7 +544,13 @@ async fn publish_periodically(
         tokio::time::sleep(delay).await;
         let started = std::time::Instant::now();
         admin::publish_now(publisher.clone(), resolver.clone()).await;
-        tokio::time::sleep(started.elapsed() * 9).await;
+        let mut pace = started.elapsed() * 9;
+        if resolver.mirror.get().is_some_and(|m| m.is_complete()) {
+            // Mirror mode (issue 13): the whole directory is rebuilt for every change; a
+            // change must still reach every container within about a second.
+            pace = pace.min(mirror::publish::MAX_PACE);
+        }
+        tokio::time::sleep(pace).await;
     }
 }
 

@@ -220,6 +220,9 @@ pub fn render(r: &Daemon) -> String {
         "1 when the daemon can answer (directory reached once or cache loaded).",
     );
     let _ = writeln!(s, "toolforge_nss_ready {}", u8::from(ready(r)));
+    if let Some(m) = r.mirror.get() {
+        m.metrics_lines(&mut s);
+    }
     s
 }
 

@@ -298,6 +298,8 @@ pub struct Resolver<D: Directory> {
     pub stats: Stats,
     /// Budget and fair queue of directory work, by peer uid.
     pub admission: Arc<Admission>,
+    /// Mirror mode (issue 13): set at start when `[mirror] enabled`.
+    pub mirror: std::sync::OnceLock<Arc<crate::mirror::Mirror>>,
 }
 
 impl<D: Directory> Resolver<D> {
@@ -312,6 +314,7 @@ impl<D: Directory> Resolver<D> {
             enumerations: Enumerations::new(Duration::from_secs(config.cache.positive_ttl_secs)),
             stats: Stats::default(),
             admission: Admission::new(Limits::from(config)),
+            mirror: std::sync::OnceLock::new(),
         })
     }
 
@@ -408,6 +411,11 @@ impl<D: Directory> Resolver<D> {
         }
     }
 
+    /// The policy in force (mirror publication applies it as lookups do).
+    pub fn policy(&self) -> Policy {
+        self.settings().policy.clone()
+    }
+
     /// The TTL in force for a found answer to `req` (users, or groups and initgroups).
     pub fn positive_ttl(&self, req: &Request) -> Duration {
         let s = self.settings();
@@ -418,6 +426,9 @@ impl<D: Directory> Resolver<D> {
     }
 
     async fn answer(self: &Arc<Self>, req: Request, caller: Caller) -> Reply {
+        if let Some(reply) = self.mirror_answer(&req) {
+            return reply;
+        }
         match req {
             Request::GetPwNam(name) => {
                 let o = self.user(UserKey::Name(name), caller).await;
@@ -446,6 +457,40 @@ impl<D: Directory> Resolver<D> {
                 self.list(Listing::Groups, generation, cursor).await
             }
         }
+    }
+
+    /// Mirror mode (issue 13): once the mirror is complete it answers every keyed lookup,
+    /// found or not, with no directory query and nothing cached (the mirror itself is what
+    /// the shared cache data publishes, see `mirror::publish`).
+    fn mirror_answer(&self, req: &Request) -> Option<Reply> {
+        use crate::mirror::Answer;
+        let (answer, stale) = self.mirror.get()?.answer(req, &self.settings().policy)?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        let (kind, body) = match answer {
+            Answer::NotFound => return Some(Reply::Message(Response::NotFound)),
+            Answer::User(record) => {
+                let body = encode(&Response::Passwd(record.passwd.clone()));
+                let e = Arc::new(Encoded { record, body });
+                (ResponseKind::Passwd, BodyRef::User(e))
+            }
+            Answer::Group(record)
+                if Response::group_encoded_len(&record.group) <= MAX_RESPONSE_BODY as usize =>
+            {
+                let body = encode(&Response::Group(record.group.clone()));
+                let e = Arc::new(Encoded { record, body });
+                (ResponseKind::Group, BodyRef::Group(e))
+            }
+            Answer::Group(rec) => {
+                warn!(dn = %rec.dn, members = rec.group.members.len(), "group too large to serve");
+                return Some(Reply::Message(Response::NotFound));
+            }
+            Answer::Ids(gids) => {
+                let body = encode(&Response::GroupIds(gids.clone()));
+                let e = Arc::new(Encoded { record: gids, body });
+                (ResponseKind::GroupIds, BodyRef::Ids(e))
+            }
+        };
+        Some(Reply::Body { kind, body, stale })
     }
 
     fn reply<V>(

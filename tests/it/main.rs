@@ -15,6 +15,7 @@ mod env;
 mod images;
 mod lifecycle;
 mod maps;
+mod mirror;
 mod module_abi;
 mod ops;
 mod protocol_abuse;

@@ -25,10 +25,32 @@ pub struct Slapd {
     child: Option<Child>,
 }
 
+/// Server options beyond the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Load the `syncprov` overlay (RFC 4533 Content Synchronization provider), with a
+    /// session log so that deletions reach a resuming consumer without a present phase.
+    pub syncprov: bool,
+    /// With `syncprov`: `syncprov-nopresent TRUE` and a session log of 50 changes, so that a
+    /// consumer resuming from a cookie older than the log gets `e-syncRefreshRequired`.
+    pub nopresent: bool,
+}
+
 /// The size limits of [`Slapd::start`]: 1000 entries per plain search, paged unlimited.
 pub const DEFAULT_LIMITS: &str = "size.soft=1000 size.hard=1000 size.prtotal=unlimited";
 
-fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>, limits: &str) -> String {
+fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>, limits: &str, opts: Options) -> String {
+    let (module, overlay) = match (opts.syncprov, opts.nopresent) {
+        (true, false) => (
+            "moduleload syncprov\n",
+            "index entryUUID,entryCSN eq\noverlay syncprov\nsyncprov-checkpoint 10 1\nsyncprov-sessionlog 200\n",
+        ),
+        (true, true) => (
+            "moduleload syncprov\n",
+            "index entryUUID,entryCSN eq\noverlay syncprov\nsyncprov-checkpoint 10 1\nsyncprov-sessionlog 50\nsyncprov-nopresent TRUE\n",
+        ),
+        (false, _) => ("", ""),
+    };
     let tls = tls
         .map(|(ca, cert, key)| {
             format!(
@@ -46,7 +68,7 @@ include /etc/ldap/schema/nis.schema
 include /etc/ldap/schema/inetorgperson.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
-pidfile {d}/slapd.pid
+{module}pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
 sizelimit {limits}
 {tls}database mdb
@@ -57,7 +79,7 @@ rootpw {ADMIN_PASSWORD}
 directory {d}/db
 index objectClass eq
 index uid,uidNumber,gidNumber,memberUid,member,cn eq
-",
+{overlay}",
         d = dir.display()
     )
 }
@@ -71,16 +93,30 @@ impl Slapd {
     /// As [`Slapd::start`]; with `(ca, cert, key)` it also serves `ldaps://` on `tls_port`
     /// and offers StartTLS on the plain port.
     pub fn start_tls(fixture: &Fixture, tls: Option<(&Path, &Path, &Path)>) -> Slapd {
-        Slapd::start_full(fixture, tls, DEFAULT_LIMITS)
+        Slapd::start_full(fixture, tls, DEFAULT_LIMITS, Options::default())
+    }
+
+    /// As [`Slapd::start_tls`], with [`Options`].
+    pub fn start_opts(
+        fixture: &Fixture,
+        tls: Option<(&Path, &Path, &Path)>,
+        opts: Options,
+    ) -> Slapd {
+        Slapd::start_full(fixture, tls, DEFAULT_LIMITS, opts)
     }
 
     /// As [`Slapd::start`] with slapd's `sizelimit` directive set to `limits` (e.g.
     /// `size.hard=500 size.prtotal=unlimited`; `size.prtotal=disabled` refuses paging).
     pub fn start_limited(fixture: &Fixture, limits: &str) -> Slapd {
-        Slapd::start_full(fixture, None, limits)
+        Slapd::start_full(fixture, None, limits, Options::default())
     }
 
-    fn start_full(fixture: &Fixture, tls: Option<(&Path, &Path, &Path)>, limits: &str) -> Slapd {
+    fn start_full(
+        fixture: &Fixture,
+        tls: Option<(&Path, &Path, &Path)>,
+        limits: &str,
+        opts: Options,
+    ) -> Slapd {
         let dir = tempfile::Builder::new()
             .prefix("tf-slapd-")
             .tempdir()
@@ -88,7 +124,7 @@ impl Slapd {
         std::fs::create_dir_all(dir.path().join("db")).expect("db dir");
         std::fs::write(
             dir.path().join("slapd.conf"),
-            config(dir.path(), tls, limits),
+            config(dir.path(), tls, limits, opts),
         )
         .expect("write slapd.conf");
         std::fs::write(dir.path().join("data.ldif"), &fixture.ldif).expect("write ldif");

@@ -1,0 +1,336 @@
+//! The mirror on disk: `cache_dir/mirror.bin`, the mapped entries with the sync cookies that
+//! describe them and the time of the last successful sync, written to a temporary file and
+//! renamed (never half-written). Loaded at start, the mirror answers at once, even with the
+//! directory unreachable, and a sync resumes from the cookies with a delta. Policy applies
+//! when answering, so a changed policy applies to restored entries too; names are checked
+//! again at load. The reader bounds every count and length by the bytes left: a damaged file
+//! is refused, never trusted. The schema is part of the file (a file of the other schema is
+//! not used).
+//!
+//! Layout (little-endian): `TFMIRR02`, u8 schema (0 rfc2307, 1 rfc2307bis), u64 saved-at
+//! (Unix seconds), u64 last sync (Unix seconds, 0: never), u32 cookies, each (str id, bytes
+//! cookie), u32 users, each (str key, str dn, str name, u32 uid, u32 gid, str gecos, str home,
+//! str shell), u32 groups, each (str key, str dn, str name, u32 gid, u32 members, each str).
+//! `str`/`bytes`: u32 length then the bytes.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use toolforge_nss_config::Schema;
+use toolforge_nss_protocol::names::is_valid_name;
+use toolforge_nss_protocol::{Group, Passwd};
+
+use crate::mirror::{Mirror, State};
+use crate::records::{GroupRecord, UserRecord};
+
+pub const FILE_NAME: &str = "mirror.bin";
+const MAGIC: &[u8; 8] = b"TFMIRR02";
+/// A file larger than this is refused (a Toolforge-sized mirror is a few tens of MB).
+const MAX_FILE: u64 = 2 << 30;
+
+fn path(m: &Mirror) -> PathBuf {
+    m.cache_dir.join(FILE_NAME)
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn secs(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Encodes the mirror (under its read lock) and writes it atomically; returns the size.
+pub fn save(m: &Mirror) -> Result<usize, String> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.push(u8::from(m.ldap.schema == Schema::Rfc2307bis));
+    out.extend_from_slice(&secs(Some(SystemTime::now())).to_le_bytes());
+    let last_sync = *m.last_sync.lock().unwrap_or_else(|e| e.into_inner());
+    out.extend_from_slice(&secs(last_sync).to_le_bytes());
+    // Cookies and entries under one read lock: the cookies describe exactly these entries.
+    m.read(|s| {
+        let cookies = m.cookies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        out.extend_from_slice(&(cookies.len() as u32).to_le_bytes());
+        for (id, (c, _)) in &cookies {
+            put_bytes(&mut out, id.as_bytes());
+            put_bytes(&mut out, c);
+        }
+        let users: Vec<_> = s.users().collect();
+        out.extend_from_slice(&(users.len() as u32).to_le_bytes());
+        for (key, u) in users {
+            let p = &u.passwd;
+            put_bytes(&mut out, key.as_bytes());
+            put_bytes(&mut out, u.dn.as_bytes());
+            put_bytes(&mut out, p.name.as_bytes());
+            out.extend_from_slice(&p.uid.to_le_bytes());
+            out.extend_from_slice(&p.gid.to_le_bytes());
+            put_bytes(&mut out, p.gecos.as_bytes());
+            put_bytes(&mut out, p.dir.as_bytes());
+            put_bytes(&mut out, p.shell.as_bytes());
+        }
+        let groups: Vec<_> = s.groups().collect();
+        out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+        for (key, g) in groups {
+            put_bytes(&mut out, key.as_bytes());
+            put_bytes(&mut out, g.record.dn.as_bytes());
+            put_bytes(&mut out, g.record.group.name.as_bytes());
+            out.extend_from_slice(&g.record.group.gid.to_le_bytes());
+            out.extend_from_slice(&(g.members.len() as u32).to_le_bytes());
+            for mem in &g.members {
+                put_bytes(&mut out, mem.as_bytes());
+            }
+        }
+    });
+    let p = path(m);
+    let tmp = p.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if !m.cache_dir.exists() {
+            std::fs::create_dir_all(&m.cache_dir)?;
+            std::fs::set_permissions(&m.cache_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &p)
+    };
+    write().map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(out.len())
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if n > self.b.len() {
+            return Err("truncated".into());
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().unwrap_or_default(),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or_default(),
+        ))
+    }
+    /// A count of items each at least `min` bytes long: bounded by what is left.
+    fn count(&mut self, min: usize) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min) > self.b.len() {
+            return Err(format!("count {n} beyond the file"));
+        }
+        Ok(n)
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn str(&mut self) -> Result<String, String> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "not UTF-8".to_string())
+    }
+}
+
+/// Loads the persisted mirror into `m` (then complete, answering at once); `None` when there
+/// is no file.
+pub fn load(m: &Mirror) -> Result<Option<usize>, String> {
+    let p = path(m);
+    let meta = match std::fs::metadata(&p) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", p.display())),
+    };
+    if meta.len() > MAX_FILE {
+        return Err(format!(
+            "{}: {} bytes, more than a mirror holds",
+            p.display(),
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let decoded = decode(m, &bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    let (state, cookies, last_sync) = decoded;
+    let n = state.len();
+    if n > m.cfg.max_entries {
+        return Err(format!("{n} entries, more than mirror.max_entries"));
+    }
+    for (id, c) in cookies {
+        m.set_cookie(&id, c);
+    }
+    *m.last_sync.lock().unwrap_or_else(|e| e.into_inner()) = last_sync;
+    m.swap(state);
+    Ok(Some(n))
+}
+
+type Decoded = (State, HashMap<String, Vec<u8>>, Option<SystemTime>);
+
+fn decode(m: &Mirror, bytes: &[u8]) -> Result<Decoded, String> {
+    let mut r = Reader { b: bytes };
+    if r.take(8)? != MAGIC {
+        return Err("not a mirror file of this version".into());
+    }
+    if r.take(1)?[0] != u8::from(m.ldap.schema == Schema::Rfc2307bis) {
+        return Err("written for the other ldap.schema".into());
+    }
+    let _saved = r.u64()?;
+    let last = r.u64()?;
+    // A time in the future (a damaged file, a clock set back) is not a successful sync.
+    let last_sync = (last > 0)
+        .then(|| UNIX_EPOCH.checked_add(Duration::from_secs(last)))
+        .flatten()
+        .filter(|t| *t <= SystemTime::now());
+    let mut cookies = HashMap::new();
+    for _ in 0..r.count(8)? {
+        let id = r.str()?;
+        let c = r.bytes()?.to_vec();
+        cookies.insert(id, c);
+    }
+    let mut state = State::new(m.ldap.schema, m.ldap.group_nesting_level);
+    for _ in 0..r.count(28)? {
+        let key = r.str()?;
+        let dn = r.str()?;
+        let name = r.str()?;
+        let (uid, gid) = (r.u32()?, r.u32()?);
+        let (gecos, dir, shell) = (r.str()?, r.str()?, r.str()?);
+        if !is_valid_name(name.as_bytes()) {
+            return Err(format!("invalid user name {name:?}"));
+        }
+        let passwd = Passwd {
+            name,
+            passwd: "x".into(),
+            uid,
+            gid,
+            gecos,
+            dir,
+            shell,
+        };
+        state.insert_user(&key, UserRecord { dn, passwd });
+    }
+    for _ in 0..r.count(20)? {
+        let key = r.str()?;
+        let dn = r.str()?;
+        let name = r.str()?;
+        let gid = r.u32()?;
+        if !is_valid_name(name.as_bytes()) {
+            return Err(format!("invalid group name {name:?}"));
+        }
+        let mut members = Vec::new();
+        for _ in 0..r.count(4)? {
+            members.push(r.str()?);
+        }
+        let group = Group {
+            name,
+            passwd: "x".into(),
+            gid,
+            members: Vec::new(),
+        };
+        state.insert_group(&key, GroupRecord { dn, group }, members);
+    }
+    if !r.b.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok((state, cookies, last_sync))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::RawEntry;
+    use crate::mirror::{Answer, Kind};
+    use crate::policy::Policy;
+    use std::sync::Arc;
+    use toolforge_nss_config::Config;
+    use toolforge_nss_protocol::Request;
+
+    fn mirror(dir: &std::path::Path) -> Arc<Mirror> {
+        let text = format!(
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\nschema = \"rfc2307bis\"\n[daemon]\ncache_dir = {:?}\n",
+            dir.display().to_string()
+        );
+        Mirror::new(&Config::parse(&text, std::path::Path::new("t.toml")).unwrap())
+    }
+
+    fn entry(dn: &str, kv: &[(&str, &str)]) -> RawEntry {
+        let mut attrs: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in kv {
+            attrs.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        RawEntry::new(dn.into(), attrs)
+    }
+
+    #[test]
+    fn saved_and_loaded_the_mirror_answers_the_same_and_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mirror(dir.path());
+        m.apply(|s, mapper| {
+            let u = entry(
+                "uid=alice,ou=people,dc=x",
+                &[
+                    ("uid", "alice"),
+                    ("uidNumber", "5001"),
+                    ("gidNumber", "500"),
+                    ("homeDirectory", "/home/alice"),
+                ],
+            );
+            s.upsert(mapper, Kind::User, "u1", u).unwrap();
+            let g = entry(
+                "cn=tools.x,ou=groups,dc=x",
+                &[
+                    ("cn", "tools.x"),
+                    ("gidNumber", "7001"),
+                    ("member", "uid=alice,ou=people,dc=x"),
+                ],
+            );
+            s.upsert(mapper, Kind::Group, "g1", g).unwrap();
+        });
+        m.set_cookie("users:dc=x@ldap://x", b"rid=000,csn=1".to_vec());
+        m.became_complete();
+        let size = save(&m).unwrap();
+        let m2 = mirror(dir.path());
+        assert_eq!(load(&m2).unwrap(), Some(2));
+        assert!(m2.is_complete());
+        let policy = Policy::new(&Default::default());
+        for req in [
+            Request::GetPwNam("alice".into()),
+            Request::GetPwUid(5001),
+            Request::GetGrNam("tools.x".into()),
+            Request::InitGroups("alice".into()),
+        ] {
+            assert_eq!(
+                m.answer(&req, &policy).unwrap().0,
+                m2.answer(&req, &policy).unwrap().0
+            );
+        }
+        assert!(
+            matches!(m2.answer(&Request::InitGroups("alice".into()), &policy).unwrap().0, Answer::Ids(g) if g == vec![7001])
+        );
+        assert_eq!(
+            m2.cookie("users:dc=x@ldap://x").as_deref(),
+            Some(&b"rid=000,csn=1"[..])
+        );
+        // Every truncation, and flipped bytes, are refused or decoded without a panic.
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(bytes.len(), size);
+        let m3 = mirror(dir.path());
+        for cut in 0..bytes.len() {
+            assert!(decode(&m3, &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0xa5;
+            let _ = decode(&m3, &b);
+        }
+    }
+}

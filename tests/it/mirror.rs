@@ -1,0 +1,810 @@
+//! Mirror mode (issue 13) against a real slapd, with the `syncprov` overlay (RFC 4533
+//! `refreshAndPersist`) and without it (polling): the initial load, then changes (a member
+//! added to a tool group, a user added, a user deleted, a group renamed, a uid changed) seen
+//! through real `getent`/`id` within 2 s with syncrepl and within `poll_interval_secs + 1`
+//! with polling (deletions within `full_refresh_secs`); a burst of 1,000 changes; the daemon
+//! killed and restarted (from its persisted mirror and cookies, with the directory down at
+//! first); slapd restarted; a flood of lookups of random names that makes no directory query;
+//! a directory beyond `max_entries` falling back to lookup mode.
+//!
+//! Deadlines carry a margin for a loaded 2-core machine (`SLACK`), stated beside each.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse};
+use toolforge_nss_protocol::mapfile::{MapView, Table};
+use toolforge_nss_protocol::{Request, Response};
+use toolforge_nss_tests::client::{admin, query};
+use toolforge_nss_tests::daemon::Daemon;
+use toolforge_nss_tests::fixture::{Fixture, Schema, Shape, BASE};
+use toolforge_nss_tests::nss::Nss;
+use toolforge_nss_tests::slapd::{Options, Slapd, ADMIN_DN, ADMIN_PASSWORD};
+
+/// Added to every deadline the issue states, for a loaded machine.
+const SLACK: Duration = Duration::from_secs(2);
+
+fn ldap_tool(tool: &str, slapd: &Slapd, ldif: &str) {
+    use std::io::Write;
+    let mut child = Command::new(tool)
+        .args([
+            "-x",
+            "-H",
+            &slapd.uri(),
+            "-D",
+            ADMIN_DN,
+            "-w",
+            ADMIN_PASSWORD,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ldif.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn modify(slapd: &Slapd, ldif: &str) {
+    ldap_tool("ldapmodify", slapd, ldif);
+}
+
+fn status(d: &Daemon) -> String {
+    match admin(&d.admin_socket(), &AdminRequest::Status) {
+        Ok(AdminResponse::Text(t)) => t,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+fn status_value(d: &Daemon, key: &str) -> String {
+    let s = status(d);
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no {key} in status:\n{s}"))
+}
+
+fn wait_complete(d: &Daemon, within: Duration) {
+    let deadline = Instant::now() + within;
+    while status_value(d, "mirror_state") != "complete" {
+        assert!(
+            Instant::now() < deadline,
+            "mirror not complete within {within:?}:\n{}\n{}",
+            status(d),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Searches slapd received other than root DSE reads (the sync connection's heartbeat).
+fn entry_searches(slapd: &Slapd) -> usize {
+    slapd
+        .log()
+        .lines()
+        .filter(|l| l.contains(" SRCH base=") && !l.contains(" SRCH base=\"\""))
+        .count()
+}
+
+/// [`entry_searches`] once the mirror's own searches (load, then the sync searches that
+/// follow it) are all in: the count unchanged for a second.
+fn settled_searches(slapd: &Slapd) -> usize {
+    let mut last = entry_searches(slapd);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = entry_searches(slapd);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Runs `args` until its output satisfies `ok`; returns how long that took.
+fn until(nss: &Nss, args: &[&str], within: Duration, ok: impl Fn(&str) -> bool) -> Duration {
+    until_or(nss, args, within, ok, &String::new)
+}
+
+/// As [`until`]; `context` (say, the daemon's log) is printed on failure.
+fn until_or(
+    nss: &Nss,
+    args: &[&str],
+    within: Duration,
+    ok: impl Fn(&str) -> bool,
+    context: &dyn Fn() -> String,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = nss.run(args);
+        if ok(&r.stdout) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{args:?} not as expected within {within:?}; last output {:?} {:?}\n{}",
+            r.stdout,
+            r.stderr,
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mirror_config(mode: &str, poll: u64, full: u64, extra: &str) -> String {
+    format!(
+        "[mirror]\nenabled = true\nmode = \"{mode}\"\npoll_interval_secs = {poll}\nfull_refresh_secs = {full}\n{extra}"
+    )
+}
+
+struct Env {
+    fixture: Fixture,
+    slapd: Slapd,
+    daemon: Daemon,
+}
+
+fn start(syncprov: bool, mirror: &str) -> Env {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let slapd = Slapd::start_opts(
+        &fixture,
+        None,
+        Options {
+            syncprov,
+            ..Options::default()
+        },
+    );
+    let daemon = Daemon::start(&[slapd.uri()], Schema::Rfc2307bis, mirror);
+    wait_complete(&daemon, Duration::from_secs(20));
+    Env {
+        fixture,
+        slapd,
+        daemon,
+    }
+}
+
+fn new_user_ldif(name: &str, uid: u32) -> String {
+    format!(
+        "dn: uid={name},ou=people,{BASE}\nchangetype: add\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\n\
+         uid: {name}\ncn: {name}\nsn: {name}\nuidNumber: {uid}\ngidNumber: 500\nhomeDirectory: /home/{name}\nloginShell: /bin/bash\n"
+    )
+}
+
+/// The five changes of the issue, each seen through getent/id within `within`; deletions
+/// within `delete_within`.
+fn five_changes(env: &Env, within: Duration, delete_within: Duration) {
+    let nss = Nss::new(&env.daemon.runtime_dir(), "files toolforge");
+    let f = &env.fixture;
+    let dev = f.developer(false).clone();
+    let tool = f.tool().clone();
+    // Warm: both answered (and cached) before the changes.
+    let r = nss.run(&["id", "-nG", &dev.name]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        !r.stdout.split_whitespace().any(|g| g == tool.name),
+        "{r:?}"
+    );
+    let r = nss.run(&["getent", "group", &tool.name]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+
+    // 1. A member added to a tool group.
+    modify(
+        &env.slapd,
+        &format!(
+            "dn: cn={},ou=servicegroups,{BASE}\nchangetype: modify\nadd: member\nmember: {}\n",
+            tool.name, dev.dn
+        ),
+    );
+    let t = until(&nss, &["id", "-nG", &dev.name], within, |out| {
+        out.split_whitespace().any(|g| g == tool.name)
+    });
+    eprintln!("member added: visible in {t:?}");
+    until(&nss, &["getent", "group", &tool.name], within, |out| {
+        out.trim_end()
+            .split(':')
+            .nth(3)
+            .is_some_and(|m| m.split(',').any(|u| u == dev.name))
+    });
+
+    // 2. A user added.
+    ldap_tool("ldapmodify", &env.slapd, &new_user_ldif("mirrornew", 61000));
+    let t = until(&nss, &["getent", "passwd", "mirrornew"], within, |out| {
+        out.starts_with("mirrornew:x:61000:500:")
+    });
+    eprintln!("user added: visible in {t:?}");
+
+    // 3. A uid changed.
+    modify(
+        &env.slapd,
+        &format!("dn: uid=mirrornew,ou=people,{BASE}\nchangetype: modify\nreplace: uidNumber\nuidNumber: 61001\n"),
+    );
+    let t = until(&nss, &["getent", "passwd", "mirrornew"], within, |out| {
+        out.starts_with("mirrornew:x:61001:")
+    });
+    eprintln!("uid changed: visible in {t:?}");
+    until(&nss, &["getent", "passwd", "61000"], within, |out| {
+        out.is_empty()
+    });
+
+    // 4. A group renamed (modrdn).
+    modify(
+        &env.slapd,
+        &format!(
+            "dn: cn={},ou=servicegroups,{BASE}\nchangetype: modrdn\nnewrdn: cn=tools.renamed\ndeleteoldrdn: 1\n",
+            tool.name
+        ),
+    );
+    let t = until(
+        &nss,
+        &["getent", "group", "tools.renamed"],
+        delete_within,
+        |out| out.starts_with(&format!("tools.renamed:x:{}:", tool.gid)),
+    );
+    eprintln!("group renamed: new name visible in {t:?}");
+    until(
+        &nss,
+        &["getent", "group", &tool.name],
+        delete_within,
+        |out| out.is_empty(),
+    );
+
+    // 5. A user deleted.
+    ldap_tool(
+        "ldapdelete",
+        &env.slapd,
+        &format!("uid=mirrornew,ou=people,{BASE}\n"),
+    );
+    let t = until(
+        &nss,
+        &["getent", "passwd", "mirrornew"],
+        delete_within,
+        |out| out.is_empty(),
+    );
+    eprintln!("user deleted: gone in {t:?}");
+}
+
+#[test]
+fn syncrepl_changes_are_visible_within_two_seconds_and_lookups_make_no_query() {
+    let env = start(true, &mirror_config("auto", 30, 3600, ""));
+    assert_eq!(status_value(&env.daemon, "mirror_mode"), "syncrepl");
+    // The whole directory is in the shared cache data, flagged complete, before any lookup.
+    let never_asked = env.fixture.developer(true).name.clone();
+    assert!(
+        env.daemon
+            .wait_for_cache_file(Table::PasswdByName, never_asked.as_bytes())
+            .is_some(),
+        "{}",
+        env.daemon.log()
+    );
+    let bytes = std::fs::read(env.daemon.map_file()).unwrap();
+    let view = MapView::new(&bytes).expect("cache data");
+    assert!(
+        view.complete(),
+        "the mirror's publication is flagged COMPLETE"
+    );
+    for u in env.fixture.users.values() {
+        assert!(
+            view.get(Table::PasswdByName, u.name.as_bytes()).is_some(),
+            "{} published",
+            u.name
+        );
+    }
+    for g in env.fixture.groups.values() {
+        assert!(
+            view.get(Table::GroupByName, g.name.as_bytes()).is_some(),
+            "{} published",
+            g.name
+        );
+    }
+    drop(bytes);
+    let searches = entry_searches(&env.slapd);
+    five_changes(
+        &env,
+        Duration::from_secs(2) + SLACK,
+        Duration::from_secs(2) + SLACK,
+    );
+
+    // A flood of lookups of random names, found or not: no directory query at all.
+    let before = settled_searches(&env.slapd);
+    let sock = env.daemon.socket();
+    let mut seed = 0x9e37_79b9_u64;
+    for i in 0..2000u32 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let name = format!("rnd{:x}", seed >> 20);
+        let req = match i % 5 {
+            0 => Request::GetPwNam(name),
+            1 => Request::GetGrNam(name),
+            2 => Request::GetPwUid((seed >> 40) as u32 % 100_000 + 1),
+            3 => Request::GetGrGid((seed >> 40) as u32 % 100_000 + 1),
+            _ => Request::InitGroups(name),
+        };
+        let got = query(&sock, &req);
+        assert!(
+            matches!(
+                got,
+                Response::NotFound
+                    | Response::Passwd(_)
+                    | Response::Group(_)
+                    | Response::GroupIds(_)
+            ),
+            "{req:?}: {got:?}"
+        );
+    }
+    for u in env.fixture.users.values().take(200) {
+        assert!(
+            matches!(query(&sock, &Request::GetPwNam(u.name.clone())), Response::Passwd(p) if p.uid == u.uid)
+        );
+    }
+    assert_eq!(
+        entry_searches(&env.slapd),
+        before,
+        "lookups made directory searches with the mirror complete"
+    );
+    assert!(before >= searches, "sanity");
+    let st = status(&env.daemon);
+    assert!(
+        st.contains("mirror_cookie_age_secs: ") && !st.contains("mirror_cookie_age_secs: -"),
+        "{st}"
+    );
+}
+
+#[test]
+fn polling_changes_within_the_interval_and_deletions_at_full_refresh() {
+    // No syncprov: `auto` polls.
+    let env = start(false, &mirror_config("auto", 1, 4, ""));
+    assert_eq!(status_value(&env.daemon, "mirror_mode"), "poll");
+    // poll_interval_secs + 1; deletions and renames within full_refresh_secs (+ the load).
+    five_changes(
+        &env,
+        Duration::from_secs(2) + SLACK,
+        Duration::from_secs(4 + 1) + SLACK,
+    );
+}
+
+#[test]
+fn a_burst_of_a_thousand_changes_a_kill_and_restarts_of_both_sides() {
+    let mut env = start(true, &mirror_config("syncrepl", 30, 3600, ""));
+    let sock = env.daemon.socket();
+    // 1,000 users added in one ldapmodify run.
+    let burst: String = (0..1000u32)
+        .map(|i| new_user_ldif(&format!("burst{i}"), 70_000 + i) + "\n")
+        .collect();
+    let started = Instant::now();
+    ldap_tool("ldapmodify", &env.slapd, &burst);
+    let deadline = Instant::now() + Duration::from_secs(10) + SLACK;
+    while !matches!(
+        query(&sock, &Request::GetPwNam("burst999".into())),
+        Response::Passwd(_)
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "the burst did not arrive:\n{}",
+            env.daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "1,000 adds applied {:?} after the ldapmodify started",
+        started.elapsed()
+    );
+    for i in 0..1000u32 {
+        match query(&sock, &Request::GetPwNam(format!("burst{i}"))) {
+            Response::Passwd(p) => assert_eq!(p.uid, 70_000 + i),
+            other => panic!("burst{i}: {other:?}"),
+        }
+    }
+    // Let the mirror be saved (every 5 s when it changed), then kill the daemon mid-sync.
+    std::thread::sleep(Duration::from_secs(6));
+    let loads = env.daemon.log().matches("mirror loaded").count();
+    env.daemon.kill();
+    // Changes while it is down: one delete, one add.
+    ldap_tool(
+        "ldapdelete",
+        &env.slapd,
+        &format!("uid=burst0,ou=people,{BASE}\n"),
+    );
+    ldap_tool(
+        "ldapmodify",
+        &env.slapd,
+        &new_user_ldif("whiledown", 69_999),
+    );
+    env.daemon.restart();
+    let nss = Nss::new(&env.daemon.runtime_dir(), "files toolforge");
+    let log = || env.daemon.log();
+    let quick = Duration::from_secs(2) + SLACK;
+    until_or(
+        &nss,
+        &["getent", "passwd", "whiledown"],
+        quick,
+        |o| o.starts_with("whiledown:x:69999:"),
+        &log,
+    );
+    until_or(
+        &nss,
+        &["getent", "passwd", "burst0"],
+        quick,
+        |o| o.is_empty(),
+        &log,
+    );
+    // Resumed from the cookie: restored from disk, no second full load.
+    let log = env.daemon.log();
+    assert!(log.contains("mirror restored from disk"), "{log}");
+    assert_eq!(log.matches("mirror loaded").count(), loads, "{log}");
+    assert!(
+        log.contains("resumed=true") || !log.contains("resumed=false"),
+        "{log}"
+    );
+
+    // Killed again, and started with the directory down: the persisted mirror answers at once.
+    std::thread::sleep(Duration::from_secs(6));
+    env.daemon.kill();
+    env.slapd.stop();
+    env.daemon.restart();
+    let sock = env.daemon.socket();
+    assert!(
+        matches!(query(&sock, &Request::GetPwNam("whiledown".into())), Response::Passwd(p) if p.uid == 69_999),
+        "{}",
+        env.daemon.log()
+    );
+    assert!(matches!(
+        query(&sock, &Request::GetPwNam("burst0".into())),
+        Response::NotFound
+    ));
+    assert_eq!(status_value(&env.daemon, "mirror_state"), "degraded");
+    let r = nss.run(&["getent", "passwd", "burst500"]);
+    assert!(r.stdout.starts_with("burst500:x:70500:"), "{r:?}");
+
+    // The directory back (killed slapd: its state may be older than our cookie, which it then
+    // refuses; the mirror reloads in the background while answering).
+    env.slapd.restart();
+    let within = Duration::from_secs(30) + SLACK; // the sync connection's backoff (<= 30 s)
+    let log = || {
+        format!(
+            "socket answer: {:?}\n{}\n{}",
+            query(&env.daemon.socket(), &Request::GetPwNam("whiledown".into())),
+            status(&env.daemon),
+            env.daemon.log()
+        )
+    };
+    modify(
+        &env.slapd,
+        &format!("dn: uid=whiledown,ou=people,{BASE}\nchangetype: modify\nreplace: loginShell\nloginShell: /bin/sh\n"),
+    );
+    until_or(
+        &nss,
+        &["getent", "passwd", "whiledown"],
+        within,
+        |o| o.trim_end().ends_with(":/bin/sh"),
+        &log,
+    );
+    wait_complete(&env.daemon, Duration::from_secs(5));
+
+    // slapd restarted under a running sync: changes keep arriving.
+    env.slapd.restart();
+    modify(
+        &env.slapd,
+        &format!("dn: uid=whiledown,ou=people,{BASE}\nchangetype: modify\nreplace: loginShell\nloginShell: /bin/zsh\n"),
+    );
+    until_or(
+        &nss,
+        &["getent", "passwd", "whiledown"],
+        within,
+        |o| o.trim_end().ends_with(":/bin/zsh"),
+        &log,
+    );
+}
+
+#[test]
+fn a_directory_beyond_the_bound_falls_back_to_lookup_mode() {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let slapd = Slapd::start(&fixture);
+    let d = Daemon::start(
+        &[slapd.uri()],
+        Schema::Rfc2307bis,
+        &mirror_config("poll", 1, 60, "max_entries = 50\n"),
+    );
+    assert!(
+        d.wait_for_log("outgrew mirror.max_entries", Duration::from_secs(20)),
+        "{}",
+        d.log()
+    );
+    assert_eq!(status_value(&d, "mirror_state"), "too_large");
+    // Lookup mode: answers come from the directory.
+    let u = fixture.developer(false);
+    assert!(
+        matches!(query(&d.socket(), &Request::GetPwNam(u.name.clone())), Response::Passwd(p) if p.uid == u.uid)
+    );
+    assert!(slapd.searches_containing(&format!("uid={}", u.name)) >= 1);
+}
+
+/// The mirror answers exactly as lookup mode on the Toolforge-shaped directory (whole-tree
+/// base, rfc2307bis): the SSSD-checked member lists and initgroups of nested groups, `cn=`
+/// users, member DNs in other case or naming no entry; names held by two entries refused;
+/// every user and group the fixture expects, by name and id.
+#[test]
+fn the_mirror_answers_as_lookups_do_on_the_toolforge_directory() {
+    use crate::toolforge_env::{config, fixture};
+    use toolforge_nss_tests::toolforge::Toolforge;
+    let f = fixture();
+    let slapd = Slapd::start_opts(
+        f,
+        None,
+        Options {
+            syncprov: true,
+            ..Options::default()
+        },
+    );
+    let uri = slapd.uri();
+    let d = Daemon::start_with(|run, cache| {
+        config(&uri, run, cache, "", &mirror_config("auto", 30, 3600, ""))
+    });
+    wait_complete(&d, Duration::from_secs(60));
+    let before = settled_searches(&slapd);
+    eprintln!(
+        "mode {} entries {}",
+        status_value(&d, "mirror_mode"),
+        status_value(&d, "mirror_entries")
+    );
+    let sock = d.socket();
+    let cases = Toolforge::rfc2307bis_cases();
+    let mut gids = std::collections::HashMap::new();
+    for (group, want) in &cases.members {
+        match query(&sock, &Request::GetGrNam(group.to_string())) {
+            Response::Group(g) => {
+                assert_eq!(g.members, *want, "getent group {group}");
+                gids.insert(group.to_string(), g.gid);
+            }
+            other => panic!("{group}: {other:?}"),
+        }
+    }
+    for (user, groups) in &cases.groups_of {
+        let mut want: Vec<u32> = groups.iter().map(|g| gids[*g]).collect();
+        want.sort_unstable();
+        assert_eq!(
+            query(&sock, &Request::InitGroups(user.to_string())),
+            Response::GroupIds(want),
+            "id {user}"
+        );
+    }
+    assert_eq!(
+        query(&sock, &Request::GetPwNam("twinned".into())),
+        Response::NotFound
+    );
+    assert_eq!(
+        query(&sock, &Request::GetGrNam("twingroup".into())),
+        Response::NotFound
+    );
+    assert!(matches!(
+        query(&sock, &Request::GetPwUid(90_301)),
+        Response::Passwd(p) if p.name == "twinned"
+    ));
+    for u in f.users.values() {
+        match query(&sock, &Request::GetPwNam(u.name.clone())) {
+            Response::Passwd(p) => assert_eq!(
+                (p.uid, p.gid, &p.dir),
+                (u.uid, u.gid, &u.home),
+                "{}",
+                u.name
+            ),
+            other => panic!("{}: {other:?}", u.name),
+        }
+    }
+    for g in f.groups.values() {
+        match query(&sock, &Request::GetGrGid(g.gid)) {
+            Response::Group(got) => assert_eq!(
+                (&got.name, &got.members),
+                (&g.name, &g.members),
+                "{}",
+                g.name
+            ),
+            other => panic!("{}: {other:?}", g.name),
+        }
+    }
+    assert_eq!(
+        entry_searches(&slapd),
+        before,
+        "answered with no directory search"
+    );
+}
+
+/// A resume from a cookie older than the server's session log (the daemon killed, then more
+/// changes than the log holds, one of them a deletion): the persisted mirror answers at once,
+/// and the resumed sync brings every change, the deletion through the present phase.
+/// (OpenLDAP 2.5 answers such a resume with a present phase even with `syncprov-nopresent`;
+/// `e-syncRefreshRequired` (4096), which other providers send here, takes the reload path of
+/// a refused cookie: see `mirror::sync::run`.)
+#[test]
+fn a_resume_past_the_session_log_brings_every_change() {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let opts = Options {
+        syncprov: true,
+        nopresent: true,
+    };
+    let slapd = Slapd::start_opts(&fixture, None, opts);
+    let mut d = Daemon::start(
+        &[slapd.uri()],
+        Schema::Rfc2307bis,
+        &mirror_config("syncrepl", 30, 3600, ""),
+    );
+    wait_complete(&d, Duration::from_secs(20));
+    let gone = fixture.developer(false).clone();
+    std::thread::sleep(Duration::from_secs(6)); // saved with its cookies
+    d.kill();
+    let adds: String = (0..120u32)
+        .map(|i| new_user_ldif(&format!("late{i}"), 80_000 + i) + "\n")
+        .collect();
+    ldap_tool("ldapmodify", &slapd, &adds);
+    ldap_tool("ldapdelete", &slapd, &format!("{}\n", gone.dn));
+    d.restart();
+    // The persisted mirror answers at once (the deleted user still, until the reload).
+    assert!(matches!(
+        query(&d.socket(), &Request::GetPwNam(fixture.tool().name.clone())),
+        Response::Passwd(_)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5) + SLACK;
+    loop {
+        let late = query(&d.socket(), &Request::GetPwNam("late119".into()));
+        let deleted = query(&d.socket(), &Request::GetPwNam(gone.name.clone()));
+        if matches!(late, Response::Passwd(_)) && deleted == Response::NotFound {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{late:?} {deleted:?}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status_value(&d, "mirror_state"), "complete");
+}
+
+/// A failover to a second server (same data, its own entryUUIDs and change sequence): the
+/// first server's cookie is never sent to it; the mirror takes new cookies there and reloads
+/// while it answers, and then follows the second server's changes.
+#[test]
+fn failover_to_a_second_server_reloads_and_follows_it() {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let opts = Options {
+        syncprov: true,
+        ..Options::default()
+    };
+    let mut a = Slapd::start_opts(&fixture, None, opts);
+    let b = Slapd::start_opts(&fixture, None, opts);
+    let d = Daemon::start(
+        &[a.uri(), b.uri()],
+        Schema::Rfc2307bis,
+        &mirror_config("auto", 30, 3600, ""),
+    );
+    wait_complete(&d, Duration::from_secs(20));
+    assert_eq!(status_value(&d, "mirror_server"), a.uri());
+    let tool = fixture.tool().name.clone();
+    a.stop();
+    ldap_tool("ldapmodify", &b, &new_user_ldif("onb", 62000));
+    let deadline = Instant::now() + Duration::from_secs(10) + SLACK;
+    loop {
+        // Answers never lapse during the failover and reload.
+        assert!(
+            matches!(
+                query(&d.socket(), &Request::GetPwNam(tool.clone())),
+                Response::Passwd(_)
+            ),
+            "{}",
+            d.log()
+        );
+        if matches!(query(&d.socket(), &Request::GetPwNam("onb".into())), Response::Passwd(p) if p.uid == 62000)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status_value(&d, "mirror_server"), b.uri());
+    modify(
+        &b,
+        &format!("dn: uid=onb,ou=people,{BASE}\nchangetype: modify\nreplace: uidNumber\nuidNumber: 62001\n"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(2) + SLACK;
+    while !matches!(query(&d.socket(), &Request::GetPwNam("onb".into())), Response::Passwd(p) if p.uid == 62001)
+    {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The sync connection lost: the mirror keeps answering (degraded), flagged stale only once
+/// `max_stale_secs` passed without a successful sync, and fresh again once the server is back.
+#[test]
+fn answers_are_flagged_stale_after_max_stale_secs_without_a_sync() {
+    use toolforge_nss_protocol::frame::FLAG_STALE;
+    use toolforge_nss_tests::client::query_with_header;
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let mut slapd = Slapd::start_opts(
+        &fixture,
+        None,
+        Options {
+            syncprov: true,
+            ..Options::default()
+        },
+    );
+    let d = Daemon::start(
+        &[slapd.uri()],
+        Schema::Rfc2307bis,
+        &format!(
+            "[cache]\nmax_stale_secs = 3\n{}",
+            mirror_config("syncrepl", 30, 3600, "")
+        ),
+    );
+    wait_complete(&d, Duration::from_secs(20));
+    let name = fixture.tool().name.clone();
+    let ask = || query_with_header(&d.socket(), &Request::GetPwNam(name.clone()));
+    let (h, got) = ask();
+    assert!(matches!(got, Response::Passwd(_)));
+    assert_eq!(h.flags & FLAG_STALE, 0);
+    slapd.stop();
+    let stopped = Instant::now();
+    let deadline = stopped + Duration::from_secs(3 + 5 + 5) + SLACK; // max_stale + heartbeat
+    loop {
+        let (h, got) = ask();
+        assert!(
+            matches!(got, Response::Passwd(_)),
+            "still answered: {got:?}"
+        );
+        if h.flags & FLAG_STALE != 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never flagged stale:\n{}",
+            status(&d)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "flagged stale too early ({:?})",
+        stopped.elapsed()
+    );
+    assert_eq!(status_value(&d, "mirror_state"), "degraded");
+    assert_eq!(status_value(&d, "mirror_stale"), "true");
+    slapd.restart();
+    let deadline = Instant::now() + Duration::from_secs(30) + SLACK; // reconnect backoff
+    while ask().0.flags & FLAG_STALE != 0 {
+        assert!(Instant::now() < deadline, "{}", status(&d));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(status_value(&d, "mirror_state"), "complete");
+}
+
+/// Polling across a restart: changes made while the daemon was down arrive with the first
+/// poll, not at the next full reconciliation, and without a second load. (A short outage is
+/// also covered by the poll's 60 s margin; that the first poll asks from the persisted last
+/// sync, which covers long ones, is not told apart here.)
+#[test]
+fn polling_resumes_from_the_last_sync_after_a_restart() {
+    let mut env = start(false, &mirror_config("poll", 1, 3600, ""));
+    std::thread::sleep(Duration::from_secs(6)); // saved
+    env.daemon.kill();
+    ldap_tool("ldapmodify", &env.slapd, &new_user_ldif("polldown", 63000));
+    env.daemon.restart();
+    let sock = env.daemon.socket();
+    let deadline = Instant::now() + Duration::from_secs(1 + 1) + SLACK;
+    while !matches!(query(&sock, &Request::GetPwNam("polldown".into())), Response::Passwd(p) if p.uid == 63000)
+    {
+        assert!(Instant::now() < deadline, "{}", env.daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = env.daemon.log();
+    assert!(log.contains("mirror restored from disk"), "{log}");
+    assert_eq!(
+        log.matches("mirror loaded").count(),
+        1,
+        "no second load:\n{log}"
+    );
+}
