@@ -161,7 +161,7 @@ fn from_cache_file(
     key: &[u8],
     fill: &mut impl FnMut(Answer) -> Filled,
 ) -> Option<Status> {
-    mapcache::with_entry(table, key, |kind, body| {
+    let read = mapcache::with_entry(table, key, |kind, body| {
         // Users and groups, the commonest warm answers, by the module's own decoders (the
         // same checks as the protocol's).
         let decoded = if kind == ResponseKind::Passwd as u16 {
@@ -193,9 +193,13 @@ fn from_cache_file(
             },
             _ => None,
         }
-    })
-    .ok()
-    .flatten()
+    });
+    match read {
+        Ok(answer) => answer,
+        // A complete mirror that does not hold the key: absent, without a round trip.
+        Err(mapcache::NoAnswer::Known) => Some(NOT_FOUND),
+        Err(_) => None,
+    }
 }
 
 /// Answers from the shared cache file if it can, else asks the daemon for `req()` (or reuses

@@ -130,6 +130,9 @@ pub enum NoAnswer {
     NoFile,
     /// The key is not in the file.
     Absent,
+    /// The key is not in the file, and the file is a complete mirror of the directory within
+    /// its validity: the key is authoritatively absent (NOTFOUND without asking the daemon).
+    Known,
     /// The key's entry is past its expiry.
     Expired,
 }
@@ -217,6 +220,7 @@ impl MapCache {
             let read = match MapView::publication(half) {
                 None => Read::Miss(NoAnswer::NoFile),
                 Some(view) => match view.get(table, key) {
+                    None if view.complete_at(now) => Read::Miss(NoAnswer::Known),
                     None => Read::Miss(NoAnswer::Absent),
                     Some(hit) if hit.expires_unix_secs <= now => Read::Miss(NoAnswer::Expired),
                     Some(hit) => Read::Hit(f(hit.kind, hit.body)),

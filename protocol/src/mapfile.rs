@@ -25,9 +25,9 @@
 //!
 //! half (one publication)
 //!      0    8 magic "TFNSPUB\0"
-//!      8    4 flags: bit 0 COMPLETE (a complete mirror of the directory: a miss is
-//!             authoritative; reserved for mirror mode, never set yet)
-//!     12    4 reserved (zero)
+//!      8    4 flags: bit 0 COMPLETE (a complete mirror of the directory, mirror mode)
+//!     12    4 complete until (unix seconds): with COMPLETE, a key the publication does not
+//!             hold is authoritatively absent until then (0 with COMPLETE unset)
 //!     16    8 generation
 //!     24    8 hash seed (random per publication)
 //!     32    8 length used (at most the half length)
@@ -186,6 +186,8 @@ pub struct MapBuilder {
     seed: u64,
     miss_key: [u8; 16],
     flags: u32,
+    /// Unix seconds until which a complete publication's misses are authoritative.
+    complete_until: u32,
     tables: [Vec<Entry>; TABLES],
     /// Upper bound of the publication's length so far.
     len: usize,
@@ -203,6 +205,7 @@ impl MapBuilder {
             seed,
             miss_key,
             flags: 0,
+            complete_until: 0,
             tables: Default::default(),
             len: DATA_START + TABLES * 8 * 8,
         }
@@ -214,9 +217,20 @@ impl MapBuilder {
         self
     }
 
-    /// Marks the publication as a complete mirror of the directory (mirror mode).
-    pub fn complete(mut self, complete: bool) -> MapBuilder {
-        self.flags = if complete { FLAG_COMPLETE } else { 0 };
+    /// Marks the publication as a complete mirror of the directory (mirror mode) until
+    /// `until_unix_secs` (`None`: not complete): until then, a key it does not hold is
+    /// authoritatively absent.
+    pub fn complete(mut self, until_unix_secs: Option<u64>) -> MapBuilder {
+        match until_unix_secs {
+            Some(until) => {
+                self.flags = FLAG_COMPLETE;
+                self.complete_until = u32::try_from(until).unwrap_or(u32::MAX);
+            }
+            None => {
+                self.flags = 0;
+                self.complete_until = 0;
+            }
+        }
         self
     }
 
@@ -253,6 +267,7 @@ impl MapBuilder {
         let mut out = vec![0u8; DATA_START];
         out[0..8].copy_from_slice(&PUB_MAGIC);
         out[8..12].copy_from_slice(&self.flags.to_le_bytes());
+        out[12..16].copy_from_slice(&self.complete_until.to_le_bytes());
         out[16..24].copy_from_slice(&self.generation.to_le_bytes());
         out[24..32].copy_from_slice(&self.seed.to_le_bytes());
         out[40..44].copy_from_slice(&(TABLES as u32).to_le_bytes());
@@ -414,6 +429,7 @@ pub struct MapView<'a> {
     seed: u64,
     generation: u64,
     flags: u32,
+    complete_until: u32,
     miss_key: [u8; 16],
 }
 
@@ -457,6 +473,7 @@ impl<'a> MapView<'a> {
             seed: u64_at(bytes, 24)?,
             generation: u64_at(bytes, 16)?,
             flags: u32_at(bytes, 8)?,
+            complete_until: u32_at(bytes, 12)?,
             miss_key: bytes.get(48..64)?.try_into().ok()?,
         })
     }
@@ -495,9 +512,16 @@ impl<'a> MapView<'a> {
         self.bytes.is_empty()
     }
 
-    /// Whether the publication is a complete mirror (a miss is authoritative).
+    /// Whether the publication is a complete mirror (a miss is authoritative while
+    /// [`MapView::complete_at`]).
     pub fn complete(&self) -> bool {
         self.flags & FLAG_COMPLETE != 0
+    }
+
+    /// Whether, at `now_unix_secs`, a key this publication does not hold is authoritatively
+    /// absent: a complete mirror, within its validity.
+    pub fn complete_at(&self, now_unix_secs: u64) -> bool {
+        self.complete() && now_unix_secs < u64::from(self.complete_until)
     }
 
     /// The entry for `key` in `table`, if the publication holds it (expired or not: the
@@ -663,7 +687,7 @@ mod tests {
 
     #[test]
     fn misses_are_stored_as_keyed_digests_and_never_shadow_names() {
-        let mut b = MapBuilder::new(1, 99).complete(true);
+        let mut b = MapBuilder::new(1, 99).complete(Some(2_000_000_000));
         b.add(Table::PasswdByName, b"alice", 9, ResponseKind::Passwd, b"A");
         b.add(
             Table::PasswdByName,
@@ -694,6 +718,11 @@ mod tests {
         let file = single_file(&pubn);
         let v = MapView::new(&file).unwrap();
         assert!(v.complete());
+        assert!(
+            v.complete_at(1_999_999_999),
+            "misses authoritative until then"
+        );
+        assert!(!v.complete_at(2_000_000_000), "and no longer");
         assert_eq!(v.get(Table::PasswdByName, b"alice").unwrap().body, b"A");
         assert_eq!(
             v.get(Table::PasswdByName, b"secret-typo-name")

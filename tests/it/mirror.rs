@@ -19,6 +19,7 @@ use toolforge_nss_tests::client::{admin, query};
 use toolforge_nss_tests::daemon::Daemon;
 use toolforge_nss_tests::fixture::{Fixture, Schema, Shape, BASE};
 use toolforge_nss_tests::nss::Nss;
+use toolforge_nss_tests::process::signal;
 use toolforge_nss_tests::slapd::{Options, Slapd, ADMIN_DN, ADMIN_PASSWORD};
 
 /// Added to every deadline the issue states, for a loaded machine.
@@ -353,6 +354,30 @@ fn syncrepl_changes_are_visible_within_two_seconds_and_lookups_make_no_query() {
         st.contains("mirror_cookie_age_secs: ") && !st.contains("mirror_cookie_age_secs: -"),
         "{st}"
     );
+
+    // The complete mirror is authoritative in every process too: with the daemon frozen,
+    // a name no one ever asked for is NOTFOUND from the cache data at once (not UNAVAIL
+    // after the module's budget), and known users are found.
+    let nss = Nss::new(&env.daemon.runtime_dir(), "toolforge");
+    let known = env.fixture.developer(false);
+    let pid = env.daemon.pid().expect("the daemon runs");
+    signal(pid, libc::SIGSTOP);
+    let t = Instant::now();
+    let missing = nss.run_env(
+        &["getent", "passwd", "never-asked-anywhere-x9"],
+        &[("TOOLFORGE_NSS_TIMEOUT_MS", "3000")],
+    );
+    let took = t.elapsed();
+    let found = nss.run(&["getent", "passwd", &known.name]);
+    let groups = nss.run(&["getent", "group", "never-a-group-x9"]);
+    signal(pid, libc::SIGCONT);
+    assert_eq!(missing.code, Some(2), "authoritative NOTFOUND: {missing:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "asked the frozen daemon: {took:?}"
+    );
+    assert_eq!(groups.code, Some(2), "{groups:?}");
+    assert_eq!(found.lines(), [known.passwd_line()], "{found:?}");
 }
 
 #[test]

@@ -57,7 +57,7 @@ pub fn build<D: Directory>(
     let until = until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut b = MapBuilder::new(generation, seed)
         .miss_key(miss_key)
-        .complete(true);
+        .complete(Some(until));
     let mut added = 0usize;
     let fits = m.read(|s| {
         for (u, by_uid) in s.served_users(&policy) {
