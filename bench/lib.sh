@@ -78,6 +78,24 @@ $2
 EOC
   chmod 600 "$W/sssd.conf"
   sssd -c "$W/sssd.conf" -D 2> "$W/sssd.log" || { echo "sssd did not start: $(cat "$W/sssd.log")" >&2; return 1; }
+  # Stopped on exit with the rest (it daemonizes; its monitor stops its responders).
+  for _ in $(seq 50); do [ -s /run/sssd.pid ] && break; sleep 0.1; done
+  pids+=("$(cat /run/sssd.pid 2>/dev/null)")
+}
+
+# bench_nslcd CONF_TEXT: nslcd with that config bind-mounted over /etc/nslcd.conf, stopped on
+# exit with the rest. Fails (and says why) when it is not installed.
+bench_nslcd() {
+  if ! command -v nslcd >/dev/null || [ ! -e /usr/lib/x86_64-linux-gnu/libnss_ldap.so.2 ]; then
+    echo "skipping nslcd (apt-get install nslcd libnss-ldapd)" >&2; return 1
+  fi
+  printf "%s\n" "$1" > "$W/nslcd.conf"
+  chmod 640 "$W/nslcd.conf"; chgrp nslcd "$W/nslcd.conf"
+  mount --bind "$W/nslcd.conf" /etc/nslcd.conf
+  mkdir -p /run/nslcd; chown nslcd:nslcd /run/nslcd
+  nslcd || return 1
+  for _ in $(seq 50); do [ -s /run/nslcd/nslcd.pid ] && break; sleep 0.1; done
+  pids+=("$(cat /run/nslcd/nslcd.pid 2>/dev/null)")
 }
 
 # scenarios COLDFILE: every measurement of one provider, warm-up first (run inside the

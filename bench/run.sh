@@ -56,14 +56,10 @@ enumerate = false
 cache_credentials = false
 entry_cache_timeout = 300"; then providers="$providers sss"; fi
 # --- nslcd, and nscd in front of it
-if command -v nslcd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/libnss_ldap.so.2 ]; then
-  printf "uid nslcd\ngid nslcd\nuri ldap://127.0.0.1:%s/\nbase dc=wikimedia,dc=org\n" "$port" > "$W/nslcd.conf"
-  chmod 640 "$W/nslcd.conf"; chgrp nslcd "$W/nslcd.conf"
-  mount --bind "$W/nslcd.conf" /etc/nslcd.conf
-  mkdir -p /run/nslcd; chown nslcd:nslcd /run/nslcd
-  nslcd && providers="$providers ldap"
+if bench_nslcd "$(printf "uid nslcd\ngid nslcd\nuri ldap://127.0.0.1:%s/\nbase dc=wikimedia,dc=org\n" "$port")"; then
+  providers="$providers ldap"
   command -v nscd >/dev/null && providers="$providers nscd"
-else echo "skipping nslcd and nscd (apt-get install nslcd libnss-ldapd nscd)" >&2; fi
+fi
 sleep 1
 
 export -f scenarios; export B W

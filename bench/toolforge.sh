@@ -70,13 +70,9 @@ entry_cache_group_timeout = 300"; then providers="$providers sss"
 fi
 # --- nslcd with member DNs (rfc2307bis) and nested groups
 if [ -n "${TF_ONLY:-}" ]; then :
-elif command -v nslcd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/libnss_ldap.so.2 ]; then
-  printf "uid nslcd\ngid nslcd\nuri ldap://127.0.0.1:%s/\nbase dc=wikimedia,dc=org\npagesize 2000\nnss_nested_groups yes\nmap group member member\n" "$port" > "$W/nslcd.conf"
-  chmod 640 "$W/nslcd.conf"; chgrp nslcd "$W/nslcd.conf"
-  mount --bind "$W/nslcd.conf" /etc/nslcd.conf
-  mkdir -p /run/nslcd; chown nslcd:nslcd /run/nslcd
-  nslcd && providers="$providers ldap"
-else echo "skipping nslcd (apt-get install nslcd libnss-ldapd)" >&2; fi
+elif bench_nslcd "$(printf "uid nslcd\ngid nslcd\nuri ldap://127.0.0.1:%s/\nbase dc=wikimedia,dc=org\npagesize 2000\nnss_nested_groups yes\nmap group member member\n" "$port")"; then
+  providers="$providers ldap"
+fi
 sleep 1
 
 ms() { # ms CMD...: runs CMD, prints "<milliseconds> <output lines>"

@@ -172,6 +172,9 @@ fn the_daemon_image_starts_drops_privileges_and_answers() {
     }
     // It dropped privileges: every uid and gid of the process is 64100 (the daemon uid the module trusts), no supplementary groups.
     let pid = peer_pid(&socket);
+    // The daemon dropped its privileges, which clears the parent-death signal that
+    // `unshare --kill-child` set: it must be stopped by its own pid, whatever happens below.
+    let _stop = StopOnDrop(pid);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let field = |k: &str| {
         status
@@ -196,4 +199,21 @@ fn the_daemon_image_starts_drops_privileges_and_answers() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Stops a process by pid when dropped (SIGTERM, then SIGKILL if it is still there).
+struct StopOnDrop(u32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let pid = self.0 as libc::pid_t;
+        // SAFETY: kill(2) with a pid and a signal number; no memory is passed.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
 }
