@@ -15,7 +15,7 @@ use toolforge_nss_tests::daemon::{config, Daemon};
 use toolforge_nss_tests::fakeldap::{contains, Answer, FakeLdap};
 use toolforge_nss_tests::fixture::{Fixture, Schema, Shape, BASE};
 use toolforge_nss_tests::process::signal;
-use toolforge_nss_tests::slapd::{Slapd, ADMIN_DN, ADMIN_PASSWORD};
+use toolforge_nss_tests::slapd::{Slapd, ADMIN_DN};
 
 use crate::env::shared;
 
@@ -182,34 +182,7 @@ fn every_directory_socket_has_tcp_keepalive() {
 }
 
 fn ldap_tool(tool: &str, slapd: &Slapd, ldif: &str) {
-    use std::io::Write;
-    let mut child = Command::new(tool)
-        .args([
-            "-x",
-            "-H",
-            &slapd.uri(),
-            "-D",
-            ADMIN_DN,
-            "-w",
-            ADMIN_PASSWORD,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{tool}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ldif.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{tool}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    slapd.apply(tool, ldif);
 }
 
 #[test]

@@ -9,7 +9,6 @@
 //!
 //! Deadlines carry a margin for a loaded 2-core machine (`SLACK`), stated beside each.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use toolforge_nss_protocol::admin::{AdminRequest, AdminResponse};
@@ -20,40 +19,13 @@ use toolforge_nss_tests::daemon::Daemon;
 use toolforge_nss_tests::fixture::{Fixture, Schema, Shape, BASE};
 use toolforge_nss_tests::nss::Nss;
 use toolforge_nss_tests::process::signal;
-use toolforge_nss_tests::slapd::{Options, Slapd, ADMIN_DN, ADMIN_PASSWORD};
+use toolforge_nss_tests::slapd::{Options, Slapd};
 
 /// Added to every deadline the issue states, for a loaded machine.
 const SLACK: Duration = Duration::from_secs(2);
 
 fn ldap_tool(tool: &str, slapd: &Slapd, ldif: &str) {
-    use std::io::Write;
-    let mut child = Command::new(tool)
-        .args([
-            "-x",
-            "-H",
-            &slapd.uri(),
-            "-D",
-            ADMIN_DN,
-            "-w",
-            ADMIN_PASSWORD,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{tool}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ldif.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{tool} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    slapd.apply(tool, ldif);
 }
 
 fn modify(slapd: &Slapd, ldif: &str) {

@@ -203,6 +203,39 @@ impl Slapd {
         format!("ldap://127.0.0.1:{}", self.port)
     }
 
+    /// Runs an OpenLDAP client `tool` (`ldapadd`, `ldapmodify`) as the directory's
+    /// administrator with `ldif` on its standard input; panics with its stderr on failure.
+    pub fn apply(&self, tool: &str, ldif: &str) {
+        use std::io::Write;
+        let mut child = Command::new(tool)
+            .args([
+                "-x",
+                "-H",
+                &self.uri(),
+                "-D",
+                ADMIN_DN,
+                "-w",
+                ADMIN_PASSWORD,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(ldif.as_bytes())
+            .expect("write the LDIF");
+        let out = child.wait_with_output().expect("wait for the tool");
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("slapd.log")
     }
