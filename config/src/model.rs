@@ -289,7 +289,7 @@ impl Default for DaemonConfig {
             request_timeout_ms: 1_000,
             worker_threads: 2,
             miss_queries_per_uid_per_sec: 100,
-            miss_query_burst_per_uid: 5000,
+            miss_query_burst_per_uid: 10_000,
         }
     }
 }
