@@ -16,8 +16,10 @@
 //!   retried once, elsewhere;
 //! * invalidCredentials at bind is a configuration error, logged once loudly.
 //!
-//! Overload never reaches this file as a failure: the fair queue in [`crate::admission`] keeps
-//! the lookups in flight within the pool's capacity.
+//! Overload is never a server failure here. The fair queue in [`crate::admission`] keeps the
+//! lookups in flight within the pool's capacity, but one lookup may run several operations
+//! (one per base, member batches): an operation that finds every connection at its bound
+//! waits at most `queue_timeout_ms` for a slot, then answers `Overloaded` (that request only).
 //!
 //! Lifetime: connections older than `connection_expire_secs` are replaced gracefully (the new
 //! one first, the old one drained, then unbound); on SIGHUP the credentials are re-read and
@@ -379,9 +381,14 @@ impl Pool {
                 self.grow().await?;
                 continue;
             }
-            // Every connection is at its bound and the pool is full: wait for a slot.
+            // Every connection is at its bound and the pool is full: wait for a slot, as long
+            // as a lookup may wait in the fair queue (`queue_timeout_ms`, under the module's
+            // budget): one admitted lookup can run several operations (one per base, member
+            // batches), so the pool can be full while the queue admits; overload then answers
+            // within the module's budget, not after a search timeout.
             let c = pick.expect("checked above");
-            match tokio::time::timeout(self.search_timeout(), c.ops.clone().acquire_owned()).await {
+            let wait = Duration::from_millis(self.cfg.queue_timeout_ms);
+            match tokio::time::timeout(wait, c.ops.clone().acquire_owned()).await {
                 Ok(Ok(p)) => {
                     return Ok(Op {
                         ldap: c.ldap.clone(),
