@@ -3,6 +3,20 @@
 # slapd, the key files, SSSD started with a config of the caller's, and the measurements.
 # Needs: $rel (target/release). Sets: W, pids (stopped on exit), port, B.
 
+# bench_enter SCRIPT [ARG...]: refuses to run without root or without the release binaries
+# every benchmark uses (and those named in $BENCH_NEEDS), then runs SCRIPT again inside a
+# private mount namespace; returns only there.
+bench_enter() {
+  local script=$1 b; shift
+  [ "$(id -u)" = 0 ] || { echo "$script needs root (mount namespaces)" >&2; exit 2; }
+  for b in toolforge-nssd libnss_toolforge.so toolforge-nss-fixture toolforge-nss-nssbench ${BENCH_NEEDS:-}; do
+    [ -e "$rel/$b" ] || { echo "missing $rel/$b: run cargo build --release --workspace" >&2; exit 2; }
+  done
+  if [ -z "${TF_BENCH_IN_NS:-}" ]; then
+    exec unshare --mount --propagation private env TF_BENCH_IN_NS=1 "$script" "$@"
+  fi
+}
+
 # bench_workdir NAME: a fresh work directory (removed on exit, with everything started),
 # and tmpfs over /run so that no daemon of the machine is seen or touched.
 bench_workdir() {

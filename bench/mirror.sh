@@ -17,20 +17,11 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 rel=$top/target/release
-[ "$(id -u)" = 0 ] || { echo "bench/mirror.sh needs root (mount namespaces)" >&2; exit 2; }
-for b in toolforge-nssd libnss_toolforge.so toolforge-nss-fixture toolforge-nss-nssbench toolforge-nssctl; do
-  [ -e "$rel/$b" ] || { echo "missing $rel/$b: run cargo build --release --workspace" >&2; exit 2; }
-done
-if [ -z "${TF_BENCH_IN_NS:-}" ]; then
-  exec unshare --mount --propagation private env TF_BENCH_IN_NS=1 "$0" "$@"
-fi
+# shellcheck source=bench/lib.sh
+. "$top/bench/lib.sh"
+BENCH_NEEDS=toolforge-nssctl bench_enter "$0" "$@"
 
-W=$(mktemp -d /tmp/tf-mirrorbench.XXXXXX); chmod 755 "$W"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.2; rm -rf "$W"; }
-trap cleanup EXIT
-mount -t tmpfs tmpfs /run
-B=$rel/toolforge-nss-nssbench
+bench_workdir tf-mirrorbench
 CTL="$rel/toolforge-nssctl --admin-socket $W/tf/admin/admin.socket"
 
 # --- the directory, with syncprov

@@ -14,17 +14,11 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 rel=$top/target/release
-[ "$(id -u)" = 0 ] || { echo "bench/sss-compat.sh needs root (mount namespaces)" >&2; exit 2; }
-for b in toolforge-nssd libnss_toolforge.so toolforge-nss-fixture toolforge-nss-nssbench; do
-  [ -e "$rel/$b" ] || { echo "missing $rel/$b: run cargo build --release --workspace" >&2; exit 2; }
-done
-if [ -z "${TF_BENCH_IN_NS:-}" ]; then
-  exec unshare --mount --propagation private env TF_BENCH_IN_NS=1 "$0" "$@"
-fi
-
-devs=${1:-20000}
 # shellcheck source=bench/lib.sh
 . "$top/bench/lib.sh"
+bench_enter "$0" "$@"
+
+devs=${1:-20000}
 bench_workdir tf-sss-bench
 
 # --- the directory

@@ -15,16 +15,10 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 rel=$top/target/release
-[ "$(id -u)" = 0 ] || { echo "bench/toolforge.sh needs root (mount namespaces)" >&2; exit 2; }
-for b in toolforge-nssd libnss_toolforge.so toolforge-nss-fixture toolforge-nss-nssbench toolforge-nssctl; do
-  [ -e "$rel/$b" ] || { echo "missing $rel/$b: run cargo build --release --workspace" >&2; exit 2; }
-done
-if [ -z "${TF_BENCH_IN_NS:-}" ]; then
-  exec unshare --mount --propagation private env TF_BENCH_IN_NS=1 "$0" "$@"
-fi
-
 # shellcheck source=bench/lib.sh
 . "$top/bench/lib.sh"
+BENCH_NEEDS=toolforge-nssctl bench_enter "$0" "$@"
+
 bench_workdir tf-tfbench
 
 # --- the directory, limited as Wikimedia's replicas (2,048 entries per plain search)
