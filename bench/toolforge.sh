@@ -119,4 +119,4 @@ sleep 7  # the last publication, and the allocator trim after it
 "$rel/toolforge-nssctl" --admin-socket "$W/tf/admin/admin.socket" status 2>/dev/null | grep -Ei "entries|bytes|cache" || true
 grep -E "VmRSS|VmHWM|RssAnon|RssFile" /proc/$tfpid/status | tr -s ' ' | sed 's/^/toolforge-nssd /'
 echo "cache.map: $(stat -c %s "$W/tf/run/cache.map" 2>/dev/null || echo 0) bytes"
-[ -n "${TF_HOLD:-}" ] && { echo "holding $TF_HOLD s (pid $tfpid)"; sleep "$TF_HOLD"; }
+if [ -n "${TF_HOLD:-}" ]; then echo "holding $TF_HOLD s (pid $tfpid)"; sleep "$TF_HOLD"; fi
