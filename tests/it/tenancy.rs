@@ -15,7 +15,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use toolforge_nss_protocol::mapfile::{round_up_page, single_file, MapBuilder, MapView, Table};
-use toolforge_nss_protocol::{Capabilities, Passwd, Response, ResponseKind};
+use toolforge_nss_protocol::{
+    Capabilities, Header, Passwd, Response, ResponseKind, HEADER_LEN, MAX_REQUEST_BODY,
+};
 use toolforge_nss_tests::daemon::Daemon;
 use toolforge_nss_tests::fixture::Schema;
 use toolforge_nss_tests::nss::Nss;
@@ -168,23 +170,8 @@ fn child_forger() {
     let l = UnixListener::bind(&path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
     for s in l.incoming() {
-        let Ok(mut s) = s else { continue };
-        std::thread::spawn(move || loop {
-            let mut head = [0u8; 24];
-            if s.read_exact(&mut head).is_err() {
-                return;
-            }
-            let id = u32::from_le_bytes(head[16..20].try_into().unwrap());
-            let len = u32::from_le_bytes(head[20..24].try_into().unwrap()) as usize;
-            let mut body = vec![0u8; len];
-            if s.read_exact(&mut body).is_err() {
-                return;
-            }
-            let reply = Response::Passwd(forged_passwd()).encode(id, 0, Capabilities::ALL);
-            if s.write_all(&reply).is_err() {
-                return;
-            }
-        });
+        let Ok(s) = s else { continue };
+        std::thread::spawn(move || answer_forged(s));
     }
 }
 
@@ -547,17 +534,19 @@ fn backlog_full(path: &Path) -> bool {
 /// Answers every request on `s` with the forged user (a stand-in daemon, running as root).
 fn answer_forged(mut s: std::os::unix::net::UnixStream) {
     loop {
-        let mut head = [0u8; 24];
+        let mut head = [0u8; HEADER_LEN];
         if s.read_exact(&mut head).is_err() {
             return;
         }
-        let id = u32::from_le_bytes(head[16..20].try_into().unwrap());
-        let len = u32::from_le_bytes(head[20..24].try_into().unwrap()) as usize;
-        let mut body = vec![0u8; len];
+        let Ok(header) = Header::decode(&head, MAX_REQUEST_BODY) else {
+            return;
+        };
+        let mut body = vec![0u8; header.body_len as usize];
         if s.read_exact(&mut body).is_err() {
             return;
         }
-        let reply = Response::Passwd(forged_passwd()).encode(id, 0, Capabilities::ALL);
+        let reply =
+            Response::Passwd(forged_passwd()).encode(header.request_id, 0, Capabilities::ALL);
         if s.write_all(&reply).is_err() {
             return;
         }
