@@ -73,10 +73,6 @@ impl<V> Slot<V> {
     }
 }
 
-/// One entry as the cache file publisher sees it: key, value (`None`: known absent), and the
-/// refresh-ahead point until which a reader may use it.
-pub type Publishable<K, V> = (K, Option<V>, Instant);
-
 /// One entry as persistence sees it.
 pub struct Stored<K, V> {
     pub key: K,
@@ -318,14 +314,21 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
             .count()
     }
 
-    /// Every entry before its refresh-ahead point (answers a reader may take without asking):
-    /// found entries most recently used first, then negative ones likewise, with that point.
-    pub fn publishable(&self, now: Instant) -> Vec<Publishable<K, V>> {
-        self.lock()
-            .iter_all()
-            .filter(|(_, s)| now < s.refresh_at())
-            .map(|(k, s)| (k.clone(), s.value.clone(), s.refresh_at()))
-            .collect()
+    /// Calls `f` with each entry a reader may use at `now` (key, value or `None` when known
+    /// absent, its refresh-ahead point), most recently used first, found entries before
+    /// known absences, until `f` returns false. Holds the map's lock meanwhile, so `f` must
+    /// be cheap (copying bytes into a publication is); nothing is cloned.
+    pub fn for_each_publishable(
+        &self,
+        now: Instant,
+        mut f: impl FnMut(&K, Option<&V>, Instant) -> bool,
+    ) {
+        for (k, s) in self.lock().iter_all() {
+            let until = s.refresh_at();
+            if now < until && !f(k, s.value.as_ref(), until) {
+                break;
+            }
+        }
     }
 
     /// Every entry still servable (fresh or within `max_stale`), least recently used first
@@ -445,24 +448,30 @@ mod tests {
         let t0 = Instant::now();
         c.put("a", Some(1), TTL, t0);
         c.put("b", None, TTL, t0);
-        let keys: Vec<_> = c
-            .publishable(t0)
-            .into_iter()
-            .map(|(k, v, _)| (k, v))
-            .collect();
+        let publishable = |now| {
+            let mut v = Vec::new();
+            c.for_each_publishable(now, |k, val, until| {
+                v.push((*k, val.copied(), until));
+                true
+            });
+            v
+        };
+        let t1 = t0 + TTL.mul_f64(0.75);
         assert_eq!(
-            keys,
-            vec![("a", Some(1)), ("b", None)],
-            "found entries first"
-        );
-        assert_eq!(
-            c.publishable(t0).first().map(|e| e.2),
-            Some(t0 + TTL.mul_f64(0.75))
+            publishable(t0),
+            vec![("a", Some(1), t1), ("b", None, t1)],
+            "found entries first, until their refresh point"
         );
         assert!(
-            c.publishable(t0 + Duration::from_millis(7_600)).is_empty(),
+            publishable(t0 + Duration::from_millis(7_600)).is_empty(),
             "due: not published"
         );
+        let mut first = Vec::new();
+        c.for_each_publishable(t0, |k, _, _| {
+            first.push(*k);
+            false
+        });
+        assert_eq!(first, vec!["a"], "stops when told");
     }
 
     #[test]

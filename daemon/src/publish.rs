@@ -44,7 +44,7 @@ use toolforge_nss_protocol::mapfile::{
 };
 use toolforge_nss_protocol::ResponseKind;
 
-use crate::cache::Publishable;
+use crate::cache::{TtlLru, Weigh};
 use crate::directory::Directory;
 use crate::resolver::{Encoded, Resolver};
 use crate::wallclock::Clock;
@@ -428,61 +428,66 @@ impl Publisher {
         let m = &r.maps;
         let mut b = MapBuilder::new(generation, u64::from_le_bytes(random_bytes()))
             .miss_key(random_bytes());
-        let (mut added, mut left_out) = (0usize, 0usize);
-        let mut add = |b: &mut MapBuilder, table, key: &[u8], until, body: Option<&[u8]>| {
-            if b.approximate_len() >= self.max_bytes {
-                left_out += 1;
-                return;
-            }
-            let (kind, body) = match body {
-                Some(body) => (
-                    match table {
-                        Table::PasswdByName | Table::PasswdByUid => ResponseKind::Passwd,
-                        Table::GroupByName | Table::GroupByGid => ResponseKind::Group,
-                        Table::InitGroups => ResponseKind::GroupIds,
-                    },
-                    body,
-                ),
-                None => (ResponseKind::NotFound, &[][..]),
-            };
-            b.add(table, key, secs(&clock, until), kind, body);
-            added += 1;
-        };
-        // Interleave the maps by recency so that a size cap keeps what is used across all of
-        // them, rather than filling up with the first map.
-        let users = m.users_by_name.publishable(now);
-        let uids = m.users_by_uid.publishable(now);
-        let groups = m.groups_by_name.publishable(now);
-        let gids = m.groups_by_gid.publishable(now);
-        let inits = m.initgroups.publishable(now);
-        let longest = [
-            users.len(),
-            uids.len(),
-            groups.len(),
-            gids.len(),
-            inits.len(),
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(0);
-        for i in 0..longest {
-            if let Some((k, body, t)) = row(&users, i) {
-                add(&mut b, Table::PasswdByName, k.as_bytes(), t, body);
-            }
-            if let Some((k, body, t)) = row(&uids, i) {
-                add(&mut b, Table::PasswdByUid, &k.to_le_bytes(), t, body);
-            }
-            if let Some((k, body, t)) = row(&groups, i) {
-                add(&mut b, Table::GroupByName, k.as_bytes(), t, body);
-            }
-            if let Some((k, body, t)) = row(&gids, i) {
-                add(&mut b, Table::GroupByGid, &k.to_le_bytes(), t, body);
-            }
-            if let Some((k, body, t)) = row(&inits, i) {
-                add(&mut b, Table::InitGroups, k.as_bytes(), t, body);
-            }
-        }
-        (b.build(), added, left_out)
+        // Under a size cap, each map gets a fair share of the bytes (what a small map does
+        // not use goes to the others), filled most recently used first: the cap keeps what
+        // is used across all maps rather than filling up with the first one.
+        let wanted = [
+            wanted_bytes(&m.users_by_name, now),
+            wanted_bytes(&m.users_by_uid, now),
+            wanted_bytes(&m.groups_by_name, now),
+            wanted_bytes(&m.groups_by_gid, now),
+            wanted_bytes(&m.initgroups, now),
+        ];
+        let caps = fair_shares(wanted, self.max_bytes.saturating_sub(b.approximate_len()));
+        let mut counts = (0usize, 0usize);
+        let c = &mut counts;
+        let t = |until| secs(&clock, until);
+        fill(
+            &mut b,
+            &m.users_by_name,
+            Table::PasswdByName,
+            caps[0],
+            now,
+            &t,
+            c,
+        );
+        fill(
+            &mut b,
+            &m.users_by_uid,
+            Table::PasswdByUid,
+            caps[1],
+            now,
+            &t,
+            c,
+        );
+        fill(
+            &mut b,
+            &m.groups_by_name,
+            Table::GroupByName,
+            caps[2],
+            now,
+            &t,
+            c,
+        );
+        fill(
+            &mut b,
+            &m.groups_by_gid,
+            Table::GroupByGid,
+            caps[3],
+            now,
+            &t,
+            c,
+        );
+        fill(
+            &mut b,
+            &m.initgroups,
+            Table::InitGroups,
+            caps[4],
+            now,
+            &t,
+            c,
+        );
+        (b.build(), counts.0, counts.1)
     }
 
     /// Stops publishing and leaves the published data valid (a clean stop, or a new daemon
@@ -512,13 +517,101 @@ impl Publisher {
     }
 }
 
-/// Entry `i` of a map's publishable list: key, encoded body (`None`: known absent), expiry.
-fn row<K, R>(
-    list: &[Publishable<K, Arc<Encoded<R>>>],
-    i: usize,
-) -> Option<(&K, Option<&[u8]>, Instant)> {
-    let (k, v, t) = list.get(i)?;
-    Some((k, v.as_ref().map(|e| e.body.as_slice()), *t))
+/// A cache key as the publication stores it (names as bytes, ids 4 bytes little-endian).
+trait KeyBytes {
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R;
+}
+
+impl KeyBytes for String {
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self.as_bytes())
+    }
+}
+
+impl KeyBytes for u32 {
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&self.to_le_bytes())
+    }
+}
+
+/// The response body a cached value publishes.
+trait BodyBytes {
+    fn body_bytes(&self) -> &[u8];
+}
+
+impl<R> BodyBytes for Arc<Encoded<R>> {
+    fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// What publishing every publishable entry of `map` would take, in bytes.
+fn wanted_bytes<K, V>(map: &TtlLru<K, V>, now: Instant) -> usize
+where
+    K: KeyBytes + std::hash::Hash + Eq + Clone + Weigh,
+    V: BodyBytes + Clone + Weigh,
+{
+    let mut total = 0usize;
+    map.for_each_publishable(now, |k, v, _| {
+        let body = v.map_or(0, |v| v.body_bytes().len());
+        total += k.with_bytes(|k| MapBuilder::entry_cost(k.len(), body));
+        true
+    });
+    total
+}
+
+/// Splits `budget` bytes between maps that want `wanted` bytes each: every map gets what it
+/// wants up to an equal share, and what a map leaves goes to the others (water-filling).
+fn fair_shares<const N: usize>(wanted: [usize; N], budget: usize) -> [usize; N] {
+    let mut order: Vec<usize> = (0..N).collect();
+    order.sort_by_key(|&i| wanted[i]);
+    let mut caps = [0usize; N];
+    let mut left = budget;
+    for (n, &i) in order.iter().enumerate() {
+        let share = left / (N - n);
+        caps[i] = wanted[i].min(share);
+        left -= caps[i];
+    }
+    caps
+}
+
+/// Adds the publishable entries of `map` to `table`, most recently used first, until they
+/// take `cap` bytes; counts what was added and what was left out in `counts`.
+fn fill<K, V>(
+    b: &mut MapBuilder,
+    map: &TtlLru<K, V>,
+    table: Table,
+    cap: usize,
+    now: Instant,
+    secs: &impl Fn(Instant) -> u64,
+    counts: &mut (usize, usize),
+) where
+    K: KeyBytes + std::hash::Hash + Eq + Clone + Weigh,
+    V: BodyBytes + Clone + Weigh,
+{
+    let found = match table {
+        Table::PasswdByName | Table::PasswdByUid => ResponseKind::Passwd,
+        Table::GroupByName | Table::GroupByGid => ResponseKind::Group,
+        Table::InitGroups => ResponseKind::GroupIds,
+    };
+    let mut used = 0usize;
+    map.for_each_publishable(now, |k, v, until| {
+        let (kind, body) = match v {
+            Some(v) => (found, v.body_bytes()),
+            None => (ResponseKind::NotFound, &[][..]),
+        };
+        k.with_bytes(|key| {
+            let cost = MapBuilder::entry_cost(key.len(), body.len());
+            if used + cost > cap {
+                counts.1 += 1;
+            } else {
+                used += cost;
+                b.add(table, key, secs(until), kind, body);
+                counts.0 += 1;
+            }
+        });
+        true
+    });
 }
 
 #[cfg(test)]
@@ -640,6 +733,22 @@ mod tests {
         old.read_exact_at(&mut flags, FLAGS_OFFSET as u64).unwrap();
         assert_eq!(u32::from_le_bytes(flags), FLAG_SUPERSEDED);
         assert_eq!(generation_on_disk(&p), Some(1));
+    }
+
+    #[test]
+    fn a_size_cap_is_shared_fairly_between_the_maps() {
+        assert_eq!(
+            fair_shares([10, 100, 100], 1_000),
+            [10, 100, 100],
+            "all fit"
+        );
+        assert_eq!(
+            fair_shares([10, 100, 100], 150),
+            [10, 70, 70],
+            "what the small map leaves goes to the others"
+        );
+        assert_eq!(fair_shares([100, 0, 100], 90), [45, 0, 45]);
+        assert_eq!(fair_shares([5, 5], 0), [0, 0]);
     }
 
     /// The whole directory (issue 13's mirror: 40,000 users and 5,000 groups, by name and by

@@ -177,10 +177,23 @@ pub fn miss_digest(miss_key: &[u8; 16], key: &[u8]) -> [u8; MISS_DIGEST_LEN] {
 }
 
 /// One entry to write: key, expiry, kind, body.
-type Entry = (Vec<u8>, u64, ResponseKind, Vec<u8>);
+/// One added entry, as the builder indexes it: its slot hash, where its record starts in
+/// the builder's arena, and for a negative entry the hashes of its key and of its digest
+/// (a negative entry is left out when a positive one has either; see [`MapBuilder::build`]).
+#[derive(Clone, Copy)]
+struct Pending {
+    hash: u64,
+    record: u32,
+    negative: Option<(u64, u64)>,
+}
 
 /// Builds one publication (a half). Entries added later for the same table and key are
 /// ignored; a negative entry for a key that also has a positive one is left out.
+///
+/// Each entry is serialised once, at [`MapBuilder::add`], into one arena of records (as they
+/// will be stored); [`MapBuilder::build`] lays out the slot arrays and copies the records
+/// behind them. So building the whole directory costs two large buffers (the arena, the
+/// output), not two small allocations per entry.
 pub struct MapBuilder {
     generation: u64,
     seed: u64,
@@ -188,7 +201,9 @@ pub struct MapBuilder {
     flags: u32,
     /// Unix seconds until which a complete publication's misses are authoritative.
     complete_until: u32,
-    tables: [Vec<Entry>; TABLES],
+    /// Records, each 8-aligned, in the order they were added.
+    records: Vec<u8>,
+    tables: [Vec<Pending>; TABLES],
     /// Upper bound of the publication's length so far.
     len: usize,
 }
@@ -206,6 +221,7 @@ impl MapBuilder {
             miss_key,
             flags: 0,
             complete_until: 0,
+            records: Vec::new(),
             tables: Default::default(),
             len: DATA_START + TABLES * 8 * 8,
         }
@@ -244,17 +260,45 @@ impl MapBuilder {
         kind: ResponseKind,
         body: &[u8],
     ) {
-        if key.len() <= u16::MAX as usize {
-            // Up to four slots (load factor a half to a quarter), record header, key, body,
-            // alignment.
-            self.len += 32 + RECORD_HEADER + key.len().max(MISS_DIGEST_LEN) + body.len() + 8;
-            self.tables[table as usize].push((
-                key.to_vec(),
-                expires_unix_secs,
-                kind,
-                body.to_vec(),
-            ));
+        let Ok(body_len) = u32::try_from(body.len()) else {
+            return;
+        };
+        if key.len() > u16::MAX as usize {
+            return;
         }
+        let record = self.records.len();
+        // An arena past 4 GiB cannot be addressed by a slot (nor would it fit a half).
+        let Ok(record32) = u32::try_from(record) else {
+            return;
+        };
+        let h = hash(self.seed, key);
+        let digest;
+        let (stored, negative): (&[u8], _) = if kind == ResponseKind::NotFound {
+            digest = miss_digest(&self.miss_key, key);
+            (&digest, Some((h, hash(self.seed, &digest))))
+        } else {
+            (key, None)
+        };
+        self.len += Self::entry_cost(key.len(), body.len());
+        let r = &mut self.records;
+        r.extend_from_slice(&expires_unix_secs.to_le_bytes());
+        r.extend_from_slice(&(kind as u16).to_le_bytes());
+        r.extend_from_slice(&(stored.len() as u16).to_le_bytes());
+        r.extend_from_slice(&body_len.to_le_bytes());
+        r.extend_from_slice(stored);
+        r.extend_from_slice(body);
+        r.resize(r.len().next_multiple_of(8), 0);
+        self.tables[table as usize].push(Pending {
+            hash: h,
+            record: record32,
+            negative,
+        });
+    }
+
+    /// An upper bound of what one entry adds to a publication: up to four slots (load
+    /// factor a half to a quarter), record header, key (or a miss digest), body, alignment.
+    pub fn entry_cost(key_len: usize, body_len: usize) -> usize {
+        32 + RECORD_HEADER + key_len.max(MISS_DIGEST_LEN) + body_len + 8
     }
 
     /// Bytes the publication would take so far (to enforce a size limit while adding).
@@ -262,9 +306,26 @@ impl MapBuilder {
         self.len
     }
 
+    /// The record at `at` in `bytes` (header, key, body), and its stored key.
+    fn record_at(bytes: &[u8], at: usize) -> Option<(&[u8], &[u8])> {
+        let key_len = u16::from_le_bytes(bytes.get(at + 10..at + 12)?.try_into().ok()?) as usize;
+        let body_len = u32_at(bytes, at + 12)? as usize;
+        let key_end = at + RECORD_HEADER + key_len;
+        Some((
+            bytes.get(at..key_end + body_len)?,
+            bytes.get(at + RECORD_HEADER..key_end)?,
+        ))
+    }
+
     /// The publication's bytes (to be written into a half).
     pub fn build(self) -> Vec<u8> {
-        let mut out = vec![0u8; DATA_START];
+        let slot_bytes: usize = self
+            .tables
+            .iter()
+            .map(|t| (t.len() * 2).next_power_of_two().max(8) * 8)
+            .sum();
+        let mut out = Vec::with_capacity(DATA_START + slot_bytes + self.records.len());
+        out.resize(DATA_START, 0);
         out[0..8].copy_from_slice(&PUB_MAGIC);
         out[8..12].copy_from_slice(&self.flags.to_le_bytes());
         out[12..16].copy_from_slice(&self.complete_until.to_le_bytes());
@@ -285,63 +346,49 @@ impl MapBuilder {
             out[dir + 8..dir + 12].copy_from_slice(&(count as u32).to_le_bytes());
         }
         for (t, entries) in self.tables.iter().enumerate() {
-            // Keys with a positive answer: a negative entry never shadows or collides with one.
-            let positive: std::collections::HashSet<&[u8]> = entries
+            // Hashes of the keys with a positive answer: a negative entry never shadows or
+            // collides with one. (Two keys of one hash only make a negative entry left out,
+            // which costs a reader a question to the daemon, never a wrong answer.)
+            let positive: std::collections::HashSet<u64> = entries
                 .iter()
-                .filter(|e| e.2 != ResponseKind::NotFound)
-                .map(|e| e.0.as_slice())
+                .filter(|e| e.negative.is_none())
+                .map(|e| e.hash)
                 .collect();
             let mask = slot_counts[t] - 1;
-            for (key, expires, kind, body) in entries {
-                let h = hash(self.seed, key);
-                let digest;
-                let stored: &[u8] = if *kind == ResponseKind::NotFound {
-                    digest = miss_digest(&self.miss_key, key);
-                    if positive.contains(key.as_slice()) || positive.contains(&digest[..]) {
+            for e in entries {
+                if let Some((key_hash, digest_hash)) = e.negative {
+                    if positive.contains(&key_hash) || positive.contains(&digest_hash) {
                         continue;
                     }
-                    &digest
-                } else {
-                    key
+                }
+                let Some((record, stored)) = Self::record_at(&self.records, e.record as usize)
+                else {
+                    continue;
                 };
-                let mut idx = (h as usize) & mask;
+                let mut idx = (e.hash as usize) & mask;
                 for _ in 0..MAX_PROBES.min(slot_counts[t]) {
                     let at = slot_offsets[t] + idx * 8;
                     let slot = u64::from_le_bytes(out[at..at + 8].try_into().unwrap_or([0; 8]));
                     if slot == 0 {
-                        while !out.len().is_multiple_of(8) {
-                            out.push(0);
-                        }
                         let rec = out.len();
                         if rec > u32::MAX as usize {
                             break;
                         }
-                        out.extend_from_slice(&expires.to_le_bytes());
-                        out.extend_from_slice(&(*kind as u16).to_le_bytes());
-                        out.extend_from_slice(&(stored.len() as u16).to_le_bytes());
-                        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-                        out.extend_from_slice(stored);
-                        out.extend_from_slice(body);
-                        let value = ((h >> 32) << 32) | rec as u64;
+                        out.extend_from_slice(record);
+                        out.resize(out.len().next_multiple_of(8), 0);
+                        let value = ((e.hash >> 32) << 32) | rec as u64;
                         out[at..at + 8].copy_from_slice(&value.to_le_bytes());
                         break;
                     }
                     let rec = (slot & 0xffff_ffff) as usize;
-                    if let Some(existing) = out.get(rec + 10..rec + 12) {
-                        let klen = u16::from_le_bytes([existing[0], existing[1]]) as usize;
-                        if out.get(rec + RECORD_HEADER..rec + RECORD_HEADER + klen) == Some(stored)
-                        {
-                            break; // duplicate key: the first one stays
-                        }
+                    if Self::record_at(&out, rec).is_some_and(|(_, existing)| existing == stored) {
+                        break; // duplicate key: the first one stays
                     }
                     idx = (idx + 1) & mask;
                 }
                 // A key that found no slot within MAX_PROBES is left out: readers then ask
                 // the daemon, which is correct, only slower.
             }
-        }
-        while !out.len().is_multiple_of(8) {
-            out.push(0);
         }
         let len = out.len() as u64;
         out[32..40].copy_from_slice(&len.to_le_bytes());
