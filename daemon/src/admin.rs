@@ -312,7 +312,7 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String, file: Option<PathBu
             .users_by_name
             .peek(n, Instant::now())
             .and_then(|(_, v, _)| v)
-            .map(|u| u.record.dn.clone()),
+            .map(|u| u.dn().to_owned()),
         _ => None,
     };
     for q in dir.describe(&req, user_dn.as_deref()) {
@@ -523,7 +523,7 @@ pub fn dump(r: &Daemon) -> String {
     let m = &r.maps;
     for e in m.users_by_name.snapshot(now) {
         let what = e.value.map_or("absent".to_string(), |u| {
-            format!("uid={} home={}", u.record.passwd.uid, u.passwd().dir)
+            format!("uid={} home={}", u.uid(), u.passwd().dir)
         });
         line(
             &mut s,
@@ -535,9 +535,9 @@ pub fn dump(r: &Daemon) -> String {
         );
     }
     for e in m.users_by_uid.snapshot(now) {
-        let what = e.value.map_or("absent".to_string(), |u| {
-            format!("name={}", u.record.passwd.name)
-        });
+        let what = e
+            .value
+            .map_or("absent".to_string(), |u| format!("name={}", u.name()));
         line(
             &mut s,
             format!(
@@ -549,11 +549,7 @@ pub fn dump(r: &Daemon) -> String {
     }
     for e in m.groups_by_name.snapshot(now) {
         let what = e.value.map_or("absent".to_string(), |g| {
-            format!(
-                "gid={} members={}",
-                g.record.group.gid,
-                g.record.group.members.len()
-            )
+            format!("gid={} members={}", g.gid(), g.members().count())
         });
         line(
             &mut s,
@@ -565,9 +561,9 @@ pub fn dump(r: &Daemon) -> String {
         );
     }
     for e in m.groups_by_gid.snapshot(now) {
-        let what = e.value.map_or("absent".to_string(), |g| {
-            format!("name={}", g.record.group.name)
-        });
+        let what = e
+            .value
+            .map_or("absent".to_string(), |g| format!("name={}", g.name()));
         line(
             &mut s,
             format!(
@@ -578,9 +574,9 @@ pub fn dump(r: &Daemon) -> String {
         );
     }
     for e in m.initgroups.snapshot(now) {
-        let what = e
-            .value
-            .map_or("absent".to_string(), |g| format!("gids={:?}", g.record));
+        let what = e.value.map_or("absent".to_string(), |g| {
+            format!("gids={:?}", g.gids().collect::<Vec<_>>())
+        });
         line(
             &mut s,
             format!(

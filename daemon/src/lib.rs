@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod admission;
 pub mod cache;
+pub mod cached;
 pub mod connection;
 pub mod directory;
 pub mod enumeration;

@@ -121,8 +121,8 @@ pub fn encode<D: Directory>(r: &Resolver<D>) -> Vec<u8> {
                     };
                 if o.record(USER, exp) {
                     o.u8(flags);
-                    o.bytes(e.record.dn.as_bytes());
-                    o.bytes(&e.body);
+                    o.bytes(e.dn().as_bytes());
+                    o.bytes(e.body());
                 }
             }
             None if o.record(NO_USER, exp) => o.bytes(s.key.as_bytes()),
@@ -134,8 +134,8 @@ pub fn encode<D: Directory>(r: &Resolver<D>) -> Vec<u8> {
         match s.value {
             Some(e) if !name_ptrs.contains(&Arc::as_ptr(&e)) && o.record(USER, exp) => {
                 o.u8(BY_ID);
-                o.bytes(e.record.dn.as_bytes());
-                o.bytes(&e.body);
+                o.bytes(e.dn().as_bytes());
+                o.bytes(e.body());
             }
             Some(_) => {}
             None if o.record(NO_UID, exp) => o.u32(s.key),
@@ -162,8 +162,8 @@ pub fn encode<D: Directory>(r: &Resolver<D>) -> Vec<u8> {
                     };
                 if o.record(GROUP, exp) {
                     o.u8(flags);
-                    o.bytes(e.record.dn.as_bytes());
-                    o.bytes(&e.body);
+                    o.bytes(e.dn().as_bytes());
+                    o.bytes(e.body());
                 }
             }
             None if o.record(NO_GROUP, exp) => o.bytes(s.key.as_bytes()),
@@ -175,8 +175,8 @@ pub fn encode<D: Directory>(r: &Resolver<D>) -> Vec<u8> {
         match s.value {
             Some(e) if !gname_ptrs.contains(&Arc::as_ptr(&e)) && o.record(GROUP, exp) => {
                 o.u8(BY_ID);
-                o.bytes(e.record.dn.as_bytes());
-                o.bytes(&e.body);
+                o.bytes(e.dn().as_bytes());
+                o.bytes(e.body());
             }
             Some(_) => {}
             None if o.record(NO_GID, exp) => o.u32(s.key),
@@ -188,7 +188,7 @@ pub fn encode<D: Directory>(r: &Resolver<D>) -> Vec<u8> {
         match s.value {
             Some(e) if o.record(INITGROUPS, exp) => {
                 o.bytes(s.key.as_bytes());
-                o.bytes(&e.body);
+                o.bytes(e.body());
             }
             None if o.record(NO_GROUPS, exp) => o.bytes(s.key.as_bytes()),
             _ => {}

@@ -45,8 +45,9 @@ use toolforge_nss_protocol::mapfile::{
 use toolforge_nss_protocol::ResponseKind;
 
 use crate::cache::{TtlLru, Weigh};
+use crate::cached::Cached;
 use crate::directory::Directory;
-use crate::resolver::{Encoded, Resolver};
+use crate::resolver::Resolver;
 use crate::wallclock::Clock;
 
 /// The file's name inside `runtime_dir` (the module looks for it there).
@@ -539,9 +540,9 @@ trait BodyBytes {
     fn body_bytes(&self) -> &[u8];
 }
 
-impl<R> BodyBytes for Arc<Encoded<R>> {
+impl<T> BodyBytes for Arc<Cached<T>> {
     fn body_bytes(&self) -> &[u8] {
-        &self.body
+        self.body()
     }
 }
 

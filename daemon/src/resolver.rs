@@ -24,83 +24,14 @@ use toolforge_nss_protocol::names::is_valid_name;
 use toolforge_nss_protocol::{ErrorCode, Request, Response, ResponseKind, MAX_RESPONSE_BODY};
 
 use crate::admission::{Admission, Caller, Limits, Refused};
-use crate::cache::{Bounds, Lookup, TtlLru, Weigh};
+use crate::cache::{Bounds, Lookup, TtlLru};
 use crate::directory::{DirError, DirResult, Directory};
 use crate::enumeration::{Enumerations, Listing, Snapshot};
 use crate::policy::Policy;
 use crate::records::{GroupRecord, UserRecord};
 use crate::singleflight::SingleFlight;
 
-/// A cached answer with its encoded response body.
-#[derive(Debug)]
-pub struct Encoded<R> {
-    pub record: R,
-    pub body: Vec<u8>,
-}
-
-impl Weigh for Arc<Encoded<UserRecord>> {
-    fn weight(&self) -> usize {
-        let p = &self.record.passwd;
-        std::mem::size_of::<Encoded<UserRecord>>()
-            + self.body.capacity()
-            + self.record.dn.capacity()
-            + p.name.capacity()
-            + p.passwd.capacity()
-            + p.gecos.capacity()
-            + p.dir.capacity()
-            + p.shell.capacity()
-    }
-}
-
-impl Weigh for Arc<Encoded<GroupRecord>> {
-    fn weight(&self) -> usize {
-        let g = &self.record.group;
-        std::mem::size_of::<Encoded<GroupRecord>>()
-            + self.body.capacity()
-            + self.record.dn.capacity()
-            + g.name.capacity()
-            + g.passwd.capacity()
-            + g.members.capacity() * std::mem::size_of::<String>()
-            + g.members.iter().map(String::capacity).sum::<usize>()
-    }
-}
-
-impl Weigh for Arc<Encoded<Vec<u32>>> {
-    fn weight(&self) -> usize {
-        std::mem::size_of::<Encoded<Vec<u32>>>() + self.body.capacity() + self.record.capacity() * 4
-    }
-}
-
-impl Encoded<UserRecord> {
-    /// Encodes a user. The record then keeps only what the daemon looks at (DN, name, uid,
-    /// gid): the other fields live in the body alone ([`Encoded::passwd`] decodes them),
-    /// which keeps a cached user at one allocation fewer per field.
-    pub fn user(mut record: UserRecord) -> Encoded<UserRecord> {
-        let body = encode(&Response::Passwd(record.passwd.clone()));
-        let p = &mut record.passwd;
-        for field in [&mut p.passwd, &mut p.gecos, &mut p.dir, &mut p.shell] {
-            *field = String::new();
-        }
-        record.dn.shrink_to_fit();
-        record.passwd.name.shrink_to_fit();
-        Encoded { record, body }
-    }
-
-    /// The whole `passwd` entry, decoded from the body.
-    pub fn passwd(&self) -> toolforge_nss_protocol::Passwd {
-        toolforge_nss_protocol::ResponseRef::decode(ResponseKind::Passwd as u16, &self.body)
-            .ok()
-            .and_then(|r| match r {
-                toolforge_nss_protocol::ResponseRef::Passwd(p) => p.to_owned().ok(),
-                _ => None,
-            })
-            .unwrap_or_else(|| self.record.passwd.clone())
-    }
-}
-
-pub type UserEntry = Arc<Encoded<UserRecord>>;
-pub type GroupEntry = Arc<Encoded<GroupRecord>>;
-pub type GroupIds = Arc<Encoded<Vec<u32>>>;
+pub use crate::cached::{encode, Cached, GroupEntry, GroupIds, UserEntry};
 
 /// What the server writes back.
 #[derive(Debug)]
@@ -126,9 +57,9 @@ pub enum BodyRef {
 impl BodyRef {
     pub fn bytes(&self) -> &[u8] {
         match self {
-            BodyRef::User(e) => &e.body,
-            BodyRef::Group(e) => &e.body,
-            BodyRef::Ids(e) => &e.body,
+            BodyRef::User(e) => e.body(),
+            BodyRef::Group(e) => e.body(),
+            BodyRef::Ids(e) => e.body(),
             BodyRef::Owned(b) => b,
         }
     }
@@ -197,14 +128,6 @@ impl Settings {
             enumerate: config.cache.enumerate,
         }
     }
-}
-
-fn encode(resp: &Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    resp.encode_body(&mut body);
-    // Kept for the entry's lifetime: no growth slack (a third of the body on average).
-    body.shrink_to_fit();
-    body
 }
 
 /// The ids that occur exactly once in a listing (the others are ambiguous: not indexed by id).
@@ -468,27 +391,26 @@ impl<D: Directory> Resolver<D> {
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         let (kind, body) = match answer {
             Answer::NotFound => return Some(Reply::Message(Response::NotFound)),
-            Answer::User(record) => {
-                let body = encode(&Response::Passwd(record.passwd.clone()));
-                let e = Arc::new(Encoded { record, body });
-                (ResponseKind::Passwd, BodyRef::User(e))
-            }
+            Answer::User(record) => (
+                ResponseKind::Passwd,
+                BodyRef::User(Arc::new(Cached::user(&record))),
+            ),
             Answer::Group(record)
                 if Response::group_encoded_len(&record.group) <= MAX_RESPONSE_BODY as usize =>
             {
-                let body = encode(&Response::Group(record.group.clone()));
-                let e = Arc::new(Encoded { record, body });
-                (ResponseKind::Group, BodyRef::Group(e))
+                (
+                    ResponseKind::Group,
+                    BodyRef::Group(Arc::new(Cached::group(&record))),
+                )
             }
             Answer::Group(rec) => {
                 warn!(dn = %rec.dn, members = rec.group.members.len(), "group too large to serve");
                 return Some(Reply::Message(Response::NotFound));
             }
-            Answer::Ids(gids) => {
-                let body = encode(&Response::GroupIds(gids.clone()));
-                let e = Arc::new(Encoded { record: gids, body });
-                (ResponseKind::GroupIds, BodyRef::Ids(e))
-            }
+            Answer::Ids(gids) => (
+                ResponseKind::GroupIds,
+                BodyRef::Ids(Arc::new(Cached::ids(&gids))),
+            ),
         };
         Some(Reply::Body { kind, body, stale })
     }
@@ -610,17 +532,14 @@ impl<D: Directory> Resolver<D> {
     /// no other user claims the uid (`by_id`): a lookup by name does not, so it must not decide
     /// what `getpwuid` answers.
     fn store_user(&self, s: &Settings, rec: UserRecord, by_id: bool, now: Instant) -> UserEntry {
-        let e = Arc::new(Encoded::user(rec));
-        self.maps.users_by_name.put(
-            e.record.passwd.name.clone(),
-            Some(e.clone()),
-            s.user_ttl,
-            now,
-        );
+        let e = Arc::new(Cached::user(&rec));
+        self.maps
+            .users_by_name
+            .put(e.name().to_owned(), Some(e.clone()), s.user_ttl, now);
         if by_id {
             self.maps
                 .users_by_uid
-                .put(e.record.passwd.uid, Some(e.clone()), s.user_ttl, now);
+                .put(e.uid(), Some(e.clone()), s.user_ttl, now);
         }
         self.stats.changed();
         e
@@ -628,18 +547,14 @@ impl<D: Directory> Resolver<D> {
 
     /// As [`Resolver::store_user`], for groups and gids.
     fn store_group(&self, s: &Settings, rec: GroupRecord, by_id: bool, now: Instant) -> GroupEntry {
-        let body = encode(&Response::Group(rec.group.clone()));
-        let e = Arc::new(Encoded { record: rec, body });
-        self.maps.groups_by_name.put(
-            e.record.group.name.clone(),
-            Some(e.clone()),
-            s.group_ttl,
-            now,
-        );
+        let e = Arc::new(Cached::group(&rec));
+        self.maps
+            .groups_by_name
+            .put(e.name().to_owned(), Some(e.clone()), s.group_ttl, now);
         if by_id {
             self.maps
                 .groups_by_gid
-                .put(e.record.group.gid, Some(e.clone()), s.group_ttl, now);
+                .put(e.gid(), Some(e.clone()), s.group_ttl, now);
         }
         self.stats.changed();
         e
@@ -690,10 +605,8 @@ impl<D: Directory> Resolver<D> {
                 self.maps.initgroups.put(name, None, s.negative_ttl, now);
                 None
             }
-            Some(mut gids) => {
-                gids.shrink_to_fit();
-                let body = encode(&Response::GroupIds(gids.clone()));
-                let e = Arc::new(Encoded { record: gids, body });
+            Some(gids) => {
+                let e = Arc::new(Cached::ids(&gids));
                 self.maps
                     .initgroups
                     .put(name, Some(e.clone()), s.group_ttl, now);
@@ -713,16 +626,14 @@ impl<D: Directory> Resolver<D> {
         let Ok(u) = self.settings().policy.user(rec) else {
             return false;
         };
-        let e = Arc::new(Encoded::user(u));
+        let e = Arc::new(Cached::user(&u));
         if by_name {
             self.maps
                 .users_by_name
-                .restore(e.record.passwd.name.clone(), Some(e.clone()), expires);
+                .restore(e.name().to_owned(), Some(e.clone()), expires);
         }
         if by_id {
-            self.maps
-                .users_by_uid
-                .restore(e.record.passwd.uid, Some(e), expires);
+            self.maps.users_by_uid.restore(e.uid(), Some(e), expires);
         }
         true
     }
@@ -738,17 +649,14 @@ impl<D: Directory> Resolver<D> {
         let Ok(g) = self.settings().policy.group(rec) else {
             return false;
         };
-        let body = encode(&Response::Group(g.group.clone()));
-        let e = Arc::new(Encoded { record: g, body });
+        let e = Arc::new(Cached::group(&g));
         if by_name {
             self.maps
                 .groups_by_name
-                .restore(e.record.group.name.clone(), Some(e.clone()), expires);
+                .restore(e.name().to_owned(), Some(e.clone()), expires);
         }
         if by_id {
-            self.maps
-                .groups_by_gid
-                .restore(e.record.group.gid, Some(e), expires);
+            self.maps.groups_by_gid.restore(e.gid(), Some(e), expires);
         }
         true
     }
@@ -766,8 +674,7 @@ impl<D: Directory> Resolver<D> {
         }
         let value = gids.map(|mut g| {
             g.retain(|id| s.policy.id_allowed(*id));
-            let body = encode(&Response::GroupIds(g.clone()));
-            Arc::new(Encoded { record: g, body })
+            Arc::new(Cached::ids(&g))
         });
         self.maps.initgroups.restore(name, value, expires);
         true
@@ -794,14 +701,11 @@ impl<D: Directory> Resolver<D> {
                 if let Some(v) = m.users_by_name.remove(name) {
                     n += 1;
                     if let Some(e) = v {
-                        n += u32::from(m.users_by_uid.remove(&e.record.passwd.uid).is_some());
+                        n += u32::from(m.users_by_uid.remove(&e.uid()).is_some());
                     }
                 }
                 // An entry cached only by uid (getpwuid) is found by its name.
-                n += m
-                    .users_by_uid
-                    .remove_where(|e| e.record.passwd.name == *name)
-                    .len() as u32;
+                n += m.users_by_uid.remove_where(|e| e.name() == name).len() as u32;
                 n + u32::from(m.initgroups.remove(name).is_some())
             }
             Scope::Group(name) => {
@@ -810,19 +714,17 @@ impl<D: Directory> Resolver<D> {
                 if let Some(v) = m.groups_by_name.remove(name) {
                     n += 1;
                     if let Some(e) = v {
-                        n += u32::from(m.groups_by_gid.remove(&e.record.group.gid).is_some());
+                        n += u32::from(m.groups_by_gid.remove(&e.gid()).is_some());
                         dropped.push(e);
                     }
                 }
                 // An entry cached only by gid (getgrgid) is found by its name.
-                let by_gid = m
-                    .groups_by_gid
-                    .remove_where(|e| e.record.group.name == *name);
+                let by_gid = m.groups_by_gid.remove_where(|e| e.name() == name);
                 n += by_gid.len() as u32;
                 dropped.extend(by_gid);
                 for e in &dropped {
-                    for member in &e.record.group.members {
-                        n += u32::from(m.initgroups.remove(member).is_some());
+                    for member in e.members() {
+                        n += u32::from(m.initgroups.remove(&member.to_owned()).is_some());
                     }
                 }
                 n
@@ -984,7 +886,7 @@ impl<D: Directory> Resolver<D> {
                 let dir = this.directory();
                 let dn = if dir.memberships_need_dn() {
                     match this.user(UserKey::Name(name.clone()), caller).await {
-                        Outcome::Found(u, _) => Some(u.record.dn.clone()),
+                        Outcome::Found(u, _) => Some(u.dn().to_owned()),
                         Outcome::NotFound => {
                             return Ok(this.store_groups_of(name, None, Instant::now()))
                         }
@@ -1092,12 +994,12 @@ impl<D: Directory> Resolver<D> {
             }
             (Listing::Users, false) => {
                 let mut v = self.maps.users_by_name.fresh_values(now);
-                v.sort_by_key(|e| e.record.passwd.uid);
+                v.sort_by_key(|e| e.uid());
                 v.into_iter().map(BodyRef::User).collect()
             }
             (Listing::Groups, false) => {
                 let mut v = self.maps.groups_by_name.fresh_values(now);
-                v.sort_by_key(|e| e.record.group.gid);
+                v.sort_by_key(|e| e.gid());
                 v.into_iter().map(BodyRef::Group).collect()
             }
         };

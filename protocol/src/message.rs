@@ -144,7 +144,7 @@ impl Request {
 }
 
 /// A user as `struct passwd` carries it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Passwd {
     pub name: String,
     pub passwd: String,

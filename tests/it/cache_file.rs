@@ -11,6 +11,7 @@ use toolforge_nss_protocol::mapfile::Table;
 use toolforge_nss_tests::client::admin;
 use toolforge_nss_tests::daemon::Daemon;
 use toolforge_nss_tests::fixture::{Fixture, Schema, Shape};
+use toolforge_nss_tests::nss::Nss;
 use toolforge_nss_tests::process::signal;
 
 use crate::env::shared;
@@ -61,6 +62,15 @@ fn child_follows_files() {
     std::env::set_var("TOOLFORGE_NSS_DIR", d.runtime_dir());
     let m = Module::load();
     let u = f.developer(false);
+    // Warm the daemon from another process with a generous budget: this process's 200 ms
+    // budget is for the frozen daemon below, not for a loaded machine's first cold search.
+    let nss = Nss::new(&d.runtime_dir(), "toolforge");
+    for name in [u.name.as_str(), "nosuchuser"] {
+        nss.run_env(
+            &["getent", "passwd", name],
+            &[("TOOLFORGE_NSS_TIMEOUT_MS", "10000")],
+        );
+    }
     let fds = open_fds();
 
     // Over the socket first, then published; frozen daemon: still answered, from the file.
