@@ -46,7 +46,8 @@ miss_queries_per_uid_per_sec = 0
 [cache]
 user_ttl_secs = 3600
 group_ttl_secs = 3600
-persist_interval_secs = 0
+# Persisted every 5 s (60 s by default): the RSS below includes what saving costs.
+persist_interval_secs = ${TF_PERSIST_SECS:-5}
 ${TF_EXTRA_CACHE_CONFIG:-}
 EOC
 env ${TF_DAEMON_ENV:-} ${TF_DAEMON_WRAP:-} "$rel/toolforge-nssd" --config "$W/tf/config.toml" 2> "$W/tf/log" & tfpid=$!; pids+=($tfpid)

@@ -334,29 +334,27 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
     /// Every entry still servable (fresh or within `max_stale`), least recently used first
     /// (negative entries, then found ones), so restoring them in order rebuilds both LRUs.
     pub fn snapshot(&self, now: Instant) -> Vec<Stored<K, V>> {
+        let mut out = Vec::new();
+        self.for_each_stored(now, |key, value, expires| {
+            out.push(Stored {
+                key: key.clone(),
+                value: value.cloned(),
+                expires,
+            });
+        });
+        out
+    }
+
+    /// Calls `f` with what [`TtlLru::snapshot`] lists (key, value or `None` when known
+    /// absent, expiry), in the same order, holding the map's lock and cloning nothing.
+    pub fn for_each_stored(&self, now: Instant, mut f: impl FnMut(&K, Option<&V>, Instant)) {
         let map = self.lock();
-        let keep = |s: &&Slot<V>| now.saturating_duration_since(s.expires) <= self.max_stale;
-        let stored = |(k, s): (&K, &Slot<V>)| Stored {
-            key: k.clone(),
-            value: s.value.clone(),
-            expires: s.expires,
-        };
-        let mut absent: Vec<Stored<K, V>> = map
-            .absent
-            .iter()
-            .filter(|(_, s)| keep(s))
-            .map(stored)
-            .collect();
-        absent.reverse();
-        let mut found: Vec<Stored<K, V>> = map
-            .found
-            .iter()
-            .filter(|(_, s)| keep(s))
-            .map(stored)
-            .collect();
-        found.reverse();
-        absent.extend(found);
-        absent
+        let keep = |s: &Slot<V>| now.saturating_duration_since(s.expires) <= self.max_stale;
+        for (k, s) in map.absent.iter().rev().chain(map.found.iter().rev()) {
+            if keep(s) {
+                f(k, s.value.as_ref(), s.expires);
+            }
+        }
     }
 }
 

@@ -24,9 +24,12 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use toolforge_nss_protocol::{ResponseKind, ResponseRef};
 
+use crate::cache::{TtlLru, Weigh};
+use crate::cached::Cached;
 use crate::directory::Directory;
 use crate::records::{GroupRecord, UserRecord};
 use crate::resolver::Resolver;
@@ -102,103 +105,114 @@ pub fn encode<D: Directory>(r: &Resolver<D>) -> Vec<u8> {
     o.u64(clock.unix_ms);
     o.u64(0); // count, patched below
 
-    let by_uid = m.users_by_uid.snapshot(clock.now);
-    let uid_ptrs: HashSet<*const _> = by_uid
-        .iter()
-        .filter_map(|s| s.value.as_ref().map(Arc::as_ptr))
-        .collect();
-    let mut name_ptrs = HashSet::new();
-    for s in m.users_by_name.snapshot(clock.now) {
-        let exp = clock.to_unix(s.expires);
-        match s.value {
-            Some(e) => {
-                name_ptrs.insert(Arc::as_ptr(&e));
-                let flags = BY_NAME
-                    | if uid_ptrs.contains(&Arc::as_ptr(&e)) {
+    // Users: every entry once, flagged with the maps that hold it (the same Arc by name
+    // and by uid), then what only the uid map holds; likewise groups.
+    let by_uid = ptrs(&m.users_by_uid, clock.now);
+    let mut by_name = HashSet::new();
+    m.users_by_name
+        .for_each_stored(clock.now, |key, value, expires| {
+            let exp = clock.to_unix(expires);
+            match value {
+                Some(e) => {
+                    by_name.insert(Arc::as_ptr(e));
+                    let id = if by_uid.contains(&Arc::as_ptr(e)) {
                         BY_ID
                     } else {
                         0
                     };
-                if o.record(USER, exp) {
-                    o.u8(flags);
+                    if o.record(USER, exp) {
+                        o.u8(BY_NAME | id);
+                        o.bytes(e.dn().as_bytes());
+                        o.bytes(e.body());
+                    }
+                }
+                None if o.record(NO_USER, exp) => o.bytes(key.as_bytes()),
+                None => {}
+            }
+        });
+    m.users_by_uid
+        .for_each_stored(clock.now, |key, value, expires| {
+            let exp = clock.to_unix(expires);
+            match value {
+                Some(e) if !by_name.contains(&Arc::as_ptr(e)) && o.record(USER, exp) => {
+                    o.u8(BY_ID);
                     o.bytes(e.dn().as_bytes());
                     o.bytes(e.body());
                 }
+                Some(_) => {}
+                None if o.record(NO_UID, exp) => o.u32(*key),
+                None => {}
             }
-            None if o.record(NO_USER, exp) => o.bytes(s.key.as_bytes()),
-            None => {}
-        }
-    }
-    for s in by_uid {
-        let exp = clock.to_unix(s.expires);
-        match s.value {
-            Some(e) if !name_ptrs.contains(&Arc::as_ptr(&e)) && o.record(USER, exp) => {
-                o.u8(BY_ID);
-                o.bytes(e.dn().as_bytes());
-                o.bytes(e.body());
-            }
-            Some(_) => {}
-            None if o.record(NO_UID, exp) => o.u32(s.key),
-            None => {}
-        }
-    }
+        });
 
-    let by_gid = m.groups_by_gid.snapshot(clock.now);
-    let gid_ptrs: HashSet<*const _> = by_gid
-        .iter()
-        .filter_map(|s| s.value.as_ref().map(Arc::as_ptr))
-        .collect();
-    let mut gname_ptrs = HashSet::new();
-    for s in m.groups_by_name.snapshot(clock.now) {
-        let exp = clock.to_unix(s.expires);
-        match s.value {
-            Some(e) => {
-                gname_ptrs.insert(Arc::as_ptr(&e));
-                let flags = BY_NAME
-                    | if gid_ptrs.contains(&Arc::as_ptr(&e)) {
+    let by_gid = ptrs(&m.groups_by_gid, clock.now);
+    let mut by_name = HashSet::new();
+    m.groups_by_name
+        .for_each_stored(clock.now, |key, value, expires| {
+            let exp = clock.to_unix(expires);
+            match value {
+                Some(e) => {
+                    by_name.insert(Arc::as_ptr(e));
+                    let id = if by_gid.contains(&Arc::as_ptr(e)) {
                         BY_ID
                     } else {
                         0
                     };
-                if o.record(GROUP, exp) {
-                    o.u8(flags);
+                    if o.record(GROUP, exp) {
+                        o.u8(BY_NAME | id);
+                        o.bytes(e.dn().as_bytes());
+                        o.bytes(e.body());
+                    }
+                }
+                None if o.record(NO_GROUP, exp) => o.bytes(key.as_bytes()),
+                None => {}
+            }
+        });
+    m.groups_by_gid
+        .for_each_stored(clock.now, |key, value, expires| {
+            let exp = clock.to_unix(expires);
+            match value {
+                Some(e) if !by_name.contains(&Arc::as_ptr(e)) && o.record(GROUP, exp) => {
+                    o.u8(BY_ID);
                     o.bytes(e.dn().as_bytes());
                     o.bytes(e.body());
                 }
+                Some(_) => {}
+                None if o.record(NO_GID, exp) => o.u32(*key),
+                None => {}
             }
-            None if o.record(NO_GROUP, exp) => o.bytes(s.key.as_bytes()),
-            None => {}
-        }
-    }
-    for s in by_gid {
-        let exp = clock.to_unix(s.expires);
-        match s.value {
-            Some(e) if !gname_ptrs.contains(&Arc::as_ptr(&e)) && o.record(GROUP, exp) => {
-                o.u8(BY_ID);
-                o.bytes(e.dn().as_bytes());
-                o.bytes(e.body());
+        });
+    m.initgroups
+        .for_each_stored(clock.now, |key, value, expires| {
+            let exp = clock.to_unix(expires);
+            match value {
+                Some(e) if o.record(INITGROUPS, exp) => {
+                    o.bytes(key.as_bytes());
+                    o.bytes(e.body());
+                }
+                None if o.record(NO_GROUPS, exp) => o.bytes(key.as_bytes()),
+                _ => {}
             }
-            Some(_) => {}
-            None if o.record(NO_GID, exp) => o.u32(s.key),
-            None => {}
-        }
-    }
-    for s in m.initgroups.snapshot(clock.now) {
-        let exp = clock.to_unix(s.expires);
-        match s.value {
-            Some(e) if o.record(INITGROUPS, exp) => {
-                o.bytes(s.key.as_bytes());
-                o.bytes(e.body());
-            }
-            None if o.record(NO_GROUPS, exp) => o.bytes(s.key.as_bytes()),
-            _ => {}
-        }
-    }
+        });
     let count = o.count;
     o.buf[20..28].copy_from_slice(&count.to_le_bytes());
     let sum = fnv1a64(&o.buf);
     o.u64(sum);
     o.buf
+}
+
+/// The entries (by address) a map holds a servable value for.
+fn ptrs<K, T>(map: &TtlLru<K, Arc<Cached<T>>>, now: Instant) -> HashSet<*const Cached<T>>
+where
+    K: std::hash::Hash + Eq + Clone + Weigh,
+{
+    let mut out = HashSet::new();
+    map.for_each_stored(now, |_, value, _| {
+        if let Some(e) = value {
+            out.insert(Arc::as_ptr(e));
+        }
+    });
+    out
 }
 
 /// Writes the cache atomically to `dir/cache`.
