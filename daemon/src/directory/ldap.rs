@@ -192,8 +192,9 @@ impl LdapDirectory {
     }
 
     /// The seam for every directory operation: runs `op` with a connection handle from the
-    /// pool (within its bound of operations in flight), with the pool's failover, timeout and
-    /// retry rules (see [`crate::directory::pool`]). `op` may run more than once.
+    /// pool, once a slot of the fair queue is free in the current caller's turn, with the
+    /// pool's failover, timeout and retry rules (see [`crate::directory::pool`]). `op` may
+    /// run more than once.
     pub async fn with_connection<T, F, Fut>(&self, op: F) -> DirResult<T>
     where
         F: FnMut(Ldap) -> Fut,
@@ -552,5 +553,9 @@ impl Directory for LdapDirectory {
 
     fn memberships_need_dn(&self) -> bool {
         self.mapper.schema() == Schema::Rfc2307bis
+    }
+
+    fn attach_admission(&self, admission: &Arc<crate::admission::Admission>) {
+        self.pool.attach_admission(admission);
     }
 }
