@@ -381,8 +381,7 @@ impl<D: Directory> Resolver<D> {
             Request::InitGroups(_) => 2,
             Request::PwEnt { .. } | Request::GrEnt { .. } => 3,
         };
-        // Directory work of this request (listings included) waits in the caller's turn.
-        let reply = admission::with_caller(caller, self.answer(req, caller)).await;
+        let reply = self.answer(req, caller).await;
         let result = match &reply {
             Reply::Body { .. } => 0,
             Reply::Message(Response::NotFound) => 1,
@@ -455,11 +454,12 @@ impl<D: Directory> Resolver<D> {
                 let o = self.groups_of(name, caller).await;
                 self.reply(o, ResponseKind::GroupIds, BodyRef::Ids)
             }
+            // A listing's directory work waits in the caller's turn.
             Request::PwEnt { generation, cursor } => {
-                self.list(Listing::Users, generation, cursor).await
+                admission::with_caller(caller, self.list(Listing::Users, generation, cursor)).await
             }
             Request::GrEnt { generation, cursor } => {
-                self.list(Listing::Groups, generation, cursor).await
+                admission::with_caller(caller, self.list(Listing::Groups, generation, cursor)).await
             }
         }
     }

@@ -200,7 +200,9 @@ impl LdapDirectory {
         F: FnMut(Ldap) -> Fut,
         Fut: Future<Output = Result<T, OpError>>,
     {
-        self.pool.with_connection(op).await
+        // Boxed: a lookup's future nests deeply (resolver, single-flight, members, paging);
+        // the pool's part is laid out on its own, well within the compiler's depth limit.
+        Box::pin(self.pool.with_connection(op)).await
     }
 
     /// One subtree search under `base` on the pool: complete or an error (a server limit is
