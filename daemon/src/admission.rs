@@ -1,18 +1,28 @@
 //! Admission of directory work, keyed by who asks (the peer uid, from SO_PEERCRED, which a
 //! client cannot forge). One component, two gates, in the order a miss meets them:
 //!
-//! 1. **Budget** ([`Admission::charge`]): each uid has a token bucket of directory queries for
-//!    misses (`[daemon] miss_queries_per_uid_per_sec`, `miss_query_burst_per_uid`). Over budget,
-//!    that uid's new misses answer `Unavailable` at once; its cached answers, misses it merely
-//!    joins (single-flight) and other uids are unaffected.
-//! 2. **Fair queue** ([`Admission::enter`]): lookups that reach the directory hold one of a
-//!    fixed number of slots (the pool's capacity: `connections_per_server` x
-//!    `max_ops_per_connection`). Beyond, they wait in one FIFO per uid, served round-robin
-//!    across uids, so one uid's flood waits behind every other uid's requests; a waiter gets
-//!    `Unavailable` after `queue_timeout_ms`. Overload is never a server failure.
+//! 1. **Budget** ([`Admission::charge`]), per lookup: each uid has a token bucket of directory
+//!    queries for misses (`[daemon] miss_queries_per_uid_per_sec`, `miss_query_burst_per_uid`).
+//!    Over budget, that uid's new misses answer `Unavailable` at once; its cached answers,
+//!    misses it merely joins (single-flight) and other uids are unaffected.
+//! 2. **Fair queue** ([`Admission::enter`]), per directory *operation*: the connection pool's
+//!    operation slots (`connections_per_server` x `max_ops_per_connection`) are this queue's
+//!    slots, and every operation the pool runs holds one ([`crate::directory::pool`] enters it
+//!    before it picks a connection). Beyond, operations wait in one FIFO per caller, served
+//!    round-robin across callers, so one uid's flood waits behind every other uid's
+//!    operations however many operations each of its lookups fans out into (one per base,
+//!    member batches, nested groups); a waiter gets `Unavailable` after `queue_timeout_ms`
+//!    (that request only). Overload is never a server failure.
 //!
-//! The uid charged for a query is the one that started it: single-flight runs the leader's
-//! closure, which carries the leader's [`Caller`].
+//! The caller travels with the request: the resolver runs a lookup's directory work inside
+//! [`with_caller`], and the pool reads it back with [`current_caller`] (work outside any
+//! lookup, such as a connection warm-up, is [`Caller::Internal`]). The uid charged for a
+//! query is the one that started it: single-flight runs the leader's closure, which carries
+//! the leader's [`Caller`].
+//!
+//! One [`Admission`] lives as long as the resolver: a SIGHUP changes its limits in place,
+//! and a directory rebuilt by a reload is handed the same one
+//! ([`crate::directory::Directory::attach_admission`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,12 +31,32 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+tokio::task_local! {
+    /// The caller on whose behalf the current task does directory work.
+    static CALLER: Caller;
+}
+
+/// Runs `work` on behalf of `caller`: every directory operation it makes waits in `caller`'s
+/// turn of the fair queue.
+pub fn with_caller<F: std::future::Future>(
+    caller: Caller,
+    work: F,
+) -> tokio::task::futures::TaskLocalFuture<Caller, F> {
+    CALLER.scope(caller, work)
+}
+
+/// The caller the current task works for ([`Caller::Internal`] outside [`with_caller`]).
+pub fn current_caller() -> Caller {
+    CALLER.try_with(|c| *c).unwrap_or(Caller::Internal)
+}
+
 /// Who a request is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Caller {
     /// A client of the lookup socket, by peer uid.
     Peer(u32),
-    /// The daemon itself (prefetch, admin `lookup`): no budget, its own turn in the queue.
+    /// The daemon itself (prefetch, admin `lookup`, connection warm-up): no budget, its own
+    /// turn in the queue.
     Internal,
 }
 
@@ -46,17 +76,25 @@ pub struct Limits {
     pub rate: f64,
     /// Bucket size.
     pub burst: f64,
-    /// Slots of the fair queue.
+    /// Slots of the fair queue: directory operations in flight.
     pub slots: usize,
     pub queue_timeout: Duration,
 }
 
 impl Limits {
     pub fn from(config: &toolforge_nss_config::Config) -> Limits {
-        let l = &config.ldap;
         Limits {
             rate: f64::from(config.daemon.miss_queries_per_uid_per_sec),
             burst: f64::from(config.daemon.miss_query_burst_per_uid),
+            ..Limits::queue_only(&config.ldap)
+        }
+    }
+
+    /// The fair queue of a pool used without a resolver (no budget).
+    pub fn queue_only(l: &toolforge_nss_config::LdapConfig) -> Limits {
+        Limits {
+            rate: 0.0,
+            burst: 0.0,
             slots: l.connections_per_server * l.max_ops_per_connection,
             queue_timeout: Duration::from_millis(l.queue_timeout_ms),
         }
@@ -68,9 +106,9 @@ impl Limits {
 pub struct AdmissionStats {
     /// Misses refused because their uid was over budget.
     pub over_budget: AtomicU64,
-    /// Lookups that waited for a slot and got none in time.
+    /// Directory operations that waited for a slot and got none in time.
     pub queue_timeouts: AtomicU64,
-    /// Lookups that had to wait for a slot.
+    /// Directory operations that had to wait for a slot.
     pub queued: AtomicU64,
     /// Directory queries charged to a uid's budget.
     pub charged: AtomicU64,
@@ -170,8 +208,14 @@ impl Admission {
         })
     }
 
+    /// Applies new limits (SIGHUP). More slots are handed to waiters at once, one per new
+    /// slot; fewer take effect as operations finish.
     pub fn set_limits(&self, limits: Limits) {
         *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+        let mut q = self.lock_queue();
+        while q.in_flight < limits.slots && Self::grant_next(&mut q) {
+            q.in_flight += 1;
+        }
     }
 
     pub fn limits(&self) -> Limits {
@@ -228,8 +272,8 @@ impl Admission {
         }
     }
 
-    /// A slot for one lookup's directory work, waiting in `caller`'s turn for at most the
-    /// queue timeout.
+    /// A slot for one directory operation, waiting in `caller`'s turn for at most the queue
+    /// timeout.
     pub async fn enter(self: &Arc<Self>, caller: Caller) -> Result<Slot, Refused> {
         let timeout = self.limits().queue_timeout;
         let (id, rx) = {
@@ -284,6 +328,14 @@ impl Admission {
             q.in_flight -= 1;
             return;
         }
+        if !Self::grant_next(&mut q) {
+            q.in_flight = q.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Gives a slot to the next waiter in round-robin order; false when nobody waits (the
+    /// caller then keeps or frees the slot).
+    fn grant_next(q: &mut Queue) -> bool {
         while let Some(caller) = q.ring.pop_front() {
             let Some(d) = q.waiting.get_mut(&caller) else {
                 continue;
@@ -296,14 +348,14 @@ impl Admission {
             }
             if let Some(w) = w {
                 if w.tx.send(()).is_ok() {
-                    return;
+                    return true;
                 }
             }
         }
-        q.in_flight = q.in_flight.saturating_sub(1);
+        false
     }
 
-    /// Slots in use and lookups waiting now.
+    /// Slots in use and operations waiting now.
     pub fn load(&self) -> (usize, usize) {
         let q = self.lock_queue();
         (q.in_flight, q.waiters())
@@ -426,5 +478,58 @@ mod tests {
         assert_eq!(a.load(), (1, 0));
         drop(held);
         assert_eq!(a.load(), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn raising_the_slots_wakes_as_many_waiters_as_new_slots() {
+        let a = Admission::new(limits(0.0, 1.0, 1, 5_000));
+        let held = a.enter(Caller::Peer(1)).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for uid in 2..6 {
+            let (a, tx) = (a.clone(), tx.clone());
+            tokio::spawn(async move {
+                let s = a.enter(Caller::Peer(uid)).await.unwrap();
+                tx.send(uid).unwrap();
+                // Held until the test ends: only new slots can serve the others.
+                std::future::pending::<()>().await;
+                drop(s);
+            });
+        }
+        while a.load().1 < 4 {
+            tokio::task::yield_now().await;
+        }
+        // One slot held, four waiting; three more slots serve three of them at once, while
+        // the held slot is still held.
+        a.set_limits(limits(0.0, 1.0, 4, 5_000));
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            let uid = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .expect("a waiter is served by a new slot")
+                .unwrap();
+            served.push(uid);
+        }
+        assert_eq!(a.load(), (4, 1), "served: {served:?}");
+        drop(held);
+        let last = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("the freed slot goes to the last waiter");
+        assert!(last.is_some());
+        assert_eq!(a.load(), (4, 0));
+    }
+
+    #[tokio::test]
+    async fn the_caller_travels_with_the_work() {
+        assert_eq!(current_caller(), Caller::Internal);
+        let inner = with_caller(Caller::Peer(7), async {
+            tokio::task::yield_now().await;
+            let nested =
+                futures_util::future::join_all((0..3).map(|_| async { current_caller() })).await;
+            (current_caller(), nested)
+        })
+        .await;
+        assert_eq!(inner.0, Caller::Peer(7));
+        assert!(inner.1.iter().all(|c| *c == Caller::Peer(7)));
+        assert_eq!(current_caller(), Caller::Internal);
     }
 }

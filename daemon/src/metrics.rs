@@ -128,17 +128,17 @@ pub fn render(r: &Daemon) -> String {
         ),
         (
             "admission_queue_timeouts_total",
-            "Lookups that found no directory slot within queue_timeout_ms.",
+            "Directory operations that found no slot within queue_timeout_ms.",
             load(&r.admission.stats.queue_timeouts),
         ),
         (
             "admission_queued_total",
-            "Lookups that waited in the fair queue.",
+            "Directory operations that waited in the fair queue.",
             load(&r.admission.stats.queued),
         ),
         (
             "admission_waiting",
-            "Lookups waiting in the fair queue now.",
+            "Directory operations waiting in the fair queue now.",
             r.admission.load().1 as u64,
         ),
     ] {

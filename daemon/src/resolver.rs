@@ -8,9 +8,10 @@
 //! directory and answers `Unavailable` when it cannot be reached.
 //!
 //! Admission ([`crate::admission`]): a miss that starts a directory query is charged to the
-//! caller's budget (over it: `Unavailable`, or the expired answer); the query's directory work
-//! then waits for a slot of the fair queue in the caller's turn. A miss that joins a query
-//! already under way costs nothing: the uid that started it is the one charged.
+//! caller's budget (over it: `Unavailable`, or the expired answer); the query runs on behalf
+//! of the caller ([`crate::admission::with_caller`]), so each of its directory operations
+//! waits for a slot of the fair queue in the caller's turn. A miss that joins a query already
+//! under way costs nothing: the uid that started it is the one charged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -23,7 +24,7 @@ use toolforge_nss_protocol::admin::Scope;
 use toolforge_nss_protocol::names::is_valid_name;
 use toolforge_nss_protocol::{ErrorCode, Request, Response, ResponseKind, MAX_RESPONSE_BODY};
 
-use crate::admission::{Admission, Caller, Limits, Refused};
+use crate::admission::{self, Admission, Caller, Limits};
 use crate::cache::{Bounds, Lookup, TtlLru};
 use crate::directory::{DirError, DirResult, Directory};
 use crate::enumeration::{Enumerations, Listing, Snapshot};
@@ -227,6 +228,8 @@ pub struct Resolver<D: Directory> {
 
 impl<D: Directory> Resolver<D> {
     pub fn new(dir: D, config: &Config) -> Arc<Self> {
+        let admission = Admission::new(Limits::from(config));
+        dir.attach_admission(&admission);
         Arc::new(Resolver {
             dir: RwLock::new(Arc::new(dir)),
             settings: RwLock::new(Arc::new(Settings::from(config))),
@@ -236,7 +239,7 @@ impl<D: Directory> Resolver<D> {
             initgroups_flights: SingleFlight::default(),
             enumerations: Enumerations::new(Duration::from_secs(config.cache.positive_ttl_secs)),
             stats: Stats::default(),
-            admission: Admission::new(Limits::from(config)),
+            admission,
             mirror: std::sync::OnceLock::new(),
         })
     }
@@ -260,6 +263,7 @@ impl<D: Directory> Resolver<D> {
             Arc::new(Settings::from(config));
         self.admission.set_limits(Limits::from(config));
         if let Some(d) = dir {
+            d.attach_admission(&self.admission);
             *self.dir.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(d);
         }
         if flush {
@@ -373,11 +377,12 @@ impl<D: Directory> Resolver<D> {
                 let o = self.groups_of(name, caller).await;
                 self.reply(o, ResponseKind::GroupIds, BodyRef::Ids)
             }
+            // A listing's directory work waits in the caller's turn.
             Request::PwEnt { generation, cursor } => {
-                self.list(Listing::Users, generation, cursor).await
+                admission::with_caller(caller, self.list(Listing::Users, generation, cursor)).await
             }
             Request::GrEnt { generation, cursor } => {
-                self.list(Listing::Groups, generation, cursor).await
+                admission::with_caller(caller, self.list(Listing::Groups, generation, cursor)).await
             }
         }
     }
@@ -434,6 +439,7 @@ impl<D: Directory> Resolver<D> {
 
     /// The shape of every keyed lookup, by cache state (see the module doc).
     /// `refreshing`: a query for this key is already under way (a `Due` hit then starts none).
+    /// `fetch` runs the query on behalf of `caller`, also when spawned (a refresh).
     async fn lookup<V, F, Fut>(
         self: &Arc<Self>,
         cached: Lookup<V>,
@@ -735,21 +741,7 @@ impl<D: Directory> Resolver<D> {
         n
     }
 
-    /// A slot of the fair queue for `caller`'s directory work (see [`crate::admission`]).
-    async fn admitted(&self, caller: Caller) -> DirResult<crate::admission::Slot> {
-        self.admission.enter(caller).await.map_err(|r| {
-            DirError::Overloaded(match r {
-                Refused::QueueTimeout => "no directory slot within queue_timeout_ms".into(),
-                Refused::OverBudget => "over its query budget".into(),
-            })
-        })
-    }
-
-    async fn fetch_user(
-        self: Arc<Self>,
-        key: UserKey,
-        caller: Caller,
-    ) -> DirResult<Option<UserEntry>> {
+    async fn fetch_user(self: Arc<Self>, key: UserKey) -> DirResult<Option<UserEntry>> {
         let this = self.clone();
         self.user_flights
             .run(key.clone(), || async move {
@@ -758,7 +750,6 @@ impl<D: Directory> Resolver<D> {
                     return Ok(v);
                 }
                 let dir = this.directory();
-                let _slot = this.admitted(caller).await?;
                 let found = match &key {
                     UserKey::Name(n) => dir.user_by_name(n).await?,
                     UserKey::Uid(u) => dir.user_by_uid(*u).await?,
@@ -794,7 +785,7 @@ impl<D: Directory> Resolver<D> {
         self.lookup(
             cached,
             refreshing,
-            move |this| this.fetch_user(k.clone(), caller),
+            move |this| admission::with_caller(caller, this.fetch_user(k.clone())),
             &key,
             caller,
         )
@@ -815,11 +806,7 @@ impl<D: Directory> Resolver<D> {
         }
     }
 
-    async fn fetch_group(
-        self: Arc<Self>,
-        key: GroupKey,
-        caller: Caller,
-    ) -> DirResult<Option<GroupEntry>> {
+    async fn fetch_group(self: Arc<Self>, key: GroupKey) -> DirResult<Option<GroupEntry>> {
         let this = self.clone();
         self.group_flights
             .run(key.clone(), || async move {
@@ -827,7 +814,6 @@ impl<D: Directory> Resolver<D> {
                     return Ok(v);
                 }
                 let dir = this.directory();
-                let _slot = this.admitted(caller).await?;
                 let found = match &key {
                     GroupKey::Name(n) => dir.group_by_name(n).await?,
                     GroupKey::Gid(g) => dir.group_by_gid(*g).await?,
@@ -865,7 +851,7 @@ impl<D: Directory> Resolver<D> {
         self.lookup(
             cached,
             refreshing,
-            move |this| this.fetch_group(k.clone(), caller),
+            move |this| admission::with_caller(caller, this.fetch_group(k.clone())),
             &key,
             caller,
         )
@@ -897,11 +883,7 @@ impl<D: Directory> Resolver<D> {
                 } else {
                     None
                 };
-                // The slot is taken after the user lookup above, which takes its own: a lookup
-                // never holds two.
-                let slot = this.admitted(caller).await?;
                 let groups = dir.memberships(&name, dn.as_deref()).await?;
-                drop(slot);
                 let policy = &this.settings().policy;
                 let mut gids: Vec<u32> = groups
                     .iter()
@@ -925,7 +907,7 @@ impl<D: Directory> Resolver<D> {
         self.lookup(
             cached,
             refreshing,
-            move |this| this.fetch_groups_of(n.clone(), caller),
+            move |this| admission::with_caller(caller, this.fetch_groups_of(n.clone(), caller)),
             &name,
             caller,
         )

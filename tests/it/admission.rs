@@ -22,9 +22,21 @@ use crate::env::shared;
 
 const NOBODY: u32 = 65534;
 
-/// Starts the flood as uid 65534: `threads` threads, each asking for distinct missing names
-/// starting with `prefix`, for `secs` seconds or `total` lookups in all, whichever first.
+/// Starts the flood as uid 65534: `threads` threads, each asking for distinct missing user
+/// names starting with `prefix`, for `secs` seconds or `total` lookups in all, whichever first.
 fn start_flood(
+    socket: &std::path::Path,
+    prefix: &str,
+    threads: u32,
+    secs: u64,
+    total: u64,
+) -> std::process::Child {
+    start_flood_of("passwd", socket, prefix, threads, secs, total)
+}
+
+/// As [`start_flood`], of missing names in `map` (`passwd` or `group`).
+fn start_flood_of(
+    map: &str,
     socket: &std::path::Path,
     prefix: &str,
     threads: u32,
@@ -44,6 +56,7 @@ fn start_flood(
         .env("TF_FLOOD_THREADS", threads.to_string())
         .env("TF_FLOOD_SECS", secs.to_string())
         .env("TF_FLOOD_TOTAL", total.to_string())
+        .env("TF_FLOOD_MAP", map)
         .uid(NOBODY)
         .gid(NOBODY)
         .stdout(std::process::Stdio::piped())
@@ -81,6 +94,7 @@ fn child_miss_flood() {
     assert_eq!(unsafe { libc::geteuid() }, NOBODY);
     let sock = std::path::PathBuf::from(std::env::var("TF_SOCKET").unwrap());
     let prefix = std::env::var("TF_FLOOD_PREFIX").unwrap();
+    let groups = std::env::var("TF_FLOOD_MAP").is_ok_and(|m| m == "group");
     let var = |k: &str| -> u64 { std::env::var(k).unwrap().parse().unwrap() };
     let (threads, secs, total) = (
         var("TF_FLOOD_THREADS"),
@@ -110,10 +124,15 @@ fn child_miss_flood() {
                     };
                     let name = format!("{prefix}{t}n{i}");
                     i += 1;
-                    let k = match s.ask(&Request::GetPwNam(name)) {
+                    let req = if groups {
+                        Request::GetGrNam(name)
+                    } else {
+                        Request::GetPwNam(name)
+                    };
+                    let k = match s.ask(&req) {
                         Ok((_, Response::NotFound)) => 1,
                         Ok((_, Response::Unavailable)) => 2,
-                        Ok((_, Response::Passwd(_))) => 0,
+                        Ok((_, Response::Passwd(_) | Response::Group(_))) => 0,
                         _ => {
                             session = None;
                             3
@@ -314,4 +333,115 @@ fn a_uid_over_its_miss_budget_gets_unavailable_and_evicts_no_one() {
         "{st}"
     );
     println!("{summary} searches={searches} budget={budget:.0}");
+}
+
+/// The fair queue holds per directory operation and the caller reaches the pool: with two
+/// operation slots in all (one connection, two operations on it), uid 65534's flood of group
+/// misses (two searches each, one per group base, each queued in that uid's turn) and root's
+/// cold lookups (users: two searches; initgroups: the user, then the memberships; groups:
+/// member DNs resolved in batches) share them round-robin, so every one of root's lookups
+/// is answered within the queue timeout, and the server is never marked failed. Were the
+/// operations queued in one FIFO (the caller lost on its way to the pool, or admission per
+/// lookup only), root's operations would wait behind hundreds of the flood's.
+#[test]
+fn with_two_operation_slots_a_flood_of_group_misses_starves_no_other_uid() {
+    let f = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let slapd = Slapd::start(&f);
+    let uris = [slapd.uri()];
+    let d = Daemon::start_logged(
+        |run, cache| {
+            toolforge_nss_tests::daemon::config(
+                &uris,
+                Schema::Rfc2307bis,
+                run,
+                cache,
+                "connections_per_server = 1\nmax_ops_per_connection = 2\n",
+                "max_connections_per_uid = 400\nmiss_queries_per_uid_per_sec = 0\n",
+            )
+        },
+        "info",
+    );
+    let users: Vec<String> = f
+        .users
+        .values()
+        .filter(|u| u.home.starts_with("/home/") && u.uid != f.ambiguous_uid())
+        .map(|u| u.name.clone())
+        .take(40)
+        .collect();
+    let groups: Vec<String> = f.groups.keys().take(20).cloned().collect();
+    assert_eq!(users.len(), 40);
+    let flood = start_flood_of("group", &d.socket(), "grfl", 300, 12, u64::MAX);
+    std::thread::sleep(Duration::from_secs(1));
+    // Each request with the answer the fixture says it has.
+    let mut asked: Vec<(Request, Response)> = Vec::new();
+    for u in &users {
+        let want = &f.users[u];
+        asked.push((
+            Request::GetPwNam(u.clone()),
+            Response::Passwd(toolforge_nss_protocol::Passwd {
+                name: want.name.clone(),
+                passwd: "x".into(),
+                uid: want.uid,
+                gid: want.gid,
+                gecos: want.gecos.clone(),
+                dir: want.home.clone(),
+                shell: want.shell.clone(),
+            }),
+        ));
+    }
+    let members: Vec<&String> = f.groups.values().flat_map(|g| &g.members).collect();
+    for u in members.iter().step_by(7).take(20) {
+        let gids = f.supplementary_gids(u);
+        assert!(!gids.is_empty());
+        asked.push((Request::InitGroups((*u).clone()), Response::GroupIds(gids)));
+    }
+    for g in &groups {
+        let want = &f.groups[g];
+        asked.push((
+            Request::GetGrNam(g.clone()),
+            Response::Group(toolforge_nss_protocol::Group {
+                name: g.clone(),
+                passwd: "x".into(),
+                gid: want.gid,
+                members: want.members.clone(),
+            }),
+        ));
+    }
+    let mut worst = Duration::ZERO;
+    for (req, want) in &asked {
+        let t = Instant::now();
+        let got = query(&d.socket(), req);
+        worst = worst.max(t.elapsed());
+        assert_eq!(
+            &got,
+            want,
+            "root's cold {req:?} during the flood\n{}",
+            status(&d)
+        );
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    let summary = finish_flood(flood);
+    let st = status(&d);
+    let line = server_line(&st, &uris[0]);
+    assert!(
+        line.contains("failures=0") && line.contains("errors_total=0"),
+        "the server was never marked failed: {line}\n{st}"
+    );
+    assert!(
+        field(&summary, "lookups") > 1000,
+        "the flood was a flood: {summary}"
+    );
+    let admission = st
+        .lines()
+        .find(|l| l.starts_with("admission:"))
+        .unwrap_or_default();
+    assert!(
+        field(admission, "queued_total") > 1000,
+        "the flood's operations queued for the two slots: {admission}"
+    );
+    println!(
+        "{summary} root_lookups={} root_worst_ms={}\n{admission}",
+        asked.len(),
+        worst.as_millis()
+    );
 }

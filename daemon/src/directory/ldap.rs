@@ -192,14 +192,17 @@ impl LdapDirectory {
     }
 
     /// The seam for every directory operation: runs `op` with a connection handle from the
-    /// pool (within its bound of operations in flight), with the pool's failover, timeout and
-    /// retry rules (see [`crate::directory::pool`]). `op` may run more than once.
+    /// pool, once a slot of the fair queue is free in the current caller's turn, with the
+    /// pool's failover, timeout and retry rules (see [`crate::directory::pool`]). `op` may
+    /// run more than once.
     pub async fn with_connection<T, F, Fut>(&self, op: F) -> DirResult<T>
     where
         F: FnMut(Ldap) -> Fut,
         Fut: Future<Output = Result<T, OpError>>,
     {
-        self.pool.with_connection(op).await
+        // Boxed: a lookup's future nests deeply (resolver, single-flight, members, paging);
+        // the pool's part is laid out on its own, well within the compiler's depth limit.
+        Box::pin(self.pool.with_connection(op)).await
     }
 
     /// One subtree search under `base` on the pool: complete or an error (a server limit is
@@ -552,5 +555,9 @@ impl Directory for LdapDirectory {
 
     fn memberships_need_dn(&self) -> bool {
         self.mapper.schema() == Schema::Rfc2307bis
+    }
+
+    fn attach_admission(&self, admission: &Arc<crate::admission::Admission>) {
+        self.pool.attach_admission(admission);
     }
 }

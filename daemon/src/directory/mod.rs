@@ -60,6 +60,12 @@ pub trait Directory: Send + Sync + 'static {
     fn all_groups(&self) -> impl Future<Output = DirResult<Vec<GroupRecord>>> + Send;
     /// Whether memberships need the user's DN (RFC 2307bis).
     fn memberships_need_dn(&self) -> bool;
+    /// Makes every directory operation wait in `admission`'s fair queue, in the turn of the
+    /// caller it runs for ([`crate::admission::current_caller`]). The resolver calls it with
+    /// its own admission (at start and for a directory rebuilt by a reload).
+    fn attach_admission(&self, admission: &std::sync::Arc<crate::admission::Admission>) {
+        let _ = admission;
+    }
 }
 
 pub mod connect;

@@ -16,10 +16,15 @@
 //!   retried once, elsewhere;
 //! * invalidCredentials at bind is a configuration error, logged once loudly.
 //!
-//! Overload is never a server failure here. The fair queue in [`crate::admission`] keeps the
-//! lookups in flight within the pool's capacity, but one lookup may run several operations
-//! (one per base, member batches): an operation that finds every connection at its bound
-//! waits at most `queue_timeout_ms` for a slot, then answers `Overloaded` (that request only).
+//! Admission: the pool's operation slots are the fair queue of [`crate::admission`]. Every
+//! operation ([`Pool::with_connection`]) first takes a slot there, in the turn of the caller
+//! it runs for ([`crate::admission::current_caller`], set by the resolver for each lookup),
+//! waiting at most `queue_timeout_ms`; then it picks the least loaded connection, whose own
+//! bound (`max_ops_per_connection`) the slot count guarantees. So the wait for a connection
+//! *is* the fair queue, per operation: a lookup that fans out into several operations (one
+//! per base, member batches, nested groups) queues each of them in its caller's turn. No slot
+//! in time answers `Overloaded` (that request only); overload is never a server failure. A
+//! retry of the same operation (failover, a fresh connection) keeps its slot.
 //!
 //! Lifetime: connections older than `connection_expire_secs` are replaced gracefully (the new
 //! one first, the old one drained, then unbound); on SIGHUP the credentials are re-read and
@@ -36,6 +41,7 @@ use tracing::{debug, error, info, warn};
 
 use toolforge_nss_config::LdapConfig;
 
+use crate::admission::{self, Admission, Limits, Refused};
 use crate::directory::connect::{self, Credentials, OpenError};
 use crate::directory::op::{self, OpError};
 use crate::directory::paging;
@@ -105,6 +111,9 @@ pub struct Pool {
     bad_credentials_logged: AtomicBool,
     connected_once: AtomicBool,
     reachable: Mutex<(bool, SystemTime)>,
+    /// The fair queue every operation waits in: the resolver's (see `attach_admission`), or
+    /// the pool's own until one is attached.
+    admission: RwLock<Arc<Admission>>,
 }
 
 impl Pool {
@@ -121,7 +130,21 @@ impl Pool {
             bad_credentials_logged: AtomicBool::new(false),
             connected_once: AtomicBool::new(false),
             reachable: Mutex::new((false, SystemTime::now())),
+            admission: RwLock::new(Admission::new(Limits::queue_only(cfg))),
         }))
+    }
+
+    /// Makes `admission`'s fair queue the one this pool's operations wait in (the resolver's,
+    /// shared with its per-uid budget and kept across reloads).
+    pub fn attach_admission(&self, admission: &Arc<Admission>) {
+        *self.admission.write().unwrap_or_else(|e| e.into_inner()) = admission.clone();
+    }
+
+    fn admission(&self) -> Arc<Admission> {
+        self.admission
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -332,8 +355,9 @@ impl Pool {
         });
     }
 
-    /// An operation slot on a connection other than `avoid` when possible.
-    pub async fn acquire(self: &Arc<Self>, avoid: Option<u64>) -> DirResult<Op> {
+    /// A place on a connection other than `avoid` when possible, for an operation that holds
+    /// a slot of the fair queue.
+    async fn connection(self: &Arc<Self>, avoid: Option<u64>) -> DirResult<Op> {
         for _ in 0..3 {
             let (pick, grow) = {
                 let mut st = self.lock();
@@ -381,11 +405,10 @@ impl Pool {
                 self.grow().await?;
                 continue;
             }
-            // Every connection is at its bound and the pool is full: wait for a slot, as long
-            // as a lookup may wait in the fair queue (`queue_timeout_ms`, under the module's
-            // budget): one admitted lookup can run several operations (one per base, member
-            // batches), so the pool can be full while the queue admits; overload then answers
-            // within the module's budget, not after a search timeout.
+            // Every connection is at its bound and the pool is full although this operation
+            // holds a slot: operations of retired connections or a just-lowered limit still
+            // hold theirs. Wait as long as the fair queue would (`queue_timeout_ms`), so that
+            // overload answers within the module's budget, not after a search timeout.
             let c = pick.expect("checked above");
             let wait = Duration::from_millis(self.cfg.queue_timeout_ms);
             match tokio::time::timeout(wait, c.ops.clone().acquire_owned()).await {
@@ -414,12 +437,21 @@ impl Pool {
         F: FnMut(Ldap) -> Fut,
         Fut: Future<Output = Result<T, OpError>>,
     {
+        let caller = admission::current_caller();
+        let _turn = self.admission().enter(caller).await.map_err(|r| {
+            DirError::Overloaded(match r {
+                Refused::QueueTimeout => {
+                    "no directory operation slot within queue_timeout_ms".into()
+                }
+                Refused::OverBudget => "over its query budget".into(),
+            })
+        })?;
         let mut avoid = None;
         let mut timed_out = false;
         let mut last = String::from("no attempt");
         let attempts = self.servers.len() + 2;
         for _ in 0..attempts {
-            let slot = self.acquire(avoid).await?;
+            let slot = self.connection(avoid).await?;
             let conn = slot.conn.clone();
             let (outcome, probed) = self.watched(slot.ldap.clone(), op(slot.ldap.clone())).await;
             let e = match outcome {
@@ -525,9 +557,12 @@ impl Pool {
         }
     }
 
-    /// Connects now (readiness and status are true from the start).
+    /// Connects now (readiness and status are true from the start); runs no operation.
     pub async fn warm_up(self: &Arc<Self>) -> DirResult<()> {
-        self.acquire(None).await.map(drop)
+        if self.lock().conns.iter().any(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        self.grow().await
     }
 
     /// While on a fallback server, tries the preferred ones (those not in backoff) and moves
