@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use toolforge_nss_protocol::sss::{
     reply, SssCommand, SssHeader, SssRequest, SSS_HEADER_LEN, SSS_MAX_REQUEST_BODY,
@@ -403,9 +403,27 @@ fn beyond_the_per_uid_cap_a_client_gets_an_error_reply_not_a_hang() {
     let env = env();
     let d = start_daemon(&env.slapd.uri(), "max_connections_per_uid = 1\n");
     let dir = sss_dir(&d);
-    let mut first = connect(&dir);
-    let (h, _) = exchange(&mut first, &SssRequest::GetVersion(1).encode());
-    assert_eq!(h.status, 0);
+    // This process (root) holds root's only connection. The harness's readiness probe may
+    // still hold the slot for a moment: then the connection is refused (an error reply, or a
+    // write that meets the closed socket), and tried again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let first = loop {
+        let mut s = connect(&dir);
+        let admitted = (|| -> std::io::Result<bool> {
+            s.write_all(&SssRequest::GetVersion(1).encode())?;
+            let mut h = [0u8; SSS_HEADER_LEN];
+            s.read_exact(&mut h)?;
+            let h = SssHeader::decode(&h, 8 << 20).unwrap();
+            let mut body = vec![0u8; h.body_len()];
+            s.read_exact(&mut body)?;
+            Ok(h.status == 0)
+        })();
+        if matches!(admitted, Ok(true)) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never admitted: {admitted:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let mut second = connect(&dir);
     let (h, _) = exchange(&mut second, &SssRequest::GetVersion(1).encode());
     assert_eq!(
