@@ -216,6 +216,16 @@ async fn run(args: Args, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Taking over, the three are bound under temporary names: only now that all are ready
+    // are the old daemon's replaced, the lookup socket last (the old daemon decides by it).
+    // A failure before leaves the old daemon's sockets as they were.
+    let (mut sss_listener, mut admin, mut listener) = (sss_listener, admin, listener);
+    for l in sss_listener.iter_mut().chain([&mut admin, &mut listener]) {
+        if let Err(e) = l.put_in_place() {
+            error!("refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     // A start after the old daemon died during the takeover keeps the file it left in place a
     // little (see START_GRACE); otherwise publish at once.
     let left_behind = orphaned

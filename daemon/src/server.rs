@@ -36,11 +36,17 @@ pub struct Listener {
     listener: UnixListener,
     path: PathBuf,
     inode: u64,
+    /// Taking over: the socket is bound under this temporary name until
+    /// [`Listener::put_in_place`] renames it over the live daemon's.
+    staged: Option<PathBuf>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+        if let Some(tmp) = &self.staged {
+            // Never put in place: the live daemon's socket was not touched.
+            let _ = std::fs::remove_file(tmp);
+        } else if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -94,8 +100,13 @@ impl Listener {
         Listener::bind_inner(dir, dir_mode, name, socket_mode, false)
     }
 
-    /// As [`Listener::bind_at`], replacing the socket of a live daemon (a takeover: the caller
-    /// has the running daemon's agreement, see `handover`).
+    /// As [`Listener::bind_at`] for replacing the socket of a live daemon (a takeover: the
+    /// caller has the running daemon's agreement, see `handover`), in two steps: this binds
+    /// the new socket under a temporary name, [`Listener::put_in_place`] renames it over the
+    /// old one. So a daemon taking over prepares all its sockets first and replaces them one
+    /// after the other only when each is ready: a failure while preparing leaves the old
+    /// daemon's sockets alone (a failure after replacing one is what the handover tells the
+    /// old daemon by the lookup socket, which goes last).
     pub fn take_over_at(
         dir: &Path,
         dir_mode: u32,
@@ -148,16 +159,36 @@ impl Listener {
         let _ = std::fs::remove_file(&tmp);
         let std_listener = std::os::unix::net::UnixListener::bind(&tmp)
             .map_err(|e| context("cannot bind", &tmp, e))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(socket_mode))
-            .map_err(|e| context("cannot chmod", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| context("cannot rename socket to", &path, e))?;
-        let inode = std::fs::symlink_metadata(&path)?.ino();
         std_listener.set_nonblocking(true)?;
-        Ok(Listener {
+        let mut listener = Listener {
             listener: UnixListener::from_std(std_listener)?,
             path,
-            inode,
-        })
+            inode: 0,
+            staged: Some(tmp.clone()),
+        };
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(socket_mode))
+            .map_err(|e| context("cannot chmod", &tmp, e))?;
+        if !take_over {
+            listener.put_in_place()?;
+        }
+        Ok(listener)
+    }
+
+    /// Renames a socket bound by [`Listener::take_over_at`] over the path it is for (a
+    /// listener bound otherwise is in place already).
+    pub fn put_in_place(&mut self) -> io::Result<()> {
+        let Some(tmp) = &self.staged else {
+            return Ok(());
+        };
+        std::fs::rename(tmp, &self.path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot rename socket to {}: {e}", self.path.display()),
+            )
+        })?;
+        self.staged = None;
+        self.inode = std::fs::symlink_metadata(&self.path)?.ino();
+        Ok(())
     }
 }
 
@@ -242,5 +273,39 @@ pub async fn serve<D: Directory>(
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(max as u32)).await;
     if drained.is_err() {
         warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daemon taking over binds first and replaces later: until then, and when it gives up
+    /// before, the live daemon's socket stays where it is.
+    #[tokio::test]
+    async fn a_takeover_replaces_the_socket_only_when_put_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = Listener::bind_at(dir.path(), 0o755, "s", 0o666).unwrap();
+        let live_id = live.id();
+        let staged = Listener::take_over_at(dir.path(), 0o755, "s", 0o666).unwrap();
+        assert!(!live_id.replaced(), "bound, not yet in place");
+        drop(staged);
+        assert!(
+            !live_id.replaced(),
+            "given up: the live socket is untouched"
+        );
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "the temporary socket is removed");
+
+        let mut next = Listener::take_over_at(dir.path(), 0o755, "s", 0o666).unwrap();
+        next.put_in_place().unwrap();
+        assert!(live_id.replaced());
+        assert!(!next.id().replaced());
+        assert!(std::os::unix::net::UnixStream::connect(dir.path().join("s")).is_ok());
+        drop(live);
+        assert!(
+            !next.id().replaced(),
+            "the old listener leaves the new socket alone"
+        );
     }
 }
