@@ -8,8 +8,8 @@
 //!    waits for a publication or save under way), answers with its whole cache in the
 //!    persisted-cache format, and keeps answering lookups from its sockets;
 //! 3. the new daemon loads that cache (or, when it cannot read it, its persisted cache),
-//!    publishes the cache file, binds its sockets under temporary names and, once all are bound, renames them
-//!    over the old ones (the lookup socket last), then sends `Drain` on
+//!    publishes the cache file, binds its sockets under temporary names and, once all are
+//!    bound, renames them over the old ones (the lookup socket last), then sends `Drain` on
 //!    the same connection ([`Takeover::finish`]);
 //! 4. the old daemon, when the connection brings `Drain` or ends, looks at its lookup socket's
 //!    path: `Drain` and replaced by another inode, it drains (stops accepting, finishes the
