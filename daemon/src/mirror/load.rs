@@ -93,5 +93,6 @@ pub async fn full(m: &Mirror, ldap: Ldap) -> Result<State, String> {
             return Ok(state);
         }
     }
+    state.compact();
     Ok(state)
 }
