@@ -35,6 +35,9 @@ fn norm(dn: &str) -> String {
     normalize_dn(dn).unwrap_or_else(|| dn.trim().to_ascii_lowercase())
 }
 
+/// Dead bytes in [`Texts`] worth a repack (when they are also half of it).
+const REPACK_MIN: usize = 1 << 20;
+
 /// No entry (an id field that points nowhere).
 const NONE: u32 = u32::MAX;
 
@@ -178,11 +181,48 @@ impl<T> Slab<T> {
     }
 }
 
-/// A user as held: one allocation with the DN and the passwd strings one after the other.
+/// Where a string is in [`Texts`].
+#[derive(Clone, Copy, Default)]
+struct Span {
+    at: u32,
+    len: u32,
+}
+
+/// Every string of the mirror one after the other in one buffer: a few large allocations
+/// (mapped apart from the heap, given back whole) instead of one small allocation per
+/// string scattered among the load's short-lived ones, which kept whole pages resident.
+/// A removed string's bytes are dead until [`State::repack`] copies the live ones out.
+#[derive(Default)]
+struct Texts {
+    buf: String,
+    dead: usize,
+}
+
+impl Texts {
+    fn push(&mut self, s: &str) -> Span {
+        let at = self.buf.len() as u32;
+        self.buf.push_str(s);
+        Span {
+            at,
+            len: s.len() as u32,
+        }
+    }
+
+    fn get(&self, sp: Span) -> &str {
+        let at = sp.at as usize;
+        self.buf.get(at..at + sp.len as usize).unwrap_or_default()
+    }
+
+    fn free(&mut self, sp: Span) {
+        self.dead += sp.len as usize;
+    }
+}
+
+/// A user as held: its DN and passwd strings one after the other in [`Texts`].
 struct User {
     key: Key,
     /// DN, name, gecos, home directory, shell.
-    text: Box<str>,
+    text: Span,
     /// Where the DN, name, gecos and home directory end in `text`.
     ends: [u32; 4],
     uid: u32,
@@ -192,28 +232,29 @@ struct User {
 }
 
 impl User {
-    fn field(&self, i: usize) -> &str {
+    fn field<'a>(&self, t: &'a Texts, i: usize) -> &'a str {
+        let text = t.get(self.text);
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let end = self.ends.get(i).map_or(self.text.len(), |&e| e as usize);
-        self.text.get(start..end).unwrap_or_default()
+        let end = self.ends.get(i).map_or(text.len(), |&e| e as usize);
+        text.get(start..end).unwrap_or_default()
     }
-    fn dn(&self) -> &str {
-        self.field(0)
+    fn dn<'a>(&self, t: &'a Texts) -> &'a str {
+        self.field(t, 0)
     }
-    fn name(&self) -> &str {
-        self.field(1)
+    fn name<'a>(&self, t: &'a Texts) -> &'a str {
+        self.field(t, 1)
     }
-    fn record(&self) -> UserRecord {
+    fn record(&self, t: &Texts) -> UserRecord {
         UserRecord {
-            dn: self.dn().to_owned(),
+            dn: self.dn(t).to_owned(),
             passwd: Passwd {
-                name: self.name().to_owned(),
+                name: self.name(t).to_owned(),
                 passwd: "x".into(),
                 uid: self.uid,
                 gid: self.gid,
-                gecos: self.field(2).to_owned(),
-                dir: self.field(3).to_owned(),
-                shell: self.field(4).to_owned(),
+                gecos: self.field(t, 2).to_owned(),
+                dir: self.field(t, 3).to_owned(),
+                shell: self.field(t, 4).to_owned(),
             },
         }
     }
@@ -222,8 +263,8 @@ impl User {
 /// A group as held: the record's fields and its members as interned values.
 struct HeldGroup {
     key: Key,
-    dn: Box<str>,
-    name: Box<str>,
+    dn: Span,
+    name: Span,
     gid: u32,
     /// The value of its normalised DN (RFC 2307bis: what parent groups list), else `NONE`.
     ndn: u32,
@@ -233,7 +274,7 @@ struct HeldGroup {
 
 /// An interned member value or normalised entry DN, with the entries whose DN it is.
 struct Value {
-    text: Box<str>,
+    text: Span,
     /// Group member lists and entries that hold it.
     refs: u32,
     /// The user (`NONE`: none) and the group whose normalised DN this is (RFC 2307bis).
@@ -270,6 +311,7 @@ pub struct State {
     /// `ldap.group_nesting_level`: levels of nested groups followed, as in lookup mode.
     nesting: u32,
     hasher: RandomState,
+    texts: Texts,
     users: Slab<User>,
     groups: Slab<HeldGroup>,
     values: Slab<Value>,
@@ -354,25 +396,29 @@ impl State {
     /// Gives back what the load's growth left over (after a load or a restore).
     pub fn compact(&mut self) {
         let h = &self.hasher;
-        let (users, groups, values) = (&self.users, &self.groups, &self.values);
+        let (users, groups, values, t) = (&self.users, &self.groups, &self.values, &self.texts);
         self.user_keys
             .shrink_to_fit(|&i| hash(h, &user_at(users, i).key));
         self.users_by_name
-            .shrink_to_fit(|&i| hash(h, user_at(users, i).name()));
+            .shrink_to_fit(|&i| hash(h, user_at(users, i).name(t)));
         self.users_by_uid
             .shrink_to_fit(|&i| hash(h, &user_at(users, i).uid));
         self.group_keys
             .shrink_to_fit(|&i| hash(h, &group_at(groups, i).key));
         self.groups_by_name
-            .shrink_to_fit(|&i| hash(h, &*group_at(groups, i).name));
+            .shrink_to_fit(|&i| hash(h, t.get(group_at(groups, i).name)));
         self.groups_by_gid
             .shrink_to_fit(|&i| hash(h, &group_at(groups, i).gid));
         self.value_ids
-            .shrink_to_fit(|&i| hash(h, &*value_at(values, i).text));
+            .shrink_to_fit(|&i| hash(h, t.get(value_at(values, i).text)));
         self.member_of.shrink_to_fit(|&(v, _)| hash(h, &v));
         self.users.shrink();
         self.groups.shrink();
         self.values.shrink();
+        if self.texts.dead > 0 {
+            self.repack();
+        }
+        self.texts.buf.shrink_to_fit();
     }
 
     /// Adds or replaces the entry `key` (a rename or a changed uid moves it in every index);
@@ -417,15 +463,17 @@ impl State {
             }
             return id;
         }
+        let span = self.texts.push(text);
         let id = self.values.insert(Value {
-            text: text.into(),
+            text: span,
             refs: 1,
             user: NONE,
             group: NONE,
         });
-        let (h, values) = (&self.hasher, &self.values);
-        self.value_ids
-            .insert_unique(hash(h, text), id, |&i| hash(h, &*value_at(values, i).text));
+        let (h, values, t) = (&self.hasher, &self.values, &self.texts);
+        self.value_ids.insert_unique(hash(h, text), id, |&i| {
+            hash(h, t.get(value_at(values, i).text))
+        });
         id
     }
 
@@ -436,17 +484,19 @@ impl State {
         };
         v.refs -= 1;
         if v.refs == 0 {
-            let at = hash(&self.hasher, &*v.text);
+            let span = v.text;
+            let at = hash(&self.hasher, self.texts.get(span));
             unindex(&mut self.value_ids, at, id);
             self.values.remove(id);
+            self.texts.free(span);
         }
     }
 
     fn value_id(&self, text: &str) -> Option<u32> {
-        let values = &self.values;
+        let (values, t) = (&self.values, &self.texts);
         self.value_ids
             .find(hash(&self.hasher, text), |&i| {
-                &*value_at(values, i).text == text
+                t.get(value_at(values, i).text) == text
             })
             .copied()
     }
@@ -472,7 +522,7 @@ impl State {
         self.users_by_name
             .iter_hash(hash(&self.hasher, name))
             .copied()
-            .filter(move |&i| user_at(&self.users, i).name() == name)
+            .filter(move |&i| user_at(&self.users, i).name(&self.texts) == name)
     }
 
     fn users_with_uid(&self, uid: u32) -> impl Iterator<Item = u32> + '_ {
@@ -486,7 +536,7 @@ impl State {
         self.groups_by_name
             .iter_hash(hash(&self.hasher, name))
             .copied()
-            .filter(move |&i| &*group_at(&self.groups, i).name == name)
+            .filter(move |&i| self.texts.get(group_at(&self.groups, i).name) == name)
     }
 
     fn groups_with_gid(&self, gid: u32) -> impl Iterator<Item = u32> + '_ {
@@ -508,22 +558,24 @@ impl State {
     pub fn insert_user(&mut self, key: &str, u: UserRecord) {
         self.remove(Kind::User, key);
         let p = u.passwd;
-        let mut text = String::with_capacity(
-            u.dn.len() + p.name.len() + p.gecos.len() + p.dir.len() + p.shell.len(),
-        );
+        let start = self.texts.buf.len();
         let mut ends = [0u32; 4];
         for (i, f) in [&u.dn, &p.name, &p.gecos, &p.dir].into_iter().enumerate() {
-            text.push_str(f);
-            ends[i] = text.len() as u32;
+            self.texts.buf.push_str(f);
+            ends[i] = (self.texts.buf.len() - start) as u32;
         }
-        text.push_str(&p.shell);
+        self.texts.buf.push_str(&p.shell);
+        let text = Span {
+            at: start as u32,
+            len: (self.texts.buf.len() - start) as u32,
+        };
         let ndn = match self.schema {
             Schema::Rfc2307bis => self.intern(&norm(&u.dn)),
             Schema::Rfc2307 => NONE,
         };
         let id = self.users.insert(User {
             key: Key::new(key),
-            text: text.into_boxed_str(),
+            text,
             ends,
             uid: p.uid,
             gid: p.gid,
@@ -532,14 +584,13 @@ impl State {
         if let Some(v) = self.values.get_mut(ndn) {
             v.user = id;
         }
-        let h = &self.hasher;
-        let users = &self.users;
+        let (h, users, t) = (&self.hasher, &self.users, &self.texts);
         let u = user_at(users, id);
         self.user_keys
             .insert_unique(hash(h, &u.key), id, |&i| hash(h, &user_at(users, i).key));
         self.users_by_name
-            .insert_unique(hash(h, u.name()), id, |&i| {
-                hash(h, user_at(users, i).name())
+            .insert_unique(hash(h, u.name(t)), id, |&i| {
+                hash(h, user_at(users, i).name(t))
             });
         self.users_by_uid
             .insert_unique(hash(h, &u.uid), id, |&i| hash(h, &user_at(users, i).uid));
@@ -558,8 +609,8 @@ impl State {
         };
         let id = self.groups.insert(HeldGroup {
             key: Key::new(key),
-            dn: g.dn.into_boxed_str(),
-            name: g.group.name.into_boxed_str(),
+            dn: self.texts.push(&g.dn),
+            name: self.texts.push(&g.group.name),
             gid: g.group.gid,
             ndn,
             members: member_ids,
@@ -567,8 +618,7 @@ impl State {
         if let Some(v) = self.values.get_mut(ndn) {
             v.group = id;
         }
-        let h = &self.hasher;
-        let groups = &self.groups;
+        let (h, groups, t) = (&self.hasher, &self.groups, &self.texts);
         let g = group_at(groups, id);
         for &v in g.members.iter() {
             self.member_of
@@ -577,8 +627,8 @@ impl State {
         self.group_keys
             .insert_unique(hash(h, &g.key), id, |&i| hash(h, &group_at(groups, i).key));
         self.groups_by_name
-            .insert_unique(hash(h, &*g.name), id, |&i| {
-                hash(h, &*group_at(groups, i).name)
+            .insert_unique(hash(h, t.get(g.name)), id, |&i| {
+                hash(h, t.get(group_at(groups, i).name))
             });
         self.groups_by_gid
             .insert_unique(hash(h, &g.gid), id, |&i| hash(h, &group_at(groups, i).gid));
@@ -586,15 +636,16 @@ impl State {
 
     /// Every user held (persistence).
     pub fn users(&self) -> impl Iterator<Item = UserView<'_>> {
-        self.users.iter().map(|(_, u)| UserView {
+        let t = &self.texts;
+        self.users.iter().map(move |(_, u)| UserView {
             key: u.key.text(),
-            dn: u.dn(),
-            name: u.name(),
+            dn: u.dn(t),
+            name: u.name(t),
             uid: u.uid,
             gid: u.gid,
-            gecos: u.field(2),
-            dir: u.field(3),
-            shell: u.field(4),
+            gecos: u.field(t, 2),
+            dir: u.field(t, 3),
+            shell: u.field(t, 4),
         })
     }
 
@@ -602,13 +653,13 @@ impl State {
     pub fn groups(&self) -> impl Iterator<Item = GroupView<'_>> {
         self.groups.iter().map(|(_, g)| GroupView {
             key: g.key.text(),
-            dn: &g.dn,
-            name: &g.name,
+            dn: self.texts.get(g.dn),
+            name: self.texts.get(g.name),
             gid: g.gid,
             members: g
                 .members
                 .iter()
-                .map(|&v| &*value_at(&self.values, v).text)
+                .map(|&v| self.texts.get(value_at(&self.values, v).text))
                 .collect(),
         })
     }
@@ -617,8 +668,12 @@ impl State {
     pub fn dn_of(&self, kind: Kind, key: &str) -> Option<&str> {
         let key = Key::new(key);
         match kind {
-            Kind::User => self.user_id(&key).map(|i| user_at(&self.users, i).dn()),
-            Kind::Group => self.group_id(&key).map(|i| &*group_at(&self.groups, i).dn),
+            Kind::User => self
+                .user_id(&key)
+                .map(|i| user_at(&self.users, i).dn(&self.texts)),
+            Kind::Group => self
+                .group_id(&key)
+                .map(|i| self.texts.get(group_at(&self.groups, i).dn)),
         }
     }
 
@@ -633,10 +688,11 @@ impl State {
                 };
                 let u = user_at(&self.users, id);
                 unindex(&mut self.user_keys, hash(h, &u.key), id);
-                unindex(&mut self.users_by_name, hash(h, u.name()), id);
+                unindex(&mut self.users_by_name, hash(h, u.name(&self.texts)), id);
                 unindex(&mut self.users_by_uid, hash(h, &u.uid), id);
-                let ndn = u.ndn;
+                let (ndn, text) = (u.ndn, u.text);
                 self.users.remove(id);
+                self.texts.free(text);
                 if let Some(v) = self.values.get_mut(ndn) {
                     if v.user == id {
                         v.user = NONE;
@@ -650,7 +706,11 @@ impl State {
                 };
                 let g = group_at(&self.groups, id);
                 unindex(&mut self.group_keys, hash(h, &g.key), id);
-                unindex(&mut self.groups_by_name, hash(h, &*g.name), id);
+                unindex(
+                    &mut self.groups_by_name,
+                    hash(h, self.texts.get(g.name)),
+                    id,
+                );
                 unindex(&mut self.groups_by_gid, hash(h, &g.gid), id);
                 for &v in g.members.iter() {
                     if let Ok(e) = self
@@ -663,6 +723,8 @@ impl State {
                 let Some(g) = self.groups.remove(id) else {
                     return false;
                 };
+                self.texts.free(g.dn);
+                self.texts.free(g.name);
                 for &v in g.members.iter() {
                     self.release(v);
                 }
@@ -674,7 +736,31 @@ impl State {
                 }
             }
         }
+        if self.texts.dead > REPACK_MIN && self.texts.dead * 2 > self.texts.buf.len() {
+            self.repack();
+        }
         true
+    }
+
+    /// Copies the live strings into a new buffer (dead bytes dropped) and points every
+    /// entry and value at its copy. Hashes are of the strings, so no index changes.
+    fn repack(&mut self) {
+        let old = std::mem::take(&mut self.texts);
+        let mut new = Texts {
+            buf: String::with_capacity(old.buf.len() - old.dead),
+            dead: 0,
+        };
+        for u in self.users.items.iter_mut().flatten() {
+            u.text = new.push(old.get(u.text));
+        }
+        for g in self.groups.items.iter_mut().flatten() {
+            g.dn = new.push(old.get(g.dn));
+            g.name = new.push(old.get(g.name));
+        }
+        for v in self.values.items.iter_mut().flatten() {
+            v.text = new.push(old.get(v.text));
+        }
+        self.texts = new;
     }
 
     /// Keys held of one kind (for the present phase of a sync and reconciliations).
@@ -688,7 +774,7 @@ impl State {
     fn user_answer(&self, id: Option<u32>, policy: &Policy) -> Answer {
         match id.and_then(|i| self.users.get(i)) {
             Some(u) => policy
-                .user(u.record())
+                .user(u.record(&self.texts))
                 .map_or(Answer::NotFound, Answer::User),
             None => Answer::NotFound,
         }
@@ -712,7 +798,7 @@ impl State {
             Schema::Rfc2307 => out.extend(
                 g.members
                     .iter()
-                    .map(|&v| &*value_at(&self.values, v).text)
+                    .map(|&v| self.texts.get(value_at(&self.values, v).text))
                     .filter(|m| is_valid_name(m.as_bytes()))
                     .map(str::to_owned),
             ),
@@ -730,7 +816,7 @@ impl State {
         for &dn in dns {
             let v = value_at(&self.values, dn);
             if let Some(u) = self.users.get(v.user) {
-                out.push(u.name().to_owned());
+                out.push(u.name(&self.texts).to_owned());
             } else if let Some(n) = self.groups.get(v.group) {
                 if level <= self.nesting && seen.insert(dn) {
                     self.collect(&n.members, level + 1, seen, out);
@@ -744,9 +830,9 @@ impl State {
             return Answer::NotFound;
         };
         let rec = GroupRecord {
-            dn: g.dn.to_string(),
+            dn: self.texts.get(g.dn).to_owned(),
             group: Group {
-                name: g.name.to_string(),
+                name: self.texts.get(g.name).to_owned(),
                 passwd: "x".into(),
                 gid: g.gid,
                 members: self.members_of(g),
@@ -789,7 +875,7 @@ impl State {
                     }
                     let g = group_at(&self.groups, gid);
                     let ms = Membership {
-                        name: g.name.to_string(),
+                        name: self.texts.get(g.name).to_owned(),
                         gid: g.gid,
                     };
                     if policy.membership_allowed(&ms) {
@@ -822,7 +908,7 @@ impl State {
         policy: &'a Policy,
     ) -> impl Iterator<Item = (UserRecord, bool)> + 'a {
         self.users.iter().filter_map(move |(id, u)| {
-            only(self.users_named(u.name()))?;
+            only(self.users_named(u.name(&self.texts)))?;
             let Answer::User(rec) = self.user_answer(Some(id), policy) else {
                 return None;
             };
@@ -837,7 +923,7 @@ impl State {
         policy: &'a Policy,
     ) -> impl Iterator<Item = (GroupRecord, bool)> + 'a {
         self.groups.iter().filter_map(move |(id, g)| {
-            only(self.groups_named(&g.name))?;
+            only(self.groups_named(self.texts.get(g.name)))?;
             let Answer::Group(rec) = self.group_answer(Some(id), policy) else {
                 return None;
             };
@@ -1172,6 +1258,54 @@ mod tests {
         s.upsert(&mapper, Kind::User, "new", user("n0", "5000"))
             .unwrap();
         assert!(matches!(s.user_by_name("n0", &policy), Answer::User(_)));
+    }
+
+    #[test]
+    fn strings_of_removed_entries_are_repacked_away() {
+        let mapper = Mapper::new(Schema::Rfc2307bis, &AttributeMap::default());
+        let policy = Policy::new(&PolicyConfig::default());
+        let mut s = State::new(Schema::Rfc2307bis, 2);
+        let gecos = "g".repeat(1000);
+        let with_gecos = |name: &str, uid: u32| {
+            let mut e = user(name, &uid.to_string());
+            e.attrs.insert("gecos".into(), vec![gecos.clone()]);
+            e
+        };
+        for i in 0..3000u32 {
+            s.upsert(
+                &mapper,
+                Kind::User,
+                &format!("u{i}"),
+                with_gecos(&format!("n{i}"), 5000 + i),
+            )
+            .unwrap();
+        }
+        s.upsert(
+            &mapper,
+            Kind::Group,
+            "g",
+            group("cn=g,dc=x", "g", "7000", &["uid=n2999,ou=people,dc=x"]),
+        )
+        .unwrap();
+        let full = s.texts.buf.len();
+        for i in 0..2900u32 {
+            assert!(s.remove(Kind::User, &format!("u{i}")));
+        }
+        assert!(s.texts.buf.len() < full / 2, "repacked as it went");
+        assert!(s.texts.dead * 2 <= s.texts.buf.len() + REPACK_MIN);
+        s.compact();
+        assert_eq!(s.texts.dead, 0);
+        for i in 2900..3000u32 {
+            let Answer::User(u) = s.user_by_uid(5000 + i, &policy) else {
+                panic!("n{i} lost")
+            };
+            assert_eq!(u.passwd.name, format!("n{i}"));
+            assert_eq!(u.passwd.gecos, gecos);
+            assert_eq!(u.dn, format!("uid=n{i},ou=people,dc=x"));
+        }
+        assert_eq!(names(s.group_by_name("g", &policy)), vec!["n2999"]);
+        assert_eq!(s.groups_of("n2999", &policy), Answer::Ids(vec![7000]));
+        assert_eq!(s.dn_of(Kind::Group, "g"), Some("cn=g,dc=x"));
     }
 
     #[test]
