@@ -123,5 +123,7 @@ unshare --mount bash -c "mount --bind $W/nsswitch.conf /etc/nsswitch.conf
   done" | sort -n > "$W/latency.txt"
 awk '{ a[NR] = $1 } END { printf "change to visible (getent, %d changes): p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", NR, a[int(NR * 0.5 + 0.5)] / 1000, a[int(NR * 0.99 + 0.5)] / 1000, a[NR] / 1000 }' "$W/latency.txt"
 grep -E "VmRSS|VmHWM" /proc/$tfpid/status | tr -s ' ' | sed 's/^/toolforge-nssd (after the changes) /'
+sleep 7  # the last publication done and trimmed after
+grep -E "VmRSS" /proc/$tfpid/status | tr -s ' ' | sed 's/^/toolforge-nssd (after the changes, settled) /'
 if [ -n "${TF_HOLD:-}" ]; then echo "holding $TF_HOLD s (daemon pid $(pgrep -n -x toolforge-nssd -P "$tfpid" || echo "$tfpid"))"; sleep "$TF_HOLD"; fi
 [ -n "${TF_SHOW_LOG:-}" ] && grep -E "$TF_SHOW_LOG" "$W/tf/log" | tail -20 || true

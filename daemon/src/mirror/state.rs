@@ -199,7 +199,16 @@ struct Texts {
 }
 
 impl Texts {
+    /// Room for `n` more bytes, growing by an eighth (not doubling: the buffer is most of
+    /// the mirror, and a change after the load should not double it).
+    fn reserve(&mut self, n: usize) {
+        if self.buf.capacity() - self.buf.len() < n {
+            self.buf.reserve_exact(n.max(self.buf.len() / 8).max(4096));
+        }
+    }
+
     fn push(&mut self, s: &str) -> Span {
+        self.reserve(s.len());
         let at = self.buf.len() as u32;
         self.buf.push_str(s);
         Span {
@@ -558,6 +567,8 @@ impl State {
     pub fn insert_user(&mut self, key: &str, u: UserRecord) {
         self.remove(Kind::User, key);
         let p = u.passwd;
+        self.texts
+            .reserve(u.dn.len() + p.name.len() + p.gecos.len() + p.dir.len() + p.shell.len());
         let start = self.texts.buf.len();
         let mut ends = [0u32; 4];
         for (i, f) in [&u.dn, &p.name, &p.gecos, &p.dir].into_iter().enumerate() {
