@@ -7,12 +7,14 @@
 //! applied exactly as to single lookups), so derived data can never drift from the entries.
 //!
 //! Held compactly (a Toolforge-sized directory is 40,000 entries): entries live in slabs
-//! ([`Slab`]) under `u32` ids; a user is one allocation (its DN and passwd fields one after
-//! the other); every index is a `hashbrown::HashTable` of ids hashed by the field the slab
+//! (`Slab`) under `u32` ids; every string (a user's DN and passwd fields one after the
+//! other, a group's DN and name, the interned values) is in one buffer (`Texts`, `u32`
+//! offsets: 4 GiB, far beyond `mirror.max_entries`), so the whole mirror is a few large
+//! allocations that never pin heap pages among a load's short-lived ones; every index is a `hashbrown::HashTable` of ids hashed by the field the slab
 //! holds (no key is stored twice), and a multiset: a name or id claimed by two entries is
 //! simply there twice, which is how ambiguity is seen. Member values (names for RFC 2307,
 //! normalised DNs for RFC 2307bis) and the normalised DNs of the entries themselves are
-//! interned once each ([`Value`], reference-counted); a value knows the user and the group
+//! interned once each (`Value`, reference-counted); a value knows the user and the group
 //! whose DN it is, so a member DN that arrives before its entry resolves as soon as the entry
 //! does, and stops resolving when the entry is renamed or deleted. The entry key (a UUID in
 //! 16 bytes) lives only in its entry.

@@ -1,6 +1,8 @@
 //! The mirror on disk: `cache_dir/mirror.bin`, the mapped entries with the sync cookies that
-//! describe them and the time of the last successful sync, written to a temporary file and
-//! renamed (never half-written). Loaded at start, the mirror answers at once, even with the
+//! describe them and the time of the last successful sync, encoded under the mirror's read
+//! lock straight into a temporary file (never whole in memory) and renamed (never
+//! half-written). The format is unchanged by the compact in-memory layout of `state.rs`
+//! (the same fields, keys as text). Loaded at start, the mirror answers at once, even with the
 //! directory unreachable, and a sync resumes from the cookies with a delta. Policy applies
 //! when answering, so a changed policy applies to restored entries too; names are checked
 //! again at load. The reader bounds every count and length by the bytes left: a damaged file
