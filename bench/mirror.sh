@@ -12,6 +12,10 @@
 #   5. directory searches the node made while answering the lookups above (slapd's stats log).
 # Not measured here: SSSD's `enumerate = true` on the same directory (not run: see the README).
 #
+# TF_DAEMON_WRAP runs the daemon under a wrapper (`heaptrack -o /tmp/x`: its RSS lines are then
+# the wrapper's), TF_DAEMON_ENV sets its environment, TF_HOLD=SECONDS keeps everything up at the
+# end (printing the daemon's pid, e.g. to kill -9 it for heaptrack's live set at that moment).
+#
 # Needs root for mount namespaces; never touches the host's configuration.
 # Build first: cargo build --release --workspace
 set -euo pipefail
