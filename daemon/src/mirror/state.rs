@@ -486,6 +486,13 @@ impl State {
         e: RawEntry,
     ) -> Result<(), String> {
         self.remove(kind, key);
+        // Offsets into the string buffer are u32: an entry that would take it past 4 GiB
+        // (unreachable within `mirror.max_entries` of directory-sized entries) is refused.
+        let size: usize =
+            e.attrs.values().flatten().map(String::len).sum::<usize>() + 2 * e.dn.len();
+        if self.texts.buf.len().saturating_add(size) > u32::MAX as usize {
+            return Err("the mirror's strings would pass 4 GiB".into());
+        }
         match kind {
             Kind::User => {
                 let u = mapper.user(&e, None)?;
