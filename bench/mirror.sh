@@ -12,6 +12,10 @@
 #   5. directory searches the node made while answering the lookups above (slapd's stats log).
 # Not measured here: SSSD's `enumerate = true` on the same directory (not run: see the README).
 #
+# TF_DAEMON_WRAP runs the daemon under a wrapper (`heaptrack -o /tmp/x`: its RSS lines are then
+# the wrapper's), TF_DAEMON_ENV sets its environment, TF_HOLD=SECONDS keeps everything up at the
+# end (printing the daemon's pid, e.g. to kill -9 it for heaptrack's live set at that moment).
+#
 # Needs root for mount namespaces; never touches the host's configuration.
 # Build first: cargo build --release --workspace
 set -euo pipefail
@@ -81,7 +85,7 @@ enabled = true
 mode = "auto"
 EOC
 t0=$(date +%s%N)
-RUST_LOG=${RUST_LOG:-info} "$rel/toolforge-nssd" --config "$W/tf/config.toml" 2> "$W/tf/log" & tfpid=$!; pids+=($tfpid)
+RUST_LOG=${RUST_LOG:-info} env ${TF_DAEMON_ENV:-} ${TF_DAEMON_WRAP:-} "$rel/toolforge-nssd" --config "$W/tf/config.toml" 2> "$W/tf/log" & tfpid=$!; pids+=($tfpid)
 until $CTL status 2>/dev/null | grep -q "^mirror_state: complete"; do
   kill -0 $tfpid || { cat "$W/tf/log"; exit 1; }
   sleep 0.05
@@ -123,4 +127,7 @@ unshare --mount bash -c "mount --bind $W/nsswitch.conf /etc/nsswitch.conf
   done" | sort -n > "$W/latency.txt"
 awk '{ a[NR] = $1 } END { printf "change to visible (getent, %d changes): p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", NR, a[int(NR * 0.5 + 0.5)] / 1000, a[int(NR * 0.99 + 0.5)] / 1000, a[NR] / 1000 }' "$W/latency.txt"
 grep -E "VmRSS|VmHWM" /proc/$tfpid/status | tr -s ' ' | sed 's/^/toolforge-nssd (after the changes) /'
+sleep 7  # the last publication done and trimmed after
+grep -E "VmRSS" /proc/$tfpid/status | tr -s ' ' | sed 's/^/toolforge-nssd (after the changes, settled) /'
+if [ -n "${TF_HOLD:-}" ]; then echo "holding $TF_HOLD s (daemon pid $(pgrep -n -x toolforge-nssd -P "$tfpid" || echo "$tfpid"))"; sleep "$TF_HOLD"; fi
 [ -n "${TF_SHOW_LOG:-}" ] && grep -E "$TF_SHOW_LOG" "$W/tf/log" | tail -20 || true

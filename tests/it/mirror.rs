@@ -545,9 +545,24 @@ fn the_mirror_answers_as_lookups_do_on_the_toolforge_directory() {
     wait_complete(&d, Duration::from_secs(60));
     let before = settled_searches(&slapd);
     eprintln!(
-        "mode {} entries {}",
+        "mode {} entries {} memory {}",
         status_value(&d, "mirror_mode"),
-        status_value(&d, "mirror_entries")
+        status_value(&d, "mirror_entries"),
+        status_value(&d, "mirror_memory_bytes")
+    );
+    // The mirror's own heap is reported, and compact (a few hundred bytes an entry; the
+    // layout before the slabs and the string buffer held over a kilobyte).
+    let entries: usize = status_value(&d, "mirror_entries")
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("mirror_entries");
+    let memory: usize = status_value(&d, "mirror_memory_bytes")
+        .parse()
+        .expect("mirror_memory_bytes");
+    assert!(
+        memory > 0 && memory / entries.max(1) < 1_000,
+        "{memory} bytes for {entries} entries"
     );
     let sock = d.socket();
     let cases = Toolforge::rfc2307bis_cases();

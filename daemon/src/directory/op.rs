@@ -94,7 +94,7 @@ fn abandon(ldap: &Ldap, msgid: i32) {
 /// (the base does not exist) is an empty answer. Paged with `page_size` when `page_size` > 0.
 #[allow(clippy::too_many_arguments)]
 pub async fn search_on(
-    mut ldap: Ldap,
+    ldap: Ldap,
     base: &str,
     scope: Scope,
     filter: &str,
@@ -103,6 +103,37 @@ pub async fn search_on(
     timeout: Duration,
     refs: &ReferenceLog,
 ) -> Result<Vec<RawEntry>, OpError> {
+    let mut out = Vec::new();
+    search_each_on(
+        ldap,
+        base,
+        scope,
+        filter,
+        attrs,
+        page_size,
+        timeout,
+        refs,
+        &mut |e| out.push(e),
+    )
+    .await?;
+    Ok(out)
+}
+
+/// [`search_on`] handing each entry to `each` as it arrives instead of collecting them (the
+/// mirror's load: a whole directory is never held as raw entries). On an error, what was
+/// handed over is incomplete: the caller drops it.
+#[allow(clippy::too_many_arguments)]
+pub async fn search_each_on(
+    mut ldap: Ldap,
+    base: &str,
+    scope: Scope,
+    filter: &str,
+    attrs: &[String],
+    page_size: u32,
+    timeout: Duration,
+    refs: &ReferenceLog,
+    each: &mut (dyn FnMut(RawEntry) + Send),
+) -> Result<(), OpError> {
     let deadline = tokio::time::Instant::now() + timeout;
     ldap.with_timeout(timeout);
     // No EntriesOnly adapter: references and intermediate messages are counted and skipped
@@ -123,14 +154,13 @@ pub async fn search_on(
         Ok(r) => r?,
         Err(_) => return Err(OpError::TimedOut),
     };
-    let mut out = Vec::new();
     let mut referrals = 0usize;
     loop {
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Ok(Some(re))) if re.is_ref() => referrals += 1,
             Ok(Ok(Some(re))) if re.is_intermediate() => {}
             Ok(Ok(Some(re))) => match parse_entry(re) {
-                Some(e) => out.push(e),
+                Some(e) => each(e),
                 None => warn!(base, filter, "skipped an entry the server sent malformed"),
             },
             Ok(Ok(None)) => break,
@@ -161,9 +191,7 @@ pub async fn search_on(
     }
     // A limit (size, time, administrative) is an error, never a truncated answer;
     // noSuchObject (the base does not exist) is an empty one.
-    paging::check(res, base, filter)
-        .map(|()| out)
-        .map_err(OpError::from)
+    paging::check(res, base, filter).map_err(OpError::from)
 }
 
 /// A cheap health check: the root DSE, read within `timeout`.

@@ -46,19 +46,31 @@ pub fn scope(m: &Mirror, kind: Kind) -> (Vec<String>, String) {
     }
 }
 
-/// A paged search of every base of `kind` with `filter`.
+/// A paged search of every base of `kind` with `filter` (the poller's deltas).
 pub async fn search(
     m: &Mirror,
     ldap: &Ldap,
     kind: Kind,
     filter: &str,
 ) -> Result<Vec<RawEntry>, String> {
+    let mut out = Vec::new();
+    search_each(m, ldap, kind, filter, &mut |e| out.push(e)).await?;
+    Ok(out)
+}
+
+/// [`search`] handing each entry to `each` as it arrives.
+async fn search_each(
+    m: &Mirror,
+    ldap: &Ldap,
+    kind: Kind,
+    filter: &str,
+    each: &mut (dyn FnMut(RawEntry) + Send),
+) -> Result<(), String> {
     let (bases, _) = scope(m, kind);
     let attrs = attrs(m, kind);
-    let mut out = Vec::new();
     for base in &bases {
         m.searches.fetch_add(1, Ordering::Relaxed);
-        let found = op::search_on(
+        op::search_each_on(
             ldap.clone(),
             base,
             Scope::Subtree,
@@ -67,31 +79,34 @@ pub async fn search(
             m.ldap.page_size,
             LOAD_TIMEOUT,
             &m.references,
+            each,
         )
         .await
         .map_err(|e| format!("search of {base} for {filter}: {e}"))?;
-        out.extend(found);
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Loads everything into a new state; refuses (with the count) past `max_entries`.
+/// Loads everything into a new state, each entry mapped and held as it arrives (the
+/// directory is never held twice, as raw entries and as the mirror); past `max_entries`
+/// the caller's swap refuses it.
 pub async fn full(m: &Mirror, ldap: Ldap) -> Result<State, String> {
     let mut state = State::new(m.ldap.schema, m.ldap.group_nesting_level);
     for kind in [Kind::User, Kind::Group] {
         let (_, filter) = scope(m, kind);
-        let entries = search(m, &ldap, kind, &filter).await?;
-        for e in entries {
+        let mut add = |e: RawEntry| {
             let key = key_of(&e);
             let dn = e.dn.clone();
             if let Err(why) = state.upsert(&m.mapper, kind, &key, e) {
                 warn!(%dn, reason = %why, "mirror: skipped entry");
             }
-        }
+        };
+        search_each(m, &ldap, kind, &filter, &mut add).await?;
         if state.len() > m.cfg.max_entries {
             // Let the caller's swap say so loudly and fall back to lookup mode.
             return Ok(state);
         }
     }
+    state.compact();
     Ok(state)
 }

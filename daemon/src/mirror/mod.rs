@@ -334,6 +334,7 @@ impl Mirror {
         );
         let _ = writeln!(out, "mirror_state: {}", self.phase().name());
         let _ = writeln!(out, "mirror_entries: {} (users {u}, groups {g})", u + g);
+        let _ = writeln!(out, "mirror_memory_bytes: {}", self.read(State::heap_bytes));
         let _ = writeln!(
             out,
             "mirror_changes_applied: {}",
@@ -383,6 +384,12 @@ impl Mirror {
         let _ = writeln!(out, "# TYPE toolforge_nss_mirror_entries gauge");
         let _ = writeln!(out, "toolforge_nss_mirror_entries{{map=\"passwd\"}} {u}");
         let _ = writeln!(out, "toolforge_nss_mirror_entries{{map=\"group\"}} {g}");
+        let _ = writeln!(out, "# TYPE toolforge_nss_mirror_memory_bytes gauge");
+        let _ = writeln!(
+            out,
+            "toolforge_nss_mirror_memory_bytes {}",
+            self.read(State::heap_bytes)
+        );
         let _ = writeln!(
             out,
             "# TYPE toolforge_nss_mirror_changes_applied_total counter"

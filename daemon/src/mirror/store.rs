@@ -1,6 +1,8 @@
 //! The mirror on disk: `cache_dir/mirror.bin`, the mapped entries with the sync cookies that
-//! describe them and the time of the last successful sync, written to a temporary file and
-//! renamed (never half-written). Loaded at start, the mirror answers at once, even with the
+//! describe them and the time of the last successful sync, encoded under the mirror's read
+//! lock straight into a temporary file (never whole in memory) and renamed (never
+//! half-written). The format is unchanged by the compact in-memory layout of `state.rs`
+//! (the same fields, keys as text). Loaded at start, the mirror answers at once, even with the
 //! directory unreachable, and a sync resumes from the cookies with a delta. Policy applies
 //! when answering, so a changed policy applies to restored entries too; names are checked
 //! again at load. The reader bounds every count and length by the bytes left: a damaged file
@@ -34,9 +36,9 @@ fn path(m: &Mirror) -> PathBuf {
     m.cache_dir.join(FILE_NAME)
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
+fn put_bytes(out: &mut impl Write, b: &[u8]) -> std::io::Result<()> {
+    out.write_all(&(b.len() as u32).to_le_bytes())?;
+    out.write_all(b)
 }
 
 fn secs(t: Option<SystemTime>) -> u64 {
@@ -44,63 +46,88 @@ fn secs(t: Option<SystemTime>) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Encodes the mirror (under its read lock) and writes it atomically; returns the size.
-pub fn save(m: &Mirror) -> Result<usize, String> {
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.push(u8::from(m.ldap.schema == Schema::Rfc2307bis));
-    out.extend_from_slice(&secs(Some(SystemTime::now())).to_le_bytes());
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    n: usize,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.n += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Encodes the mirror (under its read lock) into `out`.
+fn encode(m: &Mirror, out: &mut impl Write) -> std::io::Result<()> {
+    out.write_all(MAGIC)?;
+    out.write_all(&[u8::from(m.ldap.schema == Schema::Rfc2307bis)])?;
+    out.write_all(&secs(Some(SystemTime::now())).to_le_bytes())?;
     let last_sync = *m.last_sync.lock().unwrap_or_else(|e| e.into_inner());
-    out.extend_from_slice(&secs(last_sync).to_le_bytes());
+    out.write_all(&secs(last_sync).to_le_bytes())?;
     // Cookies and entries under one read lock: the cookies describe exactly these entries.
     m.read(|s| {
         let cookies = m.cookies.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        out.extend_from_slice(&(cookies.len() as u32).to_le_bytes());
+        out.write_all(&(cookies.len() as u32).to_le_bytes())?;
         for (id, (c, _)) in &cookies {
-            put_bytes(&mut out, id.as_bytes());
-            put_bytes(&mut out, c);
+            put_bytes(out, id.as_bytes())?;
+            put_bytes(out, c)?;
         }
-        let users: Vec<_> = s.users().collect();
-        out.extend_from_slice(&(users.len() as u32).to_le_bytes());
-        for (key, u) in users {
-            let p = &u.passwd;
-            put_bytes(&mut out, key.as_bytes());
-            put_bytes(&mut out, u.dn.as_bytes());
-            put_bytes(&mut out, p.name.as_bytes());
-            out.extend_from_slice(&p.uid.to_le_bytes());
-            out.extend_from_slice(&p.gid.to_le_bytes());
-            put_bytes(&mut out, p.gecos.as_bytes());
-            put_bytes(&mut out, p.dir.as_bytes());
-            put_bytes(&mut out, p.shell.as_bytes());
+        let (users, groups) = s.counts();
+        out.write_all(&(users as u32).to_le_bytes())?;
+        for u in s.users() {
+            put_bytes(out, u.key.as_bytes())?;
+            put_bytes(out, u.dn.as_bytes())?;
+            put_bytes(out, u.name.as_bytes())?;
+            out.write_all(&u.uid.to_le_bytes())?;
+            out.write_all(&u.gid.to_le_bytes())?;
+            put_bytes(out, u.gecos.as_bytes())?;
+            put_bytes(out, u.dir.as_bytes())?;
+            put_bytes(out, u.shell.as_bytes())?;
         }
-        let groups: Vec<_> = s.groups().collect();
-        out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
-        for (key, g) in groups {
-            put_bytes(&mut out, key.as_bytes());
-            put_bytes(&mut out, g.record.dn.as_bytes());
-            put_bytes(&mut out, g.record.group.name.as_bytes());
-            out.extend_from_slice(&g.record.group.gid.to_le_bytes());
-            out.extend_from_slice(&(g.members.len() as u32).to_le_bytes());
+        out.write_all(&(groups as u32).to_le_bytes())?;
+        for g in s.groups() {
+            put_bytes(out, g.key.as_bytes())?;
+            put_bytes(out, g.dn.as_bytes())?;
+            put_bytes(out, g.name.as_bytes())?;
+            out.write_all(&g.gid.to_le_bytes())?;
+            out.write_all(&(g.members.len() as u32).to_le_bytes())?;
             for mem in &g.members {
-                put_bytes(&mut out, mem.as_bytes());
+                put_bytes(out, mem.as_bytes())?;
             }
         }
-    });
+        Ok(())
+    })
+}
+
+/// Encodes the mirror (under its read lock) straight into a temporary file, then renames it
+/// over the file (no copy of the whole mirror in memory); returns the size.
+pub fn save(m: &Mirror) -> Result<usize, String> {
     let p = path(m);
     let tmp = p.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
+    let write = || -> std::io::Result<usize> {
         use std::os::unix::fs::PermissionsExt;
         if !m.cache_dir.exists() {
             std::fs::create_dir_all(&m.cache_dir)?;
             std::fs::set_permissions(&m.cache_dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&out)?;
+        let f = std::fs::File::create(&tmp)?;
+        let mut out = Counting {
+            inner: std::io::BufWriter::with_capacity(64 << 10, f),
+            n: 0,
+        };
+        encode(m, &mut out)?;
+        let f = out.inner.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &p)
+        std::fs::rename(&tmp, &p)?;
+        Ok(out.n)
     };
-    write().map_err(|e| format!("{}: {e}", p.display()))?;
-    Ok(out.len())
+    write().map_err(|e| format!("{}: {e}", p.display()))
 }
 
 struct Reader<'a> {
@@ -241,6 +268,7 @@ fn decode(m: &Mirror, bytes: &[u8]) -> Result<Decoded, String> {
     if !r.b.is_empty() {
         return Err("trailing bytes".into());
     }
+    state.compact();
     Ok((state, cookies, last_sync))
 }
 
