@@ -614,15 +614,15 @@ fn the_mirror_answers_as_lookups_do_on_the_toolforge_directory() {
 /// A resume from a cookie older than the server's session log (the daemon killed, then more
 /// changes than the log holds, one of them a deletion): the persisted mirror answers at once,
 /// and the resumed sync brings every change, the deletion through the present phase.
-/// (OpenLDAP 2.5 answers such a resume with a present phase even with `syncprov-nopresent`;
-/// `e-syncRefreshRequired` (4096), which other providers send here, takes the reload path of
-/// a refused cookie: see `mirror::sync::run`.)
+/// (OpenLDAP 2.5 answers such a resume with a present phase even with `syncprov-nopresent`
+/// as long as some entry is as old as the cookie; `e-syncRefreshRequired` is the next test.)
 #[test]
 fn a_resume_past_the_session_log_brings_every_change() {
     let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
     let opts = Options {
         syncprov: true,
         nopresent: true,
+        ..Options::default()
     };
     let slapd = Slapd::start_opts(&fixture, None, opts);
     let mut d = Daemon::start(
@@ -804,4 +804,97 @@ fn polling_resumes_from_the_last_sync_after_a_restart() {
         1,
         "no second load:\n{log}"
     );
+}
+
+/// `e-syncRefreshRequired` (4096) from a real slapd: with `syncprov-reloadhint TRUE`, a cookie
+/// older than every entry (the server's database was rebuilt from an export while the daemon
+/// was down: new entryUUIDs and entryCSNs) cannot be served as a delta, and syncprov answers
+/// the resumed sync search with 4096 (`syncprov_op_search`: `FIND_CSN` fails and the consumer
+/// did not set the reload hint). The restarted daemon answers from its persisted mirror at
+/// once and throughout, reloads in the background, and ends up with the current directory
+/// (a user only the old database held is gone, one only the new one holds is there), in sync.
+#[test]
+fn e_sync_refresh_required_reloads_while_the_persisted_mirror_answers() {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let opts = Options {
+        syncprov: true,
+        reloadhint: true,
+        ..Options::default()
+    };
+    let mut slapd = Slapd::start_opts(&fixture, None, opts);
+    let mut d = Daemon::start(
+        &[slapd.uri()],
+        Schema::Rfc2307bis,
+        &mirror_config("syncrepl", 30, 3600, ""),
+    );
+    wait_complete(&d, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(6)); // saved with its cookies
+    d.kill();
+    // The rebuilt database: one developer gone, one new user, every entry with a new CSN.
+    let gone = fixture.developer(false).clone();
+    let kept = fixture.tool().clone();
+    let mut ldif: String = fixture
+        .ldif
+        .split("\n\n")
+        .filter(|block| {
+            !block
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("dn: {}", gone.dn)))
+        })
+        .map(|block| format!("{}\n\n", block.trim_matches('\n')))
+        .collect();
+    assert!(ldif.len() < fixture.ldif.len(), "{} left out", gone.dn);
+    ldif.push_str(&new_user_ldif("rebuilt", 64000).replace("changetype: add\n", ""));
+    slapd.reload(&ldif);
+    let refusals_before = slapd.log().matches("err=4096").count();
+    d.restart();
+    let sock = d.socket();
+    // The persisted mirror answers at once (the old directory, the gone user still there).
+    assert!(matches!(
+        query(&sock, &Request::GetPwNam(kept.name.clone())),
+        Response::Passwd(_)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10) + SLACK;
+    loop {
+        // Never a gap: the old mirror answers while the new one loads.
+        assert!(
+            matches!(
+                query(&sock, &Request::GetPwNam(kept.name.clone())),
+                Response::Passwd(_)
+            ),
+            "{}",
+            d.log()
+        );
+        let new = query(&sock, &Request::GetPwNam("rebuilt".into()));
+        let old = query(&sock, &Request::GetPwNam(gone.name.clone()));
+        if matches!(&new, Response::Passwd(p) if p.uid == 64000) && old == Response::NotFound {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{new:?} {old:?}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // It was the server's 4096 that made it reload, not a present phase.
+    assert!(
+        slapd.log().matches("err=4096").count() > refusals_before,
+        "slapd never answered 4096:\n{}",
+        slapd.log()
+    );
+    let log = d.log();
+    assert!(
+        log.contains("e-syncRefreshRequired from the server"),
+        "{log}"
+    );
+    assert!(log.contains("mirror restored from disk"), "{log}");
+    wait_complete(&d, Duration::from_secs(5));
+    // And it follows the rebuilt server's changes from its new cookies.
+    modify(
+        &slapd,
+        &format!("dn: uid=rebuilt,ou=people,{BASE}\nchangetype: modify\nreplace: uidNumber\nuidNumber: 64001\n"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(2) + SLACK;
+    while !matches!(query(&sock, &Request::GetPwNam("rebuilt".into())), Response::Passwd(p) if p.uid == 64001)
+    {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
