@@ -898,3 +898,169 @@ fn e_sync_refresh_required_reloads_while_the_persisted_mirror_answers() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn ctl(d: &Daemon, args: &[&str]) -> String {
+    let out = std::process::Command::new(toolforge_nss_tests::paths::ctl_bin())
+        .arg("--admin-socket")
+        .arg(d.admin_socket())
+        .args(args)
+        .output()
+        .expect("run toolforge-nssctl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `getent passwd` and `getent group` list the complete mirror (policy applied, changes
+/// included) with no directory query, `[cache] enumerate` off as by default; `lookup
+/// --explain` says the mirror answered, found or not, and that processes answer a name the
+/// complete publication does not hold without asking the daemon.
+#[test]
+fn enumeration_and_explain_answer_from_the_mirror() {
+    let env = start(true, &mirror_config("syncrepl", 30, 3600, ""));
+    let f = &env.fixture;
+    let nss = Nss::new(&env.daemon.runtime_dir(), "toolforge");
+    ldap_tool("ldapmodify", &env.slapd, &new_user_ldif("listednew", 61500));
+    until(&nss, &["getent", "passwd", "listednew"], SLACK * 2, |o| {
+        o.starts_with("listednew:")
+    });
+    let before = settled_searches(&env.slapd);
+    let all = nss.run(&["getent", "passwd"]);
+    assert_eq!(all.code, Some(0), "{all:?}");
+    let lines = all.lines();
+    let mut expected: Vec<String> = f.users.values().map(|u| u.passwd_line()).collect();
+    expected.push("listednew:x:61500:500:listednew:/home/listednew:/bin/bash".into());
+    let mut got: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "every served user, and only those");
+    for hostile in &f.hostile_users {
+        assert!(!got.iter().any(|l| l.starts_with(&format!("{hostile}:"))));
+    }
+    let groups = nss.run(&["getent", "group"]);
+    assert_eq!(groups.code, Some(0), "{groups:?}");
+    let mut got: Vec<String> = groups.lines().iter().map(|l| l.to_string()).collect();
+    let mut expected: Vec<String> = f.groups.values().map(|g| g.group_line()).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "every served group, with its members");
+    assert_eq!(
+        entry_searches(&env.slapd),
+        before,
+        "listed with no directory search"
+    );
+
+    let dev = f.developer(false).name.clone();
+    let out = ctl(&env.daemon, &["lookup", "passwd", &dev, "--explain"]);
+    assert!(out.contains("source: cache file"), "{out}");
+    assert!(out.contains("answered from: mirror (syncrepl"), "{out}");
+    assert!(out.contains("directory_searches: 0"), "{out}");
+    assert!(out.contains("mirror: complete (syncrepl)"), "{out}");
+    let out = ctl(
+        &env.daemon,
+        &["lookup", "passwd", "nosuchmirroruser", "--explain"],
+    );
+    assert!(out.contains("answer: not found"), "{out}");
+    assert!(
+        out.contains("absent from a complete mirror publication"),
+        "{out}"
+    );
+    assert!(out.contains("mirror (syncrepl"), "{out}");
+    assert!(out.contains("directory_searches: 0"), "{out}");
+    assert_eq!(entry_searches(&env.slapd), before);
+}
+
+/// SIGHUP applies a changed `[mirror]`: syncrepl to polling every second (a new mirror loads
+/// beside the old one, which answers throughout; the new interval applies), a bad value
+/// refused whole (the running mirror unchanged), disabled (lookup mode at once: lookups query
+/// the directory again), enabled again (loaded, then no directory query).
+#[test]
+fn sighup_applies_a_changed_mirror_section() {
+    let env = start(true, &mirror_config("syncrepl", 30, 3600, ""));
+    let d = &env.daemon;
+    let pid = d.pid().expect("daemon pid");
+    assert_eq!(status_value(d, "mirror_mode"), "syncrepl");
+    let tool = env.fixture.tool().name.clone();
+    let answers = || {
+        matches!(
+            query(&d.socket(), &Request::GetPwNam(tool.clone())),
+            Response::Passwd(_)
+        )
+    };
+
+    // 1. Polling every second, applied live.
+    d.rewrite_config(|c| {
+        c.replace("mode = \"syncrepl\"", "mode = \"poll\"")
+            .replace("poll_interval_secs = 30", "poll_interval_secs = 1")
+    });
+    signal(pid, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10) + SLACK;
+    while status_value(d, "mirror_mode") != "poll" {
+        assert!(answers(), "the old mirror answers during the switch");
+        assert!(Instant::now() < deadline, "{}\n{}", status(d), d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status_value(d, "mirror_state"), "complete");
+    assert!(answers());
+    assert!(d
+        .log()
+        .contains("mirror replaced by the one of the new settings"));
+    ldap_tool("ldapmodify", &env.slapd, &new_user_ldif("hupnew", 65000));
+    let deadline = Instant::now() + Duration::from_secs(1 + 1) + SLACK;
+    while !matches!(query(&d.socket(), &Request::GetPwNam("hupnew".into())), Response::Passwd(p) if p.uid == 65000)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "polled every second:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // 2. A bad value: the whole reload refused, the mirror as it was.
+    let good = d.rewrite_config(|c| c.replace("poll_interval_secs = 1", "poll_interval_secs = 0"));
+    signal(pid, libc::SIGHUP);
+    assert!(
+        d.wait_for_log("reload refused", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    assert_eq!(status_value(d, "mirror_mode"), "poll");
+    assert_eq!(status_value(d, "mirror_state"), "complete");
+    std::fs::write(d.config_path(), &good).unwrap();
+
+    // 3. Disabled: lookup mode at once.
+    d.rewrite_config(|c| c.replace("enabled = true", "enabled = false"));
+    signal(pid, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5) + SLACK;
+    while status_value(d, "mirror_state") != "off" {
+        assert!(Instant::now() < deadline, "{}\n{}", status(d), d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = settled_searches(&env.slapd);
+    assert!(answers());
+    assert_eq!(
+        query(&d.socket(), &Request::GetPwNam("nosuchhupuser".into())),
+        Response::NotFound
+    );
+    assert!(
+        entry_searches(&env.slapd) >= before + 2,
+        "lookups query the directory again"
+    );
+
+    // 4. Enabled again, with syncrepl.
+    d.rewrite_config(|c| {
+        c.replace("enabled = false", "enabled = true")
+            .replace("mode = \"poll\"", "mode = \"syncrepl\"")
+    });
+    signal(pid, libc::SIGHUP);
+    wait_complete(d, Duration::from_secs(10) + SLACK);
+    assert_eq!(status_value(d, "mirror_mode"), "syncrepl");
+    let before = settled_searches(&env.slapd);
+    for i in 0..50 {
+        assert_eq!(
+            query(&d.socket(), &Request::GetPwNam(format!("nosuchhup{i}"))),
+            Response::NotFound
+        );
+    }
+    assert!(answers());
+    assert_eq!(entry_searches(&env.slapd), before, "answered by the mirror");
+}
