@@ -148,10 +148,12 @@ impl<D: Directory> Control<D> {
             tasks,
         });
         self.resolver.mirror.replace(Some(m));
+        // Replacing one: what the cache and the shared data hold came from the old settings.
+        // (A first mirror leaves the cache answering until it is complete.)
         if let Some(old) = old {
             old.stop();
+            self.changed();
         }
-        self.changed();
     }
 
     /// Cached answers and the shared data no longer hold: drop and republish.
