@@ -1064,3 +1064,62 @@ fn sighup_applies_a_changed_mirror_section() {
     assert!(answers());
     assert_eq!(entry_searches(&env.slapd), before, "answered by the mirror");
 }
+
+/// SIGHUP with a changed `[ldap]` (another server): the mirror moves with the directory's
+/// settings (a new mirror loads from the new server while the old one answers, then follows
+/// the new server's changes); the old server is no longer read.
+#[test]
+fn sighup_with_another_server_moves_the_mirror_to_it() {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let opts = Options {
+        syncprov: true,
+        ..Options::default()
+    };
+    let a = Slapd::start_opts(&fixture, None, opts);
+    let b = Slapd::start_opts(&fixture, None, opts);
+    let d = Daemon::start(
+        &[a.uri()],
+        Schema::Rfc2307bis,
+        &mirror_config("syncrepl", 30, 3600, ""),
+    );
+    wait_complete(&d, Duration::from_secs(20));
+    let tool = fixture.tool().name.clone();
+    ldap_tool("ldapmodify", &b, &new_user_ldif("onlyonb", 66000));
+    d.rewrite_config(|c| c.replace(&a.uri(), &b.uri()));
+    signal(d.pid().expect("pid"), libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10) + SLACK;
+    while status_value(&d, "mirror_server") != b.uri() {
+        assert!(
+            matches!(
+                query(&d.socket(), &Request::GetPwNam(tool.clone())),
+                Response::Passwd(_)
+            ),
+            "answers throughout"
+        );
+        assert!(Instant::now() < deadline, "{}\n{}", status(&d), d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status_value(&d, "mirror_state"), "complete");
+    assert!(
+        matches!(query(&d.socket(), &Request::GetPwNam("onlyonb".into())), Response::Passwd(p) if p.uid == 66000)
+    );
+    modify(
+        &b,
+        &format!("dn: uid=onlyonb,ou=people,{BASE}\nchangetype: modify\nreplace: uidNumber\nuidNumber: 66001\n"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(2) + SLACK;
+    while !matches!(query(&d.socket(), &Request::GetPwNam("onlyonb".into())), Response::Passwd(p) if p.uid == 66001)
+    {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settled = settled_searches(&a);
+    ldap_tool("ldapmodify", &a, &new_user_ldif("onlyona", 66100));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        query(&d.socket(), &Request::GetPwNam("onlyona".into())),
+        Response::NotFound,
+        "the old server's changes no longer reach the mirror"
+    );
+    assert_eq!(entry_searches(&a), settled, "nor is it searched");
+}
