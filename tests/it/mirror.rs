@@ -5,7 +5,10 @@
 //! with polling (deletions within `full_refresh_secs`); a burst of 1,000 changes; the daemon
 //! killed and restarted (from its persisted mirror and cookies, with the directory down at
 //! first); slapd restarted; a flood of lookups of random names that makes no directory query;
-//! a directory beyond `max_entries` falling back to lookup mode.
+//! a directory beyond `max_entries` falling back to lookup mode; `e-syncRefreshRequired` from
+//! slapd (`syncprov-reloadhint`, a database rebuilt while the daemon was down); `getent
+//! passwd|group` and `lookup --explain` from the mirror; SIGHUP with a changed `[mirror]`
+//! (mode, interval, a bad value, disabled, enabled again) or `[ldap]` (another server).
 //!
 //! Deadlines carry a margin for a loaded 2-core machine (`SLACK`), stated beside each.
 
