@@ -67,9 +67,9 @@ bench_keys() {
 }
 cold() { sed -n "$(( $1 * 1000 + 1 )),$(( $1 * 1000 + 1000 ))p" "$W/devs.txt" > "$W/cold$1.txt"; echo "$W/cold$1.txt"; }
 
-# bench_sssd MEMCACHE_TIMEOUT DOMAIN_LINES: SSSD against the slapd, with tmpfs over its state
-# directories; DOMAIN_LINES are appended to its [domain/wm] section. Fails (and says why)
-# when SSSD is not installed or does not start.
+# bench_sssd MEMCACHE_TIMEOUT DOMAIN_LINES [NSS_LINES]: SSSD against the slapd, with tmpfs over
+# its state directories; DOMAIN_LINES are appended to its [domain/wm] section, NSS_LINES to its
+# [nss] section. Fails (and says why) when SSSD is not installed or does not start.
 bench_sssd() {
   if ! command -v sssd >/dev/null || [ ! -e /usr/lib/x86_64-linux-gnu/libnss_sss.so.2 ]; then
     echo "skipping SSSD (apt-get install sssd-ldap libnss-sss)" >&2; return 1
@@ -83,6 +83,7 @@ services = nss
 domains = wm
 [nss]
 memcache_timeout = $1
+${3:-}
 [domain/wm]
 id_provider = ldap
 auth_provider = none

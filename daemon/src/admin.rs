@@ -242,6 +242,8 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String, file: Option<PathBu
     let dir = r.directory();
     let (before, positive, expires) = r.cache_state(&req);
     let searches = dir.search_count();
+    // Mirror mode (issue 13): a complete mirror answers before the cache and the directory.
+    let mirror = r.mirror.get().filter(|m| m.is_complete());
     let started = Instant::now();
     let reply = r
         .resolve(req.clone(), crate::admission::Caller::Internal)
@@ -261,6 +263,17 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String, file: Option<PathBu
     };
     let _ = writeln!(s, "answer: {answer}");
     let source = match (asked, before, stale) {
+        (0, _, _) if mirror.is_some() => {
+            let m = mirror.as_ref().map_or("-", |m| m.mode());
+            format!(
+                "mirror ({m}; the whole directory in memory, found or not: no directory query){}",
+                if stale {
+                    ", flagged stale: no successful sync for max_stale_secs"
+                } else {
+                    ""
+                }
+            )
+        }
         (_, _, true) => {
             "daemon cache, expired: the directory did not answer in time (served stale)".to_string()
         }
@@ -273,7 +286,7 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String, file: Option<PathBu
         }
         (0, state, _) => format!("daemon cache ({state})"),
     };
-    let source = if in_file.starts_with("hit") {
+    let source = if in_file.starts_with("hit") || in_file.starts_with("absent from a complete") {
         format!("cache file (processes read it without asking the daemon); the daemon answered from: {source}")
     } else {
         source
@@ -315,8 +328,22 @@ pub async fn explain(r: &Arc<Daemon>, map: Map, key: String, file: Option<PathBu
             .map(|u| u.dn().to_owned()),
         _ => None,
     };
-    for q in dir.describe(&req, user_dn.as_deref()) {
-        let _ = writeln!(s, "query: {q}");
+    match &mirror {
+        Some(m) => {
+            let (u, g) = m.counts();
+            let _ = writeln!(
+                s,
+                "mirror: {} ({}), {} entries (users {u}, groups {g})",
+                m.phase().name(),
+                m.mode(),
+                u + g
+            );
+        }
+        None => {
+            for q in dir.describe(&req, user_dn.as_deref()) {
+                let _ = writeln!(s, "query: {q}");
+            }
+        }
     }
     let _ = writeln!(s, "directory_searches: {asked}");
     let _ = writeln!(s, "took_us: {}", took.as_micros());
@@ -341,10 +368,13 @@ async fn in_cache_file(path: &Path, req: &Request) -> String {
         return format!("{} is not a valid cache file", path.display());
     };
     let generation = view.generation();
+    let now = Clock::new().unix_ms / 1000;
     let Some(hit) = view.get(table, &key) else {
+        if view.complete_at(now) {
+            return format!("absent from a complete mirror publication (generation {generation}): processes answer not found without asking the daemon");
+        }
         return format!("miss (generation {generation}): processes ask the daemon");
     };
-    let now = Clock::new().unix_ms / 1000;
     let what = if hit.kind == ResponseKind::NotFound as u16 {
         "absent"
     } else {

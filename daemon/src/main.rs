@@ -313,10 +313,16 @@ async fn run(args: Args, config: Config) -> ExitCode {
         },
         std::time::Duration::from_secs(5),
     ));
+    let mirrors = mirror::control::Control::new(resolver.clone(), &config);
     if config.mirror.enabled {
-        start_mirror(&resolver, &config).await;
+        mirrors.start().await;
     }
-    tokio::spawn(reload_on_sighup(resolver.clone(), path, config.clone()));
+    tokio::spawn(reload_on_sighup(
+        resolver.clone(),
+        mirrors,
+        path,
+        config.clone(),
+    ));
     if persisting {
         tokio::spawn(persist_periodically(
             resolver.clone(),
@@ -414,18 +420,6 @@ async fn prefetch(resolver: Arc<Daemon>, users: Vec<String>, groups: Vec<String>
         resolver.resolve(Request::GetGrNam(g), Internal).await;
     }
     info!(entries = n, "prefetch done");
-}
-
-/// Mirror mode (issue 13): the mirror's own task (restore, load, sync or poll) and the
-/// invalidation of cached answers on every change it applies.
-async fn start_mirror(resolver: &Arc<Daemon>, config: &Config) {
-    let m = mirror::Mirror::new(config);
-    mirror::restore(&m).await;
-    if resolver.mirror.set(m.clone()).is_ok() {
-        tokio::spawn(mirror::invalidate_on_change(m.clone(), resolver.clone()));
-        tokio::spawn(mirror::run(m));
-        info!(mode = ?config.mirror.mode, "mirror mode on: loading the directory in the background");
-    }
 }
 
 async fn fail_back(resolver: Arc<Daemon>) {
@@ -564,7 +558,12 @@ async fn publish_periodically(
     }
 }
 
-async fn reload_on_sighup(resolver: Arc<Daemon>, path: PathBuf, mut running: Config) {
+async fn reload_on_sighup(
+    resolver: Arc<Daemon>,
+    mirrors: mirror::control::Control<LdapDirectory>,
+    path: PathBuf,
+    mut running: Config,
+) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         error!("cannot install the SIGHUP handler; reload needs a restart");
         return;
@@ -623,6 +622,8 @@ async fn reload_on_sighup(resolver: Arc<Daemon>, path: PathBuf, mut running: Con
         }
         let flush = ldap_changed || new.policy != running.policy;
         resolver.reload(&new, directory, flush);
+        // [mirror] and the [ldap] it reads: a new mirror replaces the old one once loaded.
+        mirrors.reload(&new);
         info!(
             directory_changed = ldap_changed,
             cache_flushed = flush,

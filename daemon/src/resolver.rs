@@ -222,8 +222,8 @@ pub struct Resolver<D: Directory> {
     pub stats: Stats,
     /// Budget and fair queue of directory work, by peer uid.
     pub admission: Arc<Admission>,
-    /// Mirror mode (issue 13): set at start when `[mirror] enabled`.
-    pub mirror: std::sync::OnceLock<Arc<crate::mirror::Mirror>>,
+    /// Mirror mode (issue 13): the mirror in service, set and replaced by `mirror::control`.
+    pub mirror: crate::mirror::control::Slot,
 }
 
 impl<D: Directory> Resolver<D> {
@@ -240,7 +240,7 @@ impl<D: Directory> Resolver<D> {
             enumerations: Enumerations::new(Duration::from_secs(config.cache.positive_ttl_secs)),
             stats: Stats::default(),
             admission,
-            mirror: std::sync::OnceLock::new(),
+            mirror: Default::default(),
         })
     }
 
@@ -944,6 +944,14 @@ impl<D: Directory> Resolver<D> {
     }
 
     async fn snapshot(&self, what: Listing) -> DirResult<Arc<Snapshot>> {
+        // Mirror mode (issue 13): a complete mirror lists everything with no directory query.
+        if let Some(bodies) = self
+            .mirror
+            .get()
+            .and_then(|m| crate::mirror::enumerate::listing(&m, what, &self.settings().policy))
+        {
+            return Ok(self.enumerations.publish(what, bodies, false));
+        }
         if let Some(s) = self.enumerations.recent(what) {
             return Ok(s);
         }

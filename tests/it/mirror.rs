@@ -5,7 +5,10 @@
 //! with polling (deletions within `full_refresh_secs`); a burst of 1,000 changes; the daemon
 //! killed and restarted (from its persisted mirror and cookies, with the directory down at
 //! first); slapd restarted; a flood of lookups of random names that makes no directory query;
-//! a directory beyond `max_entries` falling back to lookup mode.
+//! a directory beyond `max_entries` falling back to lookup mode; `e-syncRefreshRequired` from
+//! slapd (`syncprov-reloadhint`, a database rebuilt while the daemon was down); `getent
+//! passwd|group` and `lookup --explain` from the mirror; SIGHUP with a changed `[mirror]`
+//! (mode, interval, a bad value, disabled, enabled again) or `[ldap]` (another server).
 //!
 //! Deadlines carry a margin for a loaded 2-core machine (`SLACK`), stated beside each.
 
@@ -629,15 +632,15 @@ fn the_mirror_answers_as_lookups_do_on_the_toolforge_directory() {
 /// A resume from a cookie older than the server's session log (the daemon killed, then more
 /// changes than the log holds, one of them a deletion): the persisted mirror answers at once,
 /// and the resumed sync brings every change, the deletion through the present phase.
-/// (OpenLDAP 2.5 answers such a resume with a present phase even with `syncprov-nopresent`;
-/// `e-syncRefreshRequired` (4096), which other providers send here, takes the reload path of
-/// a refused cookie: see `mirror::sync::run`.)
+/// (OpenLDAP 2.5 answers such a resume with a present phase even with `syncprov-nopresent`
+/// as long as some entry is as old as the cookie; `e-syncRefreshRequired` is the next test.)
 #[test]
 fn a_resume_past_the_session_log_brings_every_change() {
     let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
     let opts = Options {
         syncprov: true,
         nopresent: true,
+        ..Options::default()
     };
     let slapd = Slapd::start_opts(&fixture, None, opts);
     let mut d = Daemon::start(
@@ -819,4 +822,322 @@ fn polling_resumes_from_the_last_sync_after_a_restart() {
         1,
         "no second load:\n{log}"
     );
+}
+
+/// `e-syncRefreshRequired` (4096) from a real slapd: with `syncprov-reloadhint TRUE`, a cookie
+/// older than every entry (the server's database was rebuilt from an export while the daemon
+/// was down: new entryUUIDs and entryCSNs) cannot be served as a delta, and syncprov answers
+/// the resumed sync search with 4096 (`syncprov_op_search`: `FIND_CSN` fails and the consumer
+/// did not set the reload hint). The restarted daemon answers from its persisted mirror at
+/// once and throughout, reloads in the background, and ends up with the current directory
+/// (a user only the old database held is gone, one only the new one holds is there), in sync.
+#[test]
+fn e_sync_refresh_required_reloads_while_the_persisted_mirror_answers() {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let opts = Options {
+        syncprov: true,
+        reloadhint: true,
+        ..Options::default()
+    };
+    let mut slapd = Slapd::start_opts(&fixture, None, opts);
+    let mut d = Daemon::start(
+        &[slapd.uri()],
+        Schema::Rfc2307bis,
+        &mirror_config("syncrepl", 30, 3600, ""),
+    );
+    wait_complete(&d, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(6)); // saved with its cookies
+    d.kill();
+    // The rebuilt database: one developer gone, one new user, every entry with a new CSN.
+    let gone = fixture.developer(false).clone();
+    let kept = fixture.tool().clone();
+    let mut ldif: String = fixture
+        .ldif
+        .split("\n\n")
+        .filter(|block| {
+            !block
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("dn: {}", gone.dn)))
+        })
+        .map(|block| format!("{}\n\n", block.trim_matches('\n')))
+        .collect();
+    assert!(ldif.len() < fixture.ldif.len(), "{} left out", gone.dn);
+    ldif.push_str(&new_user_ldif("rebuilt", 64000).replace("changetype: add\n", ""));
+    slapd.reload(&ldif);
+    let refusals_before = slapd.log().matches("err=4096").count();
+    d.restart();
+    let sock = d.socket();
+    // The persisted mirror answers at once (the old directory, the gone user still there).
+    assert!(matches!(
+        query(&sock, &Request::GetPwNam(kept.name.clone())),
+        Response::Passwd(_)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10) + SLACK;
+    loop {
+        // Never a gap: the old mirror answers while the new one loads.
+        assert!(
+            matches!(
+                query(&sock, &Request::GetPwNam(kept.name.clone())),
+                Response::Passwd(_)
+            ),
+            "{}",
+            d.log()
+        );
+        let new = query(&sock, &Request::GetPwNam("rebuilt".into()));
+        let old = query(&sock, &Request::GetPwNam(gone.name.clone()));
+        if matches!(&new, Response::Passwd(p) if p.uid == 64000) && old == Response::NotFound {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{new:?} {old:?}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // It was the server's 4096 that made it reload, not a present phase.
+    assert!(
+        slapd.log().matches("err=4096").count() > refusals_before,
+        "slapd never answered 4096:\n{}",
+        slapd.log()
+    );
+    let log = d.log();
+    assert!(
+        log.contains("e-syncRefreshRequired from the server"),
+        "{log}"
+    );
+    assert!(log.contains("mirror restored from disk"), "{log}");
+    wait_complete(&d, Duration::from_secs(5));
+    // And it follows the rebuilt server's changes from its new cookies.
+    modify(
+        &slapd,
+        &format!("dn: uid=rebuilt,ou=people,{BASE}\nchangetype: modify\nreplace: uidNumber\nuidNumber: 64001\n"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(2) + SLACK;
+    while !matches!(query(&sock, &Request::GetPwNam("rebuilt".into())), Response::Passwd(p) if p.uid == 64001)
+    {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ctl(d: &Daemon, args: &[&str]) -> String {
+    let out = std::process::Command::new(toolforge_nss_tests::paths::ctl_bin())
+        .arg("--admin-socket")
+        .arg(d.admin_socket())
+        .args(args)
+        .output()
+        .expect("run toolforge-nssctl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `getent passwd` and `getent group` list the complete mirror (policy applied, changes
+/// included) with no directory query, `[cache] enumerate` off as by default; `lookup
+/// --explain` says the mirror answered, found or not, and that processes answer a name the
+/// complete publication does not hold without asking the daemon.
+#[test]
+fn enumeration_and_explain_answer_from_the_mirror() {
+    let env = start(true, &mirror_config("syncrepl", 30, 3600, ""));
+    let f = &env.fixture;
+    let nss = Nss::new(&env.daemon.runtime_dir(), "toolforge");
+    ldap_tool("ldapmodify", &env.slapd, &new_user_ldif("listednew", 61500));
+    until(&nss, &["getent", "passwd", "listednew"], SLACK * 2, |o| {
+        o.starts_with("listednew:")
+    });
+    let before = settled_searches(&env.slapd);
+    let all = nss.run(&["getent", "passwd"]);
+    assert_eq!(all.code, Some(0), "{all:?}");
+    let lines = all.lines();
+    let mut expected: Vec<String> = f.users.values().map(|u| u.passwd_line()).collect();
+    expected.push("listednew:x:61500:500:listednew:/home/listednew:/bin/bash".into());
+    let mut got: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "every served user, and only those");
+    for hostile in &f.hostile_users {
+        assert!(!got.iter().any(|l| l.starts_with(&format!("{hostile}:"))));
+    }
+    let groups = nss.run(&["getent", "group"]);
+    assert_eq!(groups.code, Some(0), "{groups:?}");
+    let mut got: Vec<String> = groups.lines().iter().map(|l| l.to_string()).collect();
+    let mut expected: Vec<String> = f.groups.values().map(|g| g.group_line()).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "every served group, with its members");
+    assert_eq!(
+        entry_searches(&env.slapd),
+        before,
+        "listed with no directory search"
+    );
+
+    let dev = f.developer(false).name.clone();
+    let out = ctl(&env.daemon, &["lookup", "passwd", &dev, "--explain"]);
+    assert!(out.contains("source: cache file"), "{out}");
+    assert!(out.contains("answered from: mirror (syncrepl"), "{out}");
+    assert!(out.contains("directory_searches: 0"), "{out}");
+    assert!(out.contains("mirror: complete (syncrepl)"), "{out}");
+    let out = ctl(
+        &env.daemon,
+        &["lookup", "passwd", "nosuchmirroruser", "--explain"],
+    );
+    assert!(out.contains("answer: not found"), "{out}");
+    assert!(
+        out.contains("absent from a complete mirror publication"),
+        "{out}"
+    );
+    assert!(out.contains("mirror (syncrepl"), "{out}");
+    assert!(out.contains("directory_searches: 0"), "{out}");
+    assert_eq!(entry_searches(&env.slapd), before);
+}
+
+/// SIGHUP applies a changed `[mirror]`: syncrepl to polling every second (a new mirror loads
+/// beside the old one, which answers throughout; the new interval applies), a bad value
+/// refused whole (the running mirror unchanged), disabled (lookup mode at once: lookups query
+/// the directory again), enabled again (loaded, then no directory query).
+#[test]
+fn sighup_applies_a_changed_mirror_section() {
+    let env = start(true, &mirror_config("syncrepl", 30, 3600, ""));
+    let d = &env.daemon;
+    let pid = d.pid().expect("daemon pid");
+    assert_eq!(status_value(d, "mirror_mode"), "syncrepl");
+    let tool = env.fixture.tool().name.clone();
+    let answers = || {
+        matches!(
+            query(&d.socket(), &Request::GetPwNam(tool.clone())),
+            Response::Passwd(_)
+        )
+    };
+
+    // 1. Polling every second, applied live.
+    d.rewrite_config(|c| {
+        c.replace("mode = \"syncrepl\"", "mode = \"poll\"")
+            .replace("poll_interval_secs = 30", "poll_interval_secs = 1")
+    });
+    signal(pid, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10) + SLACK;
+    while status_value(d, "mirror_mode") != "poll" {
+        assert!(answers(), "the old mirror answers during the switch");
+        assert!(Instant::now() < deadline, "{}\n{}", status(d), d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status_value(d, "mirror_state"), "complete");
+    assert!(answers());
+    assert!(d
+        .log()
+        .contains("mirror replaced by the one of the new settings"));
+    ldap_tool("ldapmodify", &env.slapd, &new_user_ldif("hupnew", 65000));
+    let deadline = Instant::now() + Duration::from_secs(1 + 1) + SLACK;
+    while !matches!(query(&d.socket(), &Request::GetPwNam("hupnew".into())), Response::Passwd(p) if p.uid == 65000)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "polled every second:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // 2. A bad value: the whole reload refused, the mirror as it was.
+    let good = d.rewrite_config(|c| c.replace("poll_interval_secs = 1", "poll_interval_secs = 0"));
+    signal(pid, libc::SIGHUP);
+    assert!(
+        d.wait_for_log("reload refused", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    assert_eq!(status_value(d, "mirror_mode"), "poll");
+    assert_eq!(status_value(d, "mirror_state"), "complete");
+    std::fs::write(d.config_path(), &good).unwrap();
+
+    // 3. Disabled: lookup mode at once.
+    d.rewrite_config(|c| c.replace("enabled = true", "enabled = false"));
+    signal(pid, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5) + SLACK;
+    while status_value(d, "mirror_state") != "off" {
+        assert!(Instant::now() < deadline, "{}\n{}", status(d), d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = settled_searches(&env.slapd);
+    assert!(answers());
+    assert_eq!(
+        query(&d.socket(), &Request::GetPwNam("nosuchhupuser".into())),
+        Response::NotFound
+    );
+    assert!(
+        entry_searches(&env.slapd) >= before + 2,
+        "lookups query the directory again"
+    );
+
+    // 4. Enabled again, with syncrepl.
+    d.rewrite_config(|c| {
+        c.replace("enabled = false", "enabled = true")
+            .replace("mode = \"poll\"", "mode = \"syncrepl\"")
+    });
+    signal(pid, libc::SIGHUP);
+    wait_complete(d, Duration::from_secs(10) + SLACK);
+    assert_eq!(status_value(d, "mirror_mode"), "syncrepl");
+    let before = settled_searches(&env.slapd);
+    for i in 0..50 {
+        assert_eq!(
+            query(&d.socket(), &Request::GetPwNam(format!("nosuchhup{i}"))),
+            Response::NotFound
+        );
+    }
+    assert!(answers());
+    assert_eq!(entry_searches(&env.slapd), before, "answered by the mirror");
+}
+
+/// SIGHUP with a changed `[ldap]` (another server): the mirror moves with the directory's
+/// settings (a new mirror loads from the new server while the old one answers, then follows
+/// the new server's changes); the old server is no longer read.
+#[test]
+fn sighup_with_another_server_moves_the_mirror_to_it() {
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let opts = Options {
+        syncprov: true,
+        ..Options::default()
+    };
+    let a = Slapd::start_opts(&fixture, None, opts);
+    let b = Slapd::start_opts(&fixture, None, opts);
+    let d = Daemon::start(
+        &[a.uri()],
+        Schema::Rfc2307bis,
+        &mirror_config("syncrepl", 30, 3600, ""),
+    );
+    wait_complete(&d, Duration::from_secs(20));
+    let tool = fixture.tool().name.clone();
+    ldap_tool("ldapmodify", &b, &new_user_ldif("onlyonb", 66000));
+    d.rewrite_config(|c| c.replace(&a.uri(), &b.uri()));
+    signal(d.pid().expect("pid"), libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10) + SLACK;
+    while status_value(&d, "mirror_server") != b.uri() {
+        assert!(
+            matches!(
+                query(&d.socket(), &Request::GetPwNam(tool.clone())),
+                Response::Passwd(_)
+            ),
+            "answers throughout"
+        );
+        assert!(Instant::now() < deadline, "{}\n{}", status(&d), d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status_value(&d, "mirror_state"), "complete");
+    assert!(
+        matches!(query(&d.socket(), &Request::GetPwNam("onlyonb".into())), Response::Passwd(p) if p.uid == 66000)
+    );
+    modify(
+        &b,
+        &format!("dn: uid=onlyonb,ou=people,{BASE}\nchangetype: modify\nreplace: uidNumber\nuidNumber: 66001\n"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(2) + SLACK;
+    while !matches!(query(&d.socket(), &Request::GetPwNam("onlyonb".into())), Response::Passwd(p) if p.uid == 66001)
+    {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settled = settled_searches(&a);
+    ldap_tool("ldapmodify", &a, &new_user_ldif("onlyona", 66100));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        query(&d.socket(), &Request::GetPwNam("onlyona".into())),
+        Response::NotFound,
+        "the old server's changes no longer reach the mirror"
+    );
+    assert_eq!(entry_searches(&a), settled, "nor is it searched");
 }

@@ -34,6 +34,11 @@ pub struct Options {
     /// With `syncprov`: `syncprov-nopresent TRUE` and a session log of 50 changes, so that a
     /// consumer resuming from a cookie older than the log gets `e-syncRefreshRequired`.
     pub nopresent: bool,
+    /// With `syncprov`: `syncprov-reloadhint TRUE`, so that a consumer whose cookie the server
+    /// cannot serve as a delta (no entry left as old as its cookie, say after the database
+    /// was reloaded: [`Slapd::reload`]) gets `e-syncRefreshRequired` (4096) instead of the
+    /// whole content in the sync search's refresh.
+    pub reloadhint: bool,
 }
 
 /// The size limits of [`Slapd::start`]: 1000 entries per plain search, paged unlimited.
@@ -50,6 +55,11 @@ fn config(dir: &Path, tls: Option<(&Path, &Path, &Path)>, limits: &str, opts: Op
             "index entryUUID,entryCSN eq\noverlay syncprov\nsyncprov-checkpoint 10 1\nsyncprov-sessionlog 50\nsyncprov-nopresent TRUE\n",
         ),
         (false, _) => ("", ""),
+    };
+    let overlay = if opts.syncprov && opts.reloadhint {
+        format!("{overlay}syncprov-reloadhint TRUE\n")
+    } else {
+        overlay.to_owned()
     };
     let tls = tls
         .map(|(ca, cert, key)| {
@@ -127,19 +137,6 @@ impl Slapd {
             config(dir.path(), tls, limits, opts),
         )
         .expect("write slapd.conf");
-        std::fs::write(dir.path().join("data.ldif"), &fixture.ldif).expect("write ldif");
-        let out = Command::new("slapadd")
-            .args(["-q", "-f"])
-            .arg(dir.path().join("slapd.conf"))
-            .arg("-l")
-            .arg(dir.path().join("data.ldif"))
-            .output()
-            .expect("run slapadd (apt-get install slapd ldap-utils)");
-        assert!(
-            out.status.success(),
-            "slapadd failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let tls_port = if tls.is_some() { free_port() } else { 0 };
         let mut s = Slapd {
             port: 0,
@@ -147,8 +144,39 @@ impl Slapd {
             dir,
             child: None,
         };
+        s.load(&fixture.ldif);
         s.launch();
         s
+    }
+
+    /// Replaces the database with `ldif` (in `slapadd` form), as an operator restoring or
+    /// rebuilding a server from an export would: the server is stopped, its database emptied
+    /// and loaded again (every entry gets a new entryUUID and entryCSN), then it serves on the
+    /// same port.
+    pub fn reload(&mut self, ldif: &str) {
+        self.stop();
+        let db = self.dir.path().join("db");
+        std::fs::remove_dir_all(&db).expect("remove the database");
+        std::fs::create_dir_all(&db).expect("db dir");
+        self.load(ldif);
+        self.launch();
+    }
+
+    fn load(&self, ldif: &str) {
+        let path = self.dir.path().join("data.ldif");
+        std::fs::write(&path, ldif).expect("write ldif");
+        let out = Command::new("slapadd")
+            .args(["-q", "-f"])
+            .arg(self.dir.path().join("slapd.conf"))
+            .arg("-l")
+            .arg(&path)
+            .output()
+            .expect("run slapadd (apt-get install slapd ldap-utils)");
+        assert!(
+            out.status.success(),
+            "slapadd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn launch(&mut self) {

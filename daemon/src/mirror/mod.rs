@@ -7,14 +7,18 @@
 //! connection of the mirror's own, outside the pool and its expiry); [`sync`] RFC 4533
 //! `refreshAndPersist`; [`poll`] `modifyTimestamp` polling with periodic reconciliation;
 //! [`store`] the mirror on disk (`cache_dir/mirror.bin`: the entries with the sync cookies
-//! that describe them, written atomically). This file holds the shared handle ([`Mirror`]):
-//! state, phase, counters for status and metrics, and the task that drives it all ([`run`]).
+//! that describe them, written atomically); [`control`] which mirror is in service and its
+//! tasks, at start and on SIGHUP; [`enumerate`] `getent passwd|group` listings from it.
+//! This file holds the shared handle ([`Mirror`]): state, phase, counters for status and
+//! metrics, and the task that drives it all ([`run`]).
 //!
 //! Authority: the mirror answers only while `complete` (loaded, or restored from disk, and
 //! within `max_entries`). After `cache.max_stale_secs` without a successful sync its answers
 //! are flagged stale. A directory that outgrows `max_entries` is logged as an error and the
 //! mirror is dropped: the daemon serves in lookup mode.
 
+pub mod control;
+pub mod enumerate;
 pub mod load;
 pub mod poll;
 pub mod publish;
@@ -94,6 +98,10 @@ pub struct Mirror {
     /// Searches the mirror sent (loads, polls, sync searches).
     pub searches: AtomicU64,
     saved_generation: AtomicU64,
+    /// In service (the resolver's, or the one starting): only then is it saved to
+    /// `cache_dir` (a replacement loading in the background, or a mirror replaced or
+    /// disabled, never writes over the one in service: see [`control`]).
+    in_service: AtomicBool,
     /// Referrals met by the mirror's searches (logged once per base).
     pub references: crate::directory::paging::ReferenceLog,
 }
@@ -126,8 +134,13 @@ impl Mirror {
             answers: AtomicU64::new(0),
             searches: AtomicU64::new(0),
             saved_generation: AtomicU64::new(0),
+            in_service: AtomicBool::new(true),
             references: Default::default(),
         })
+    }
+
+    pub(crate) fn set_in_service(&self, on: bool) {
+        self.in_service.store(on, Ordering::Release);
     }
 
     /// Whether the mirror answers (loaded and within its bound).
@@ -297,6 +310,10 @@ impl Mirror {
             return None;
         }
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        // Dropped (too large) between the check and the lock: its empty state is no answer.
+        if !self.is_complete() {
+            return None;
+        }
         let a = match req {
             Request::GetPwNam(n) => s.user_by_name(n, policy),
             Request::GetPwUid(u) => s.user_by_uid(*u, policy),
@@ -442,7 +459,7 @@ impl Mirror {
 
     /// Saves the mirror (entries and cookies) when it changed since the last save.
     pub async fn save(self: &Arc<Self>) {
-        if !self.persist || !self.is_complete() {
+        if !self.persist || !self.is_complete() || !self.in_service.load(Ordering::Acquire) {
             return;
         }
         let generation = self.generation.load(Ordering::Acquire);
@@ -484,19 +501,21 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis((1000u64 << failures.min(5)).min(30_000))
 }
 
-/// Drives the mirror (after [`restore`]): load, then keep current (syncrepl or polling),
-/// reconnecting with backoff; saves periodically. Never returns unless the directory
-/// outgrows the bound.
-pub async fn run(m: Arc<Mirror>) {
-    if m.persist {
-        let saver = m.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                saver.save().await;
-            }
-        });
+/// Saves the mirror every 5 s when it changed (and is in service).
+pub async fn save_periodically(m: Arc<Mirror>) {
+    if !m.persist {
+        return;
     }
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        m.save().await;
+    }
+}
+
+/// Drives the mirror (after [`restore`]): load, then keep current (syncrepl or polling),
+/// reconnecting with backoff. Never returns unless the directory outgrows the bound.
+/// [`control`] runs it beside [`save_periodically`] and [`invalidate_on_change`].
+pub async fn run(m: Arc<Mirror>) {
     let mut failures = 0u32;
     loop {
         if m.phase() == Phase::TooLarge {
