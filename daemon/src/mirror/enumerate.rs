@@ -30,8 +30,7 @@ pub fn listing(m: &Mirror, what: Listing, policy: &Policy) -> Option<Vec<BodyRef
         }
         Some(match what {
             Listing::Users => {
-                let mut users: Vec<_> =
-                    s.served_users(policy).into_iter().map(|(u, _)| u).collect();
+                let mut users: Vec<_> = s.served_users(policy).map(|(u, _)| u).collect();
                 users.sort_by(|a, b| {
                     (a.passwd.uid, &a.passwd.name).cmp(&(b.passwd.uid, &b.passwd.name))
                 });
@@ -43,7 +42,6 @@ pub fn listing(m: &Mirror, what: Listing, policy: &Policy) -> Option<Vec<BodyRef
             Listing::Groups => {
                 let mut groups: Vec<_> = s
                     .served_groups(policy)
-                    .into_iter()
                     .map(|(g, _)| g)
                     .filter(|g| Response::group_encoded_len(&g.group) <= MAX_RESPONSE_BODY as usize)
                     .collect();
