@@ -17,7 +17,7 @@ use toolforge_nss_tests::client::{admin, query};
 use toolforge_nss_tests::daemon::Daemon;
 use toolforge_nss_tests::fixture::{Schema, User};
 use toolforge_nss_tests::nss::Nss;
-use toolforge_nss_tests::process::{free_port, signal};
+use toolforge_nss_tests::process::{free_port, freeze, signal};
 
 use crate::env::{shared, Env};
 
@@ -282,7 +282,7 @@ fn old_daemon_killed_during_the_takeover() {
     let (_env, mut old, nss, warm, cold) = setup("", &[]);
     let looper = Looper::start(&nss, &warm, &cold);
     // Frozen, the old daemon cannot answer the handover; killed, it never will.
-    signal(old.pid().unwrap(), libc::SIGSTOP);
+    freeze(old.pid().unwrap());
     let new = old.successor(|c| c.to_string());
     wait_log(&new, "asking it to hand over");
     std::thread::sleep(Duration::from_millis(50));
@@ -383,7 +383,7 @@ fn probes_reflect_this_daemon_and_an_outage_is_not_a_hang() {
     assert_eq!(http(port, "/readyz").0, 503);
     assert_eq!(http(port, "/nope").0, 404);
     // A frozen daemon is not alive (the probe times out).
-    signal(lone.pid().unwrap(), libc::SIGSTOP);
+    freeze(lone.pid().unwrap());
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     write!(s, "GET /livez HTTP/1.1\r\n\r\n").unwrap();
