@@ -205,8 +205,9 @@ fn flood_against(servers: usize) {
         worst = worst.max(t.elapsed());
         assert!(
             matches!(&got, Response::Passwd(p) if &p.name == name),
-            "cold lookup {i} of {name} during the flood: {got:?}\n{}",
-            status(&d)
+            "cold lookup {i} of {name} during the flood: {got:?}\n{}\n{}",
+            status(&d),
+            d.log()
         );
         std::thread::sleep(Duration::from_millis(110));
     }
@@ -215,7 +216,9 @@ fn flood_against(servers: usize) {
         let got = query(&d.socket(), &Request::GetPwNam(name.clone()));
         assert!(
             matches!(&got, Response::Passwd(p) if &p.name == name),
-            "cold lookup of {name} after the flood: {got:?}"
+            "cold lookup of {name} after the flood: {got:?}\n{}\n{}",
+            status(&d),
+            d.log()
         );
     }
     let st = status(&d);

@@ -12,7 +12,7 @@ use toolforge_nss_tests::client::admin;
 use toolforge_nss_tests::daemon::Daemon;
 use toolforge_nss_tests::fixture::{Fixture, Schema, Shape};
 use toolforge_nss_tests::nss::Nss;
-use toolforge_nss_tests::process::signal;
+use toolforge_nss_tests::process::{freeze, signal};
 
 use crate::env::shared;
 use crate::module_abi::{check_child, child, open_fds, pwnam, Module, NOTFOUND, SUCCESS, UNAVAIL};
@@ -44,7 +44,7 @@ fn mapped_cache_files(dir: &std::path::Path) -> (usize, usize) {
 /// A lookup while the daemon is frozen: it cannot have come over the socket.
 fn frozen<T>(d: &Daemon, f: impl FnOnce() -> T) -> (T, Duration) {
     let pid = d.pid().unwrap();
-    signal(pid, libc::SIGSTOP);
+    freeze(pid);
     let t = Instant::now();
     let r = f();
     let took = t.elapsed();

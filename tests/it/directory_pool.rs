@@ -134,7 +134,12 @@ fn a_frozen_server_is_detected_and_failed_over() {
         query(&d.socket(), &Request::GetPwNam(users[0].name.clone())),
         Response::Passwd(_)
     ));
-    assert!(status(&d).contains(&format!("server_in_use: {}", a.uri())));
+    let st = status(&d);
+    assert!(
+        st.contains(&format!("server_in_use: {}", a.uri())),
+        "{st}\n{}",
+        d.log()
+    );
     a.freeze();
     let start = Instant::now();
     let got = query(&d.socket(), &Request::GetPwNam(users[1].name.clone()));
@@ -149,10 +154,15 @@ fn a_frozen_server_is_detected_and_failed_over() {
     // margin for a loaded machine.
     assert!(took < Duration::from_millis(800 + 1200), "{took:?}");
     let st = status(&d);
-    assert!(st.contains(&format!("server_in_use: {}", b.uri())), "{st}");
+    assert!(
+        st.contains(&format!("server_in_use: {}", b.uri())),
+        "{st}\n{}",
+        d.log()
+    );
     assert!(
         !server_line(&st, &a.uri()).contains("failures=0"),
-        "the frozen server is backed off:\n{st}"
+        "the frozen server is backed off:\n{st}\n{}",
+        d.log()
     );
 }
 

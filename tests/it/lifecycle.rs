@@ -10,7 +10,7 @@ use toolforge_nss_protocol::mapfile::Table;
 use toolforge_nss_tests::daemon::Daemon;
 use toolforge_nss_tests::fixture::Schema;
 use toolforge_nss_tests::nss::Nss;
-use toolforge_nss_tests::process::signal;
+use toolforge_nss_tests::process::{freeze, signal};
 
 use crate::env::shared;
 
@@ -103,7 +103,7 @@ fn a_frozen_daemon_costs_at_most_the_budget() {
     let d = Daemon::start(&[env.slapd.uri()], Schema::Rfc2307, "");
     let nss = Nss::new(&d.runtime_dir(), "files toolforge");
     let pid = d.pid().unwrap();
-    signal(pid, libc::SIGSTOP);
+    freeze(pid);
     let run = nss.run_env(
         &["getent", "passwd", &user.name],
         &[("TOOLFORGE_NSS_TIMEOUT_MS", "200")],
@@ -116,7 +116,7 @@ fn a_frozen_daemon_costs_at_most_the_budget() {
         run.elapsed
     );
     // id makes several lookups; the breaker makes the later ones free.
-    signal(pid, libc::SIGSTOP);
+    freeze(pid);
     let id = nss.run_env(&["id", &user.name], &[("TOOLFORGE_NSS_TIMEOUT_MS", "200")]);
     signal(pid, libc::SIGCONT);
     assert_ne!(id.code, Some(0));

@@ -409,7 +409,7 @@ fn child_erange() {
     let pid: i32 = std::env::var("TF_DAEMON_PID").unwrap().parse().unwrap();
     assert_eq!(grnam(&m, BIG_GROUP, 64).0, TRYAGAIN);
     // Freeze the daemon: a second round trip would now run out of budget.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    toolforge_nss_tests::process::freeze(pid as u32);
     let start = Instant::now();
     let (st, _, members) = grnam(&m, BIG_GROUP, 1 << 20);
     let served = start.elapsed();

@@ -22,7 +22,7 @@ use toolforge_nss_tests::daemon::Daemon;
 use toolforge_nss_tests::fixture::Schema;
 use toolforge_nss_tests::nss::Nss;
 use toolforge_nss_tests::paths::target_dir;
-use toolforge_nss_tests::process::signal;
+use toolforge_nss_tests::process::{freeze, signal};
 
 use crate::env::shared;
 use crate::module_abi::child;
@@ -370,7 +370,7 @@ fn misses_are_not_listed_in_the_shared_data() {
     }
     // Still answered from the file: with the daemon frozen, a miss is NOTFOUND at once.
     let pid = d.pid().unwrap();
-    signal(pid, libc::SIGSTOP);
+    freeze(pid);
     let t = Instant::now();
     let r = nss.run_env(
         &["getent", "passwd", misses[3].as_str()],

@@ -306,16 +306,17 @@ impl Slapd {
         self.launch();
     }
 
-    /// Stops the server with SIGSTOP (it keeps its sockets but answers nothing).
+    /// Stops the server with SIGSTOP (it keeps its sockets but answers nothing); returns once
+    /// it is stopped (see [`crate::process::freeze`]).
     pub fn freeze(&self) {
         if let Some(pid) = self.pid() {
-            signal(pid, libc::SIGSTOP);
+            crate::process::freeze(pid);
         }
     }
 
     pub fn thaw(&self) {
         if let Some(pid) = self.pid() {
-            signal(pid, libc::SIGCONT);
+            crate::process::thaw(pid);
         }
     }
 

@@ -1,6 +1,8 @@
 //! `toolforge-nss-loop WARM COLD STOP OUT`: a long-running process that looks users up through
 //! glibc (`getpwnam_r`, so through the NSS module as any program would) until the file STOP
-//! exists, then writes what it saw to OUT.
+//! exists, then writes what it saw to OUT. STOP may hold `MIN_WARM MIN_COLD`: the loop then
+//! goes on past STOP until it made that many lookups of each class (or ran out of cold names),
+//! for at most 30 s more, so a slow machine still gives the test the lookups it counts on.
 //!
 //! WARM and COLD are files of `name uid` lines. Warm names (cached by the daemon beforehand)
 //! are looked up round and round as fast as the loop goes; cold names (never looked up
@@ -88,10 +90,23 @@ fn main() {
     let mut next_cold = start;
     let (mut w, mut c) = (0usize, 0usize);
     let mut check = 0u32;
+    // (minimum warm, minimum cold, give up at) once STOP exists.
+    let mut stopping: Option<(u64, u64, Instant)> = None;
     loop {
         check += 1;
-        if check.is_multiple_of(64) && stop.exists() {
-            break;
+        if stopping.is_none() && check.is_multiple_of(64) && stop.exists() {
+            let text = std::fs::read_to_string(stop).unwrap_or_default();
+            let mut mins = text
+                .split_whitespace()
+                .map(|v| v.parse::<u64>().unwrap_or(0));
+            let (min_warm, min_cold) = (mins.next().unwrap_or(0), mins.next().unwrap_or(0));
+            stopping = Some((min_warm, min_cold, Instant::now() + Duration::from_secs(30)));
+        }
+        if let Some((min_warm, min_cold, give_up)) = stopping {
+            let cold_done = cold.total >= min_cold || c >= cold_names.len();
+            if (warm.total >= min_warm && cold_done) || Instant::now() >= give_up {
+                break;
+            }
         }
         let (name, uid) = &warm_names[w % warm_names.len()];
         w += 1;
