@@ -80,6 +80,27 @@ pub struct Stored<K, V> {
     pub expires: Instant,
 }
 
+/// One entry as copied out of a map for publication or saving. The map's lock is held only
+/// while rows are made, and every lookup needs it: so a found entry is its shared value (an
+/// `Arc` clone, no allocation: its key is read back from the value), and only a known
+/// absence, which has no value, carries a copy of its key.
+pub enum Row<K, V> {
+    Found(V),
+    Absent(K),
+}
+
+/// Rows with their time (refresh point or expiry), as a map lists them.
+pub type RowList<K, V> = Vec<(Row<K, V>, Instant)>;
+
+impl<K: Clone, V: Clone> Row<K, V> {
+    fn of(key: &K, slot: &Slot<V>) -> Row<K, V> {
+        match &slot.value {
+            Some(v) => Row::Found(v.clone()),
+            None => Row::Absent(key.clone()),
+        }
+    }
+}
+
 /// The bounds of one map.
 #[derive(Clone, Copy, Debug)]
 pub struct Bounds {
@@ -314,47 +335,54 @@ impl<K: Hash + Eq + Clone + Weigh, V: Clone + Weigh> TtlLru<K, V> {
             .count()
     }
 
-    /// Calls `f` with each entry a reader may use at `now` (key, value or `None` when known
-    /// absent, its refresh-ahead point), most recently used first, found entries before
-    /// known absences, until `f` returns false. Holds the map's lock meanwhile, so `f` must
-    /// be cheap (copying bytes into a publication is); nothing is cloned.
-    pub fn for_each_publishable(
-        &self,
-        now: Instant,
-        mut f: impl FnMut(&K, Option<&V>, Instant) -> bool,
-    ) {
-        for (k, s) in self.lock().iter_all() {
+    /// Each entry a reader may use at `now`, with its refresh-ahead point, most recently
+    /// used first, found entries before known absences. See [`Row`] for what is copied
+    /// while the map is locked.
+    pub fn publishable(&self, now: Instant) -> RowList<K, V> {
+        let map = self.lock();
+        let mut out = Vec::with_capacity(map.found.len() + map.absent.len());
+        for (k, s) in map.iter_all() {
             let until = s.refresh_at();
-            if now < until && !f(k, s.value.as_ref(), until) {
-                break;
+            if now < until {
+                out.push((Row::of(k, s), until));
             }
         }
+        out
     }
 
     /// Every entry still servable (fresh or within `max_stale`), least recently used first
     /// (negative entries, then found ones), so restoring them in order rebuilds both LRUs.
     pub fn snapshot(&self, now: Instant) -> Vec<Stored<K, V>> {
+        let map = self.lock();
         let mut out = Vec::new();
-        self.for_each_stored(now, |key, value, expires| {
-            out.push(Stored {
-                key: key.clone(),
-                value: value.cloned(),
-                expires,
-            });
-        });
+        for (k, s) in map.absent.iter().rev().chain(map.found.iter().rev()) {
+            if self.keep(s, now) {
+                out.push(Stored {
+                    key: k.clone(),
+                    value: s.value.clone(),
+                    expires: s.expires,
+                });
+            }
+        }
         out
     }
 
-    /// Calls `f` with what [`TtlLru::snapshot`] lists (key, value or `None` when known
-    /// absent, expiry), in the same order, holding the map's lock and cloning nothing.
-    pub fn for_each_stored(&self, now: Instant, mut f: impl FnMut(&K, Option<&V>, Instant)) {
+    /// What [`TtlLru::snapshot`] lists, in the same order, as [`Row`]s with their expiry:
+    /// what saving the cache needs, copied cheaply while the map is locked.
+    pub fn stored(&self, now: Instant) -> RowList<K, V> {
         let map = self.lock();
-        let keep = |s: &Slot<V>| now.saturating_duration_since(s.expires) <= self.max_stale;
+        let mut out = Vec::with_capacity(map.found.len() + map.absent.len());
         for (k, s) in map.absent.iter().rev().chain(map.found.iter().rev()) {
-            if keep(s) {
-                f(k, s.value.as_ref(), s.expires);
+            if self.keep(s, now) {
+                out.push((Row::of(k, s), s.expires));
             }
         }
+        out
+    }
+
+    /// Whether a slot is still servable (fresh, or expired within `max_stale`).
+    fn keep(&self, s: &Slot<V>, now: Instant) -> bool {
+        now.saturating_duration_since(s.expires) <= self.max_stale
     }
 }
 
@@ -447,29 +475,24 @@ mod tests {
         c.put("a", Some(1), TTL, t0);
         c.put("b", None, TTL, t0);
         let publishable = |now| {
-            let mut v = Vec::new();
-            c.for_each_publishable(now, |k, val, until| {
-                v.push((*k, val.copied(), until));
-                true
-            });
-            v
+            c.publishable(now)
+                .into_iter()
+                .map(|(row, until)| match row {
+                    Row::Found(v) => (None, Some(v), until),
+                    Row::Absent(k) => (Some(k), None, until),
+                })
+                .collect::<Vec<_>>()
         };
         let t1 = t0 + TTL.mul_f64(0.75);
         assert_eq!(
             publishable(t0),
-            vec![("a", Some(1), t1), ("b", None, t1)],
-            "found entries first, until their refresh point"
+            vec![(None, Some(1), t1), (Some("b"), None, t1)],
+            "found entries first (their value, no key copied), until their refresh point"
         );
         assert!(
             publishable(t0 + Duration::from_millis(7_600)).is_empty(),
             "due: not published"
         );
-        let mut first = Vec::new();
-        c.for_each_publishable(t0, |k, _, _| {
-            first.push(*k);
-            false
-        });
-        assert_eq!(first, vec!["a"], "stops when told");
     }
 
     #[test]
@@ -486,6 +509,19 @@ mod tests {
             "too-stale entries are not saved"
         );
         let snap = c.snapshot(t0);
+        let rows: Vec<_> = c
+            .stored(t0)
+            .into_iter()
+            .map(|(row, expires)| match row {
+                Row::Found(v) => (None, Some(v), expires),
+                Row::Absent(k) => (Some(k), None, expires),
+            })
+            .collect();
+        let listed: Vec<_> = snap
+            .iter()
+            .map(|s| (s.value.is_none().then_some(s.key), s.value, s.expires))
+            .collect();
+        assert_eq!(rows, listed, "rows are the snapshot, in its order");
         let d = TtlLru::new(
             Bounds {
                 entries: 1,

@@ -1,6 +1,7 @@
 //! What the cache holds for one answer: its encoded response body (what a client is sent and
-//! the shared cache data publishes) and, for users and groups, the entry's DN (RFC 2307bis
-//! membership starts from it), in one heap buffer, beside the id the maps key on.
+//! the shared cache data publishes) and a label (for users and groups the entry's DN, where
+//! RFC 2307bis membership starts; for a user's gid list the user's name, its key) in one
+//! heap buffer, beside the id the maps key on.
 //!
 //! Nothing else is kept: the name, the other fields and a group's members are read back from
 //! the body with the protocol crate's decoders when the daemon needs them (keys, `cache
@@ -27,9 +28,9 @@ pub enum Ids {}
 
 /// One cached answer of kind `T`.
 pub struct Cached<T> {
-    /// The DN's bytes, then the body's.
+    /// The label's bytes, then the body's.
     bytes: Box<[u8]>,
-    dn_len: u32,
+    label_len: u32,
     /// The uid or gid (0 for a gid list).
     id: u32,
     kind: PhantomData<T>,
@@ -38,13 +39,15 @@ pub struct Cached<T> {
 impl<T> std::fmt::Debug for Cached<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cached")
-            .field("dn", &self.dn())
+            .field("label", &self.label())
             .field("id", &self.id)
             .field("body_len", &self.body().len())
             .finish()
     }
 }
 
+/// A cached answer as the maps share it.
+pub type Entry<T> = Arc<Cached<T>>;
 pub type UserEntry = Arc<Cached<User>>;
 pub type GroupEntry = Arc<Cached<GroupKind>>;
 pub type GroupIds = Arc<Cached<Ids>>;
@@ -57,14 +60,19 @@ pub fn encode(resp: &Response) -> Vec<u8> {
 }
 
 impl<T> Cached<T> {
-    fn new(dn: &str, id: u32, body: &[u8]) -> Cached<T> {
-        let mut bytes = Vec::with_capacity(dn.len() + body.len());
-        bytes.extend_from_slice(dn.as_bytes());
+    fn new(label: &str, id: u32, body: &[u8]) -> Cached<T> {
+        // A label longer than 4 GiB cannot come from a bounded LDAP message.
+        let label = if u32::try_from(label.len()).is_ok() {
+            label
+        } else {
+            ""
+        };
+        let mut bytes = Vec::with_capacity(label.len() + body.len());
+        bytes.extend_from_slice(label.as_bytes());
         bytes.extend_from_slice(body);
         Cached {
             bytes: bytes.into_boxed_slice(),
-            // A DN longer than 4 GiB cannot come from a bounded LDAP message.
-            dn_len: u32::try_from(dn.len()).unwrap_or(0),
+            label_len: label.len() as u32,
             id,
             kind: PhantomData,
         }
@@ -72,13 +80,14 @@ impl<T> Cached<T> {
 
     /// The encoded response body.
     pub fn body(&self) -> &[u8] {
-        self.bytes.get(self.dn_len as usize..).unwrap_or_default()
+        self.bytes
+            .get(self.label_len as usize..)
+            .unwrap_or_default()
     }
 
-    /// The entry's DN ("" for a gid list).
-    pub fn dn(&self) -> &str {
+    fn label(&self) -> &str {
         self.bytes
-            .get(..self.dn_len as usize)
+            .get(..self.label_len as usize)
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or_default()
     }
@@ -101,6 +110,11 @@ impl Cached<User> {
 
     pub fn uid(&self) -> u32 {
         self.id
+    }
+
+    /// The entry's DN.
+    pub fn dn(&self) -> &str {
+        self.label()
     }
 
     /// The user's name (from the body the daemon encoded itself, so always there).
@@ -128,6 +142,11 @@ impl Cached<GroupKind> {
 
     pub fn gid(&self) -> u32 {
         self.id
+    }
+
+    /// The entry's DN.
+    pub fn dn(&self) -> &str {
+        self.label()
     }
 
     /// The group's name.
@@ -160,10 +179,15 @@ impl Cached<GroupKind> {
 }
 
 impl Cached<Ids> {
-    /// A user's gids as cached.
-    pub fn ids(gids: &[u32]) -> Cached<Ids> {
+    /// The gids of the user `name` as cached.
+    pub fn ids(name: &str, gids: &[u32]) -> Cached<Ids> {
         let body = encode(&Response::GroupIds(gids.to_vec()));
-        Cached::new("", 0, &body)
+        Cached::new(name, 0, &body)
+    }
+
+    /// The user's name (the initgroups map's key).
+    pub fn name(&self) -> &str {
+        self.label()
     }
 
     /// The gids, in order.
@@ -212,8 +236,8 @@ mod tests {
         assert_eq!(g.members().collect::<Vec<_>>(), ["alice", "tools.y"]);
         assert_eq!(g.to_group(), group);
 
-        let ids = Cached::ids(&[500, 50001]);
+        let ids = Cached::ids("alice", &[500, 50001]);
         assert_eq!(ids.gids().collect::<Vec<_>>(), [500, 50001]);
-        assert_eq!(ids.dn(), "");
+        assert_eq!(ids.name(), "alice");
     }
 }

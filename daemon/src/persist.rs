@@ -24,12 +24,11 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use toolforge_nss_protocol::{ResponseKind, ResponseRef};
 
-use crate::cache::{TtlLru, Weigh};
-use crate::cached::Cached;
+use crate::cache::{Row, RowList};
+use crate::cached::{Cached, Entry};
 use crate::directory::Directory;
 use crate::records::{GroupRecord, UserRecord};
 use crate::resolver::Resolver;
@@ -106,94 +105,86 @@ pub fn encode<D: Directory>(r: &Resolver<D>) -> Vec<u8> {
     o.u64(0); // count, patched below
 
     // Users: every entry once, flagged with the maps that hold it (the same Arc by name
-    // and by uid), then what only the uid map holds; likewise groups.
-    let by_uid = ptrs(&m.users_by_uid, clock.now);
-    let mut by_name = HashSet::new();
-    m.users_by_name
-        .for_each_stored(clock.now, |key, value, expires| {
-            let exp = clock.to_unix(expires);
-            match value {
-                Some(e) => {
-                    by_name.insert(Arc::as_ptr(e));
-                    let id = if by_uid.contains(&Arc::as_ptr(e)) {
-                        BY_ID
-                    } else {
-                        0
-                    };
-                    if o.record(USER, exp) {
-                        o.u8(BY_NAME | id);
-                        o.bytes(e.dn().as_bytes());
-                        o.bytes(e.body());
-                    }
-                }
-                None if o.record(NO_USER, exp) => o.bytes(key.as_bytes()),
-                None => {}
+    // and by uid), then what only the uid map holds; likewise groups. Each map's rows are
+    // taken under its lock (cheap: shared values), the file is written after.
+    let by_uid = m.users_by_uid.stored(clock.now);
+    let uid_ptrs = ptrs(&by_uid);
+    let by_name = m.users_by_name.stored(clock.now);
+    let name_ptrs = ptrs(&by_name);
+    for (row, expires) in &by_name {
+        let exp = clock.to_unix(*expires);
+        match row {
+            Row::Found(e) if o.record(USER, exp) => {
+                let id = if uid_ptrs.contains(&Arc::as_ptr(e)) {
+                    BY_ID
+                } else {
+                    0
+                };
+                o.u8(BY_NAME | id);
+                o.bytes(e.dn().as_bytes());
+                o.bytes(e.body());
             }
-        });
-    m.users_by_uid
-        .for_each_stored(clock.now, |key, value, expires| {
-            let exp = clock.to_unix(expires);
-            match value {
-                Some(e) if !by_name.contains(&Arc::as_ptr(e)) && o.record(USER, exp) => {
-                    o.u8(BY_ID);
-                    o.bytes(e.dn().as_bytes());
-                    o.bytes(e.body());
-                }
-                Some(_) => {}
-                None if o.record(NO_UID, exp) => o.u32(*key),
-                None => {}
+            Row::Absent(name) if o.record(NO_USER, exp) => o.bytes(name.as_bytes()),
+            _ => {}
+        }
+    }
+    for (row, expires) in &by_uid {
+        let exp = clock.to_unix(*expires);
+        match row {
+            Row::Found(e) if !name_ptrs.contains(&Arc::as_ptr(e)) && o.record(USER, exp) => {
+                o.u8(BY_ID);
+                o.bytes(e.dn().as_bytes());
+                o.bytes(e.body());
             }
-        });
+            Row::Absent(uid) if o.record(NO_UID, exp) => o.u32(*uid),
+            _ => {}
+        }
+    }
 
-    let by_gid = ptrs(&m.groups_by_gid, clock.now);
-    let mut by_name = HashSet::new();
-    m.groups_by_name
-        .for_each_stored(clock.now, |key, value, expires| {
-            let exp = clock.to_unix(expires);
-            match value {
-                Some(e) => {
-                    by_name.insert(Arc::as_ptr(e));
-                    let id = if by_gid.contains(&Arc::as_ptr(e)) {
-                        BY_ID
-                    } else {
-                        0
-                    };
-                    if o.record(GROUP, exp) {
-                        o.u8(BY_NAME | id);
-                        o.bytes(e.dn().as_bytes());
-                        o.bytes(e.body());
-                    }
-                }
-                None if o.record(NO_GROUP, exp) => o.bytes(key.as_bytes()),
-                None => {}
+    let by_gid = m.groups_by_gid.stored(clock.now);
+    let gid_ptrs = ptrs(&by_gid);
+    let by_name = m.groups_by_name.stored(clock.now);
+    let name_ptrs = ptrs(&by_name);
+    for (row, expires) in &by_name {
+        let exp = clock.to_unix(*expires);
+        match row {
+            Row::Found(e) if o.record(GROUP, exp) => {
+                let id = if gid_ptrs.contains(&Arc::as_ptr(e)) {
+                    BY_ID
+                } else {
+                    0
+                };
+                o.u8(BY_NAME | id);
+                o.bytes(e.dn().as_bytes());
+                o.bytes(e.body());
             }
-        });
-    m.groups_by_gid
-        .for_each_stored(clock.now, |key, value, expires| {
-            let exp = clock.to_unix(expires);
-            match value {
-                Some(e) if !by_name.contains(&Arc::as_ptr(e)) && o.record(GROUP, exp) => {
-                    o.u8(BY_ID);
-                    o.bytes(e.dn().as_bytes());
-                    o.bytes(e.body());
-                }
-                Some(_) => {}
-                None if o.record(NO_GID, exp) => o.u32(*key),
-                None => {}
+            Row::Absent(name) if o.record(NO_GROUP, exp) => o.bytes(name.as_bytes()),
+            _ => {}
+        }
+    }
+    for (row, expires) in &by_gid {
+        let exp = clock.to_unix(*expires);
+        match row {
+            Row::Found(e) if !name_ptrs.contains(&Arc::as_ptr(e)) && o.record(GROUP, exp) => {
+                o.u8(BY_ID);
+                o.bytes(e.dn().as_bytes());
+                o.bytes(e.body());
             }
-        });
-    m.initgroups
-        .for_each_stored(clock.now, |key, value, expires| {
-            let exp = clock.to_unix(expires);
-            match value {
-                Some(e) if o.record(INITGROUPS, exp) => {
-                    o.bytes(key.as_bytes());
-                    o.bytes(e.body());
-                }
-                None if o.record(NO_GROUPS, exp) => o.bytes(key.as_bytes()),
-                _ => {}
+            Row::Absent(gid) if o.record(NO_GID, exp) => o.u32(*gid),
+            _ => {}
+        }
+    }
+    for (row, expires) in m.initgroups.stored(clock.now) {
+        let exp = clock.to_unix(expires);
+        match row {
+            Row::Found(e) if o.record(INITGROUPS, exp) => {
+                o.bytes(e.name().as_bytes());
+                o.bytes(e.body());
             }
-        });
+            Row::Absent(name) if o.record(NO_GROUPS, exp) => o.bytes(name.as_bytes()),
+            _ => {}
+        }
+    }
     let count = o.count;
     o.buf[20..28].copy_from_slice(&count.to_le_bytes());
     let sum = fnv1a64(&o.buf);
@@ -201,18 +192,14 @@ pub fn encode<D: Directory>(r: &Resolver<D>) -> Vec<u8> {
     o.buf
 }
 
-/// The entries (by address) a map holds a servable value for.
-fn ptrs<K, T>(map: &TtlLru<K, Arc<Cached<T>>>, now: Instant) -> HashSet<*const Cached<T>>
-where
-    K: std::hash::Hash + Eq + Clone + Weigh,
-{
-    let mut out = HashSet::new();
-    map.for_each_stored(now, |_, value, _| {
-        if let Some(e) = value {
-            out.insert(Arc::as_ptr(e));
-        }
-    });
-    out
+/// The entries (by address) that rows hold a value of.
+fn ptrs<K, T>(rows: &RowList<K, Entry<T>>) -> HashSet<*const Cached<T>> {
+    rows.iter()
+        .filter_map(|(row, _)| match row {
+            Row::Found(e) => Some(Arc::as_ptr(e)),
+            Row::Absent(_) => None,
+        })
+        .collect()
 }
 
 /// Writes the cache atomically to `dir/cache`.

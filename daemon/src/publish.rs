@@ -34,7 +34,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use toolforge_nss_protocol::mapfile::Table;
@@ -44,8 +44,8 @@ use toolforge_nss_protocol::mapfile::{
 };
 use toolforge_nss_protocol::ResponseKind;
 
-use crate::cache::{TtlLru, Weigh};
-use crate::cached::Cached;
+use crate::cache::{Row, RowList};
+use crate::cached::{Entry, GroupEntry, GroupIds, UserEntry};
 use crate::directory::Directory;
 use crate::resolver::Resolver;
 use crate::wallclock::Clock;
@@ -429,65 +429,48 @@ impl Publisher {
         let m = &r.maps;
         let mut b = MapBuilder::new(generation, u64::from_le_bytes(random_bytes()))
             .miss_key(random_bytes());
+        // Each map's rows are taken under its lock (shared values, no copies), one map at a
+        // time; the publication is built after, with no lock held, so lookups never wait
+        // for it.
+        let users = Rows::new(
+            m.users_by_name.publishable(now),
+            Table::PasswdByName,
+            user_name,
+        );
+        let uids = Rows::new(
+            m.users_by_uid.publishable(now),
+            Table::PasswdByUid,
+            user_uid,
+        );
+        let groups = Rows::new(
+            m.groups_by_name.publishable(now),
+            Table::GroupByName,
+            group_name,
+        );
+        let gids = Rows::new(
+            m.groups_by_gid.publishable(now),
+            Table::GroupByGid,
+            group_gid,
+        );
+        let inits = Rows::new(m.initgroups.publishable(now), Table::InitGroups, ids_name);
         // Under a size cap, each map gets a fair share of the bytes (what a small map does
         // not use goes to the others), filled most recently used first: the cap keeps what
         // is used across all maps rather than filling up with the first one.
         let wanted = [
-            wanted_bytes(&m.users_by_name, now),
-            wanted_bytes(&m.users_by_uid, now),
-            wanted_bytes(&m.groups_by_name, now),
-            wanted_bytes(&m.groups_by_gid, now),
-            wanted_bytes(&m.initgroups, now),
+            users.wanted_bytes(),
+            uids.wanted_bytes(),
+            groups.wanted_bytes(),
+            gids.wanted_bytes(),
+            inits.wanted_bytes(),
         ];
         let caps = fair_shares(wanted, self.max_bytes.saturating_sub(b.approximate_len()));
         let mut counts = (0usize, 0usize);
-        let c = &mut counts;
         let t = |until| secs(&clock, until);
-        fill(
-            &mut b,
-            &m.users_by_name,
-            Table::PasswdByName,
-            caps[0],
-            now,
-            &t,
-            c,
-        );
-        fill(
-            &mut b,
-            &m.users_by_uid,
-            Table::PasswdByUid,
-            caps[1],
-            now,
-            &t,
-            c,
-        );
-        fill(
-            &mut b,
-            &m.groups_by_name,
-            Table::GroupByName,
-            caps[2],
-            now,
-            &t,
-            c,
-        );
-        fill(
-            &mut b,
-            &m.groups_by_gid,
-            Table::GroupByGid,
-            caps[3],
-            now,
-            &t,
-            c,
-        );
-        fill(
-            &mut b,
-            &m.initgroups,
-            Table::InitGroups,
-            caps[4],
-            now,
-            &t,
-            c,
-        );
+        users.fill(&mut b, caps[0], &t, &mut counts);
+        uids.fill(&mut b, caps[1], &t, &mut counts);
+        groups.fill(&mut b, caps[2], &t, &mut counts);
+        gids.fill(&mut b, caps[3], &t, &mut counts);
+        inits.fill(&mut b, caps[4], &t, &mut counts);
         (b.build(), counts.0, counts.1)
     }
 
@@ -518,47 +501,123 @@ impl Publisher {
     }
 }
 
-/// A cache key as the publication stores it (names as bytes, ids 4 bytes little-endian).
-trait KeyBytes {
-    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R;
+/// A key as the publication stores it: a name's bytes, or an id's 4 bytes little-endian.
+enum Key<'a> {
+    Name(&'a str),
+    Id(u32),
 }
 
-impl KeyBytes for String {
+impl Key<'_> {
     fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
-        f(self.as_bytes())
+        match self {
+            Key::Name(n) => f(n.as_bytes()),
+            Key::Id(id) => f(&id.to_le_bytes()),
+        }
     }
 }
 
-impl KeyBytes for u32 {
-    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
-        f(&self.to_le_bytes())
+/// The key of a known absence, which carries it.
+trait AbsentKey {
+    fn key(&self) -> Key<'_>;
+}
+
+impl AbsentKey for String {
+    fn key(&self) -> Key<'_> {
+        Key::Name(self)
     }
 }
 
-/// The response body a cached value publishes.
-trait BodyBytes {
-    fn body_bytes(&self) -> &[u8];
-}
-
-impl<T> BodyBytes for Arc<Cached<T>> {
-    fn body_bytes(&self) -> &[u8] {
-        self.body()
+impl AbsentKey for u32 {
+    fn key(&self) -> Key<'_> {
+        Key::Id(*self)
     }
 }
 
-/// What publishing every publishable entry of `map` would take, in bytes.
-fn wanted_bytes<K, V>(map: &TtlLru<K, V>, now: Instant) -> usize
-where
-    K: KeyBytes + std::hash::Hash + Eq + Clone + Weigh,
-    V: BodyBytes + Clone + Weigh,
-{
-    let mut total = 0usize;
-    map.for_each_publishable(now, |k, v, _| {
-        let body = v.map_or(0, |v| v.body_bytes().len());
-        total += k.with_bytes(|k| MapBuilder::entry_cost(k.len(), body));
-        true
-    });
-    total
+/// The key of a found entry, read back from its value (the map's key is not copied).
+fn user_name(e: &UserEntry) -> Key<'_> {
+    Key::Name(e.name())
+}
+fn user_uid(e: &UserEntry) -> Key<'_> {
+    Key::Id(e.uid())
+}
+fn group_name(e: &GroupEntry) -> Key<'_> {
+    Key::Name(e.name())
+}
+fn group_gid(e: &GroupEntry) -> Key<'_> {
+    Key::Id(e.gid())
+}
+fn ids_name(e: &GroupIds) -> Key<'_> {
+    Key::Name(e.name())
+}
+
+/// One map's publishable rows, most recently used first, and the table they go to.
+struct Rows<K, T> {
+    rows: RowList<K, Entry<T>>,
+    table: Table,
+    key_of: KeyOf<T>,
+}
+
+/// Reads a found entry's key back from it.
+type KeyOf<T> = for<'a> fn(&'a Entry<T>) -> Key<'a>;
+
+impl<K: AbsentKey, T> Rows<K, T> {
+    fn new(rows: RowList<K, Entry<T>>, table: Table, key_of: KeyOf<T>) -> Rows<K, T> {
+        Rows {
+            rows,
+            table,
+            key_of,
+        }
+    }
+
+    /// Each row's key, body (`None`: known absent) and refresh point.
+    fn each(&self, mut f: impl FnMut(&[u8], Option<&[u8]>, Instant)) {
+        for (row, until) in &self.rows {
+            match row {
+                Row::Found(e) => (self.key_of)(e).with_bytes(|k| f(k, Some(e.body()), *until)),
+                Row::Absent(k) => k.key().with_bytes(|k| f(k, None, *until)),
+            }
+        }
+    }
+
+    /// What publishing every row would take, in bytes.
+    fn wanted_bytes(&self) -> usize {
+        let mut total = 0usize;
+        self.each(|key, body, _| {
+            total += MapBuilder::entry_cost(key.len(), body.map_or(0, <[u8]>::len));
+        });
+        total
+    }
+
+    /// Adds the rows to the table, most recently used first, until they take `cap` bytes;
+    /// counts what was added and what was left out in `counts`.
+    fn fill(
+        &self,
+        b: &mut MapBuilder,
+        cap: usize,
+        secs: &impl Fn(Instant) -> u64,
+        counts: &mut (usize, usize),
+    ) {
+        let found = match self.table {
+            Table::PasswdByName | Table::PasswdByUid => ResponseKind::Passwd,
+            Table::GroupByName | Table::GroupByGid => ResponseKind::Group,
+            Table::InitGroups => ResponseKind::GroupIds,
+        };
+        let mut used = 0usize;
+        self.each(|key, body, until| {
+            let (kind, body) = match body {
+                Some(body) => (found, body),
+                None => (ResponseKind::NotFound, &[][..]),
+            };
+            let cost = MapBuilder::entry_cost(key.len(), body.len());
+            if used + cost > cap {
+                counts.1 += 1;
+            } else {
+                used += cost;
+                b.add(self.table, key, secs(until), kind, body);
+                counts.0 += 1;
+            }
+        });
+    }
 }
 
 /// Splits `budget` bytes between maps that want `wanted` bytes each: every map gets what it
@@ -574,45 +633,6 @@ fn fair_shares<const N: usize>(wanted: [usize; N], budget: usize) -> [usize; N] 
         left -= caps[i];
     }
     caps
-}
-
-/// Adds the publishable entries of `map` to `table`, most recently used first, until they
-/// take `cap` bytes; counts what was added and what was left out in `counts`.
-fn fill<K, V>(
-    b: &mut MapBuilder,
-    map: &TtlLru<K, V>,
-    table: Table,
-    cap: usize,
-    now: Instant,
-    secs: &impl Fn(Instant) -> u64,
-    counts: &mut (usize, usize),
-) where
-    K: KeyBytes + std::hash::Hash + Eq + Clone + Weigh,
-    V: BodyBytes + Clone + Weigh,
-{
-    let found = match table {
-        Table::PasswdByName | Table::PasswdByUid => ResponseKind::Passwd,
-        Table::GroupByName | Table::GroupByGid => ResponseKind::Group,
-        Table::InitGroups => ResponseKind::GroupIds,
-    };
-    let mut used = 0usize;
-    map.for_each_publishable(now, |k, v, until| {
-        let (kind, body) = match v {
-            Some(v) => (found, v.body_bytes()),
-            None => (ResponseKind::NotFound, &[][..]),
-        };
-        k.with_bytes(|key| {
-            let cost = MapBuilder::entry_cost(key.len(), body.len());
-            if used + cost > cap {
-                counts.1 += 1;
-            } else {
-                used += cost;
-                b.add(table, key, secs(until), kind, body);
-                counts.0 += 1;
-            }
-        });
-        true
-    });
 }
 
 #[cfg(test)]

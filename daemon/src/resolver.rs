@@ -412,10 +412,16 @@ impl<D: Directory> Resolver<D> {
                 warn!(dn = %rec.dn, members = rec.group.members.len(), "group too large to serve");
                 return Some(Reply::Message(Response::NotFound));
             }
-            Answer::Ids(gids) => (
-                ResponseKind::GroupIds,
-                BodyRef::Ids(Arc::new(Cached::ids(&gids))),
-            ),
+            Answer::Ids(gids) => {
+                let name = match req {
+                    Request::InitGroups(name) => name.as_str(),
+                    _ => "",
+                };
+                (
+                    ResponseKind::GroupIds,
+                    BodyRef::Ids(Arc::new(Cached::ids(name, &gids))),
+                )
+            }
         };
         Some(Reply::Body { kind, body, stale })
     }
@@ -612,7 +618,7 @@ impl<D: Directory> Resolver<D> {
                 None
             }
             Some(gids) => {
-                let e = Arc::new(Cached::ids(&gids));
+                let e = Arc::new(Cached::ids(&name, &gids));
                 self.maps
                     .initgroups
                     .put(name, Some(e.clone()), s.group_ttl, now);
@@ -680,7 +686,7 @@ impl<D: Directory> Resolver<D> {
         }
         let value = gids.map(|mut g| {
             g.retain(|id| s.policy.id_allowed(*id));
-            Arc::new(Cached::ids(&g))
+            Arc::new(Cached::ids(&name, &g))
         });
         self.maps.initgroups.restore(name, value, expires);
         true
