@@ -59,7 +59,12 @@ pub fn build<D: Directory>(
         .miss_key(miss_key)
         .complete(Some(until));
     let mut added = 0usize;
+    // `None`: dropped (too large) since the check above, while this waited for the lock: an
+    // empty mirror must never be published as complete.
     let fits = m.read(|s| {
+        if !m.is_complete() {
+            return None;
+        }
         for (u, by_uid) in s.served_users(&policy) {
             let passwd = body(&Response::Passwd(u.passwd.clone()));
             b.add(
@@ -92,7 +97,7 @@ pub fn build<D: Directory>(
                 added += 1;
             }
             if b.approximate_len() > max_bytes {
-                return false;
+                return Some(false);
             }
         }
         for (g, by_gid) in s.served_groups(&policy) {
@@ -119,11 +124,11 @@ pub fn build<D: Directory>(
                 added += 1;
             }
             if b.approximate_len() > max_bytes {
-                return false;
+                return Some(false);
             }
         }
-        true
-    });
+        Some(true)
+    })?;
     if !fits {
         if !TOO_LARGE_LOGGED.swap(true, Ordering::Relaxed) {
             warn!(
