@@ -52,7 +52,7 @@ const NO_GROUPS: u8 = 8;
 const BY_NAME: u8 = 1;
 const BY_ID: u8 = 2;
 
-fn fnv1a64(data: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in data {
         h ^= u64::from(*b);

@@ -6,10 +6,12 @@
 //! directory unreachable, and a sync resumes from the cookies with a delta. Policy applies
 //! when answering, so a changed policy applies to restored entries too; names are checked
 //! again at load. The reader bounds every count and length by the bytes left: a damaged file
-//! is refused, never trusted. The schema is part of the file (a file of the other schema is
-//! not used).
+//! is refused, never trusted. What the entries depend on besides the directory (the schema,
+//! the base, the user and group bases and filters, the attribute names) is part of the file:
+//! a file written under another configuration is not used, and the mirror loads afresh.
 //!
-//! Layout (little-endian): `TFMIRR02`, u8 schema (0 rfc2307, 1 rfc2307bis), u64 saved-at
+//! Layout (little-endian): `TFMIRR03`, u8 schema (0 rfc2307, 1 rfc2307bis), u64 source
+//! (FNV-1a 64 of that configuration, [`source`]), u64 saved-at
 //! (Unix seconds), u64 last sync (Unix seconds, 0: never), u32 cookies, each (str id, bytes
 //! cookie), u32 users, each (str key, str dn, str name, u32 uid, u32 gid, str gecos, str home,
 //! str shell), u32 groups, each (str key, str dn, str name, u32 gid, u32 members, each str).
@@ -28,7 +30,7 @@ use crate::mirror::{Mirror, State};
 use crate::records::{GroupRecord, UserRecord};
 
 pub const FILE_NAME: &str = "mirror.bin";
-const MAGIC: &[u8; 8] = b"TFMIRR02";
+const MAGIC: &[u8; 8] = b"TFMIRR03";
 /// A file larger than this is refused (a Toolforge-sized mirror is a few tens of MB).
 const MAX_FILE: u64 = 2 << 30;
 
@@ -39,6 +41,18 @@ fn path(m: &Mirror) -> PathBuf {
 fn put_bytes(out: &mut impl Write, b: &[u8]) -> std::io::Result<()> {
     out.write_all(&(b.len() as u32).to_le_bytes())?;
     out.write_all(b)
+}
+
+/// What the mirror's entries depend on besides the directory: the schema, the base, the
+/// user and group bases and filters, the attribute names (not the servers: another replica
+/// of the same directory resumes with a delta or a reload, by its cookie).
+fn source(m: &Mirror) -> u64 {
+    let l = &m.ldap;
+    let what = format!(
+        "{:?}|{}|{:?}|{:?}|{:?}",
+        l.schema, l.base, l.users, l.groups, l.attributes
+    );
+    crate::persist::fnv1a64(what.as_bytes())
 }
 
 fn secs(t: Option<SystemTime>) -> u64 {
@@ -67,6 +81,7 @@ impl<W: Write> Write for Counting<W> {
 fn encode(m: &Mirror, out: &mut impl Write) -> std::io::Result<()> {
     out.write_all(MAGIC)?;
     out.write_all(&[u8::from(m.ldap.schema == Schema::Rfc2307bis)])?;
+    out.write_all(&source(m).to_le_bytes())?;
     out.write_all(&secs(Some(SystemTime::now())).to_le_bytes())?;
     let last_sync = *m.last_sync.lock().unwrap_or_else(|e| e.into_inner());
     out.write_all(&secs(last_sync).to_le_bytes())?;
@@ -210,6 +225,9 @@ fn decode(m: &Mirror, bytes: &[u8]) -> Result<Decoded, String> {
     }
     if r.take(1)?[0] != u8::from(m.ldap.schema == Schema::Rfc2307bis) {
         return Err("written for the other ldap.schema".into());
+    }
+    if r.u64()? != source(m) {
+        return Err("written for other ldap bases, filters or attributes".into());
     }
     let _saved = r.u64()?;
     let last = r.u64()?;
@@ -360,5 +378,30 @@ mod tests {
             b[i] ^= 0xa5;
             let _ = decode(&m3, &b);
         }
+    }
+
+    #[test]
+    fn a_file_written_under_other_bases_or_filters_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mirror(dir.path());
+        m.became_complete();
+        save(&m).unwrap();
+        assert_eq!(
+            load(&mirror(dir.path())).unwrap(),
+            Some(0),
+            "same configuration"
+        );
+        let text = format!(
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\nschema = \"rfc2307bis\"\n\
+             [ldap.users]\nfilter = \"(objectClass=inetOrgPerson)\"\n[daemon]\ncache_dir = {:?}\n",
+            dir.path().display().to_string()
+        );
+        let other = Mirror::new(&Config::parse(&text, std::path::Path::new("t.toml")).unwrap());
+        let refused = load(&other);
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("filters")),
+            "{refused:?}"
+        );
+        assert!(!other.is_complete());
     }
 }
