@@ -629,7 +629,24 @@ async fn reload_on_sighup(
             cache_flushed = flush,
             "configuration reloaded"
         );
-        running = new;
+        // What applies only after a restart stays as it runs, so that a later reload still
+        // says it has not applied.
+        let mut applied = new;
+        let budget = (
+            applied.daemon.miss_queries_per_uid_per_sec,
+            applied.daemon.miss_query_burst_per_uid,
+        );
+        applied.daemon = running.daemon.clone();
+        (
+            applied.daemon.miss_queries_per_uid_per_sec,
+            applied.daemon.miss_query_burst_per_uid,
+        ) = budget;
+        let (a, b) = (&mut applied.cache, &running.cache);
+        a.max_entries = b.max_entries;
+        a.refresh_ahead_percent = b.refresh_ahead_percent;
+        a.max_stale_secs = b.max_stale_secs;
+        a.persist_interval_secs = b.persist_interval_secs;
+        running = applied;
     }
 }
 

@@ -314,4 +314,19 @@ fn sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
         query(&d.socket(), &Request::GetPwNam(b.name.clone())),
         Response::Passwd(_)
     ));
+    // A setting that applies only after a restart is said so at every reload until then
+    // (the running configuration keeps it as it runs).
+    d.rewrite_config(|c| {
+        c.replace("[nonsense]\nx = 1\n", "")
+            .replace("[daemon]\n", "[daemon]\nmax_connections = 5000\n")
+    });
+    let said = || d.log().matches("apply after a restart").count();
+    for n in 1..=2 {
+        signal(d.pid().unwrap(), libc::SIGHUP);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while said() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(said(), n, "reload {n}:\n{}", d.log());
+    }
 }
