@@ -214,9 +214,17 @@ impl Pool {
     async fn open_on(&self, i: usize) -> Result<Arc<Conn>, String> {
         let creds = self.creds.read().unwrap_or_else(|e| e.into_inner()).clone();
         let uri = self.servers.uri(i).to_owned();
+        let seen = self.servers.failures_so_far(i);
         match connect::open(&self.cfg, &creds, &uri).await {
-            Ok(ldap) => {
-                self.servers.succeeded(i);
+            Ok(mut ldap) => {
+                if !self.servers.succeeded_unless_failed_since(i, seen) {
+                    // The server failed (another operation's result code, a timeout) while
+                    // this connection opened: its backoff stands, the connection goes.
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ldap.unbind()).await;
+                    });
+                    return Err(format!("{uri}: failed while a connection to it opened"));
+                }
                 self.set_reachable(true);
                 self.stats.opened.fetch_add(1, Ordering::Relaxed);
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);

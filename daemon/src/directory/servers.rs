@@ -115,6 +115,27 @@ impl Servers {
     }
 
     /// Records a success: the server is healthy again.
+    /// How many times server `i` has failed since start: taken before connecting, it tells
+    /// [`Servers::succeeded_unless_failed_since`] whether a failure came in meanwhile.
+    pub fn failures_so_far(&self, i: usize) -> u64 {
+        self.lock()[i].errors_total
+    }
+
+    /// Records a success of server `i` (as [`Servers::succeeded`]) unless it failed since
+    /// [`Servers::failures_so_far`] returned `seen`: a connection that opened while another
+    /// operation on the server failed does not end that failure's backoff. Whether it did.
+    pub fn succeeded_unless_failed_since(&self, i: usize, seen: u64) -> bool {
+        let mut st = self.lock();
+        if st[i].errors_total != seen {
+            return false;
+        }
+        st[i] = State {
+            errors_total: seen,
+            ..State::default()
+        };
+        true
+    }
+
     pub fn succeeded(&self, i: usize) {
         let mut st = self.lock();
         st[i] = State {
@@ -166,6 +187,22 @@ mod tests {
         assert_eq!(s.available(t0), vec![1]);
         assert_eq!(s.available(t0 + b), vec![0, 1]);
         s.succeeded(0);
+        assert_eq!(s.available(t0), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_connection_that_opened_during_a_failure_does_not_end_its_backoff() {
+        let s = servers();
+        let t0 = Instant::now();
+        let seen = s.failures_so_far(0);
+        s.failed(0, "busy", t0);
+        assert!(
+            !s.succeeded_unless_failed_since(0, seen),
+            "failed meanwhile"
+        );
+        assert_eq!(s.available(t0), vec![1], "still in backoff");
+        let seen = s.failures_so_far(0);
+        assert!(s.succeeded_unless_failed_since(0, seen));
         assert_eq!(s.available(t0), vec![0, 1]);
     }
 
