@@ -70,6 +70,11 @@ impl Snapshot {
         self.entries.len()
     }
 
+    /// The generation clients page through it by.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

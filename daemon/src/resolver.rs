@@ -14,7 +14,7 @@
 //! under way costs nothing: the uid that started it is the one charged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -211,6 +211,13 @@ enum Outcome<V> {
     Unavailable,
 }
 
+/// What a mirror listing was made from (weak: a replaced mirror or settings are not kept).
+struct ListingTag {
+    mirror: std::sync::Weak<crate::mirror::Mirror>,
+    generation: u64,
+    settings: std::sync::Weak<Settings>,
+}
+
 pub struct Resolver<D: Directory> {
     dir: RwLock<Arc<D>>,
     settings: RwLock<Arc<Settings>>,
@@ -219,6 +226,8 @@ pub struct Resolver<D: Directory> {
     group_flights: SingleFlight<GroupKey, DirResult<Option<GroupEntry>>>,
     initgroups_flights: SingleFlight<String, DirResult<Option<GroupIds>>>,
     enumerations: Enumerations,
+    /// The last listing of a complete mirror, users and groups ([`Resolver::mirror_listing`]).
+    mirror_listings: Mutex<[Option<(ListingTag, Arc<Snapshot>)>; 2]>,
     pub stats: Stats,
     /// Budget and fair queue of directory work, by peer uid.
     pub admission: Arc<Admission>,
@@ -238,6 +247,7 @@ impl<D: Directory> Resolver<D> {
             group_flights: SingleFlight::default(),
             initgroups_flights: SingleFlight::default(),
             enumerations: Enumerations::new(Duration::from_secs(config.cache.positive_ttl_secs)),
+            mirror_listings: Mutex::new([None, None]),
             stats: Stats::default(),
             admission,
             mirror: Default::default(),
@@ -949,14 +959,60 @@ impl<D: Directory> Resolver<D> {
         }
     }
 
+    /// The listing of a complete mirror: the one made last while the mirror (same mirror,
+    /// same generation) and the settings are unchanged and its snapshot is still kept, else
+    /// a new one. So any number of `setpwent` calls cost one listing per mirror change, not
+    /// one each (each sorts and encodes the whole directory under the mirror's read lock),
+    /// and do not push other clients' snapshots out. `None`: not complete.
+    fn mirror_listing(
+        &self,
+        what: Listing,
+        m: &Arc<crate::mirror::Mirror>,
+    ) -> Option<Arc<Snapshot>> {
+        let settings = self.settings();
+        // Read before listing: a change during it makes the tag older than the content, which
+        // only costs a new listing next time.
+        let generation = m.generation.load(Ordering::Acquire);
+        let slot = match what {
+            Listing::Users => 0,
+            Listing::Groups => 1,
+        };
+        {
+            let last = self
+                .mirror_listings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some((tag, snapshot)) = &last[slot] {
+                let same = tag.generation == generation
+                    && tag.mirror.upgrade().is_some_and(|x| Arc::ptr_eq(&x, m))
+                    && tag
+                        .settings
+                        .upgrade()
+                        .is_some_and(|x| Arc::ptr_eq(&x, &settings));
+                if same && self.enumerations.get(snapshot.generation()).is_some() {
+                    return Some(snapshot.clone());
+                }
+            }
+        }
+        let bodies = crate::mirror::enumerate::listing(m, what, &settings.policy)?;
+        let snapshot = self.enumerations.publish(what, bodies, false);
+        let tag = ListingTag {
+            mirror: Arc::downgrade(m),
+            generation,
+            settings: Arc::downgrade(&settings),
+        };
+        self.mirror_listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())[slot] = Some((tag, snapshot.clone()));
+        Some(snapshot)
+    }
+
     async fn snapshot(&self, what: Listing) -> DirResult<Arc<Snapshot>> {
         // Mirror mode (issue 13): a complete mirror lists everything with no directory query.
-        if let Some(bodies) = self
-            .mirror
-            .get()
-            .and_then(|m| crate::mirror::enumerate::listing(&m, what, &self.settings().policy))
-        {
-            return Ok(self.enumerations.publish(what, bodies, false));
+        if let Some(m) = self.mirror.get() {
+            if let Some(s) = self.mirror_listing(what, &m) {
+                return Ok(s);
+            }
         }
         if let Some(s) = self.enumerations.recent(what) {
             return Ok(s);

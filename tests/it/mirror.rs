@@ -965,6 +965,33 @@ fn enumeration_and_explain_answer_from_the_mirror() {
         before,
         "listed with no directory search"
     );
+    // Listings of an unchanged mirror are one snapshot (one generation, however many
+    // clients start one); a change in the directory makes the next listing a new one.
+    let listing = || match query(
+        &env.daemon.socket(),
+        &Request::PwEnt {
+            generation: 0,
+            cursor: 0,
+        },
+    ) {
+        Response::PasswdBatch { generation, .. } => generation,
+        other => panic!("{other:?}"),
+    };
+    let first = listing();
+    assert_eq!(
+        (listing(), listing()),
+        (first, first),
+        "reused while unchanged"
+    );
+    ldap_tool(
+        "ldapmodify",
+        &env.slapd,
+        &new_user_ldif("listedlater", 61501),
+    );
+    until(&nss, &["getent", "passwd", "listedlater"], SLACK * 2, |o| {
+        o.starts_with("listedlater:")
+    });
+    assert_ne!(listing(), first, "a new listing after a change");
 
     let dev = f.developer(false).name.clone();
     let out = ctl(&env.daemon, &["lookup", "passwd", &dev, "--explain"]);
