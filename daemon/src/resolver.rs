@@ -211,11 +211,13 @@ enum Outcome<V> {
     Unavailable,
 }
 
-/// What a mirror listing was made from (weak: a replaced mirror or settings are not kept).
-struct ListingTag {
+/// A listing of a complete mirror and what it was made from (weak: a replaced mirror or
+/// settings are not kept alive by it).
+struct MirrorListing {
     mirror: std::sync::Weak<crate::mirror::Mirror>,
     generation: u64,
     settings: std::sync::Weak<Settings>,
+    snapshot: Arc<Snapshot>,
 }
 
 pub struct Resolver<D: Directory> {
@@ -227,7 +229,7 @@ pub struct Resolver<D: Directory> {
     initgroups_flights: SingleFlight<String, DirResult<Option<GroupIds>>>,
     enumerations: Enumerations,
     /// The last listing of a complete mirror, users and groups ([`Resolver::mirror_listing`]).
-    mirror_listings: Mutex<[Option<(ListingTag, Arc<Snapshot>)>; 2]>,
+    mirror_listings: Mutex<[Option<MirrorListing>; 2]>,
     pub stats: Stats,
     /// Budget and fair queue of directory work, by peer uid.
     pub admission: Arc<Admission>,
@@ -982,28 +984,27 @@ impl<D: Directory> Resolver<D> {
                 .mirror_listings
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if let Some((tag, snapshot)) = &last[slot] {
-                let same = tag.generation == generation
-                    && tag.mirror.upgrade().is_some_and(|x| Arc::ptr_eq(&x, m))
-                    && tag
-                        .settings
+            if let Some(l) = &last[slot] {
+                let same = l.generation == generation
+                    && l.mirror.upgrade().is_some_and(|x| Arc::ptr_eq(&x, m))
+                    && l.settings
                         .upgrade()
                         .is_some_and(|x| Arc::ptr_eq(&x, &settings));
-                if same && self.enumerations.get(snapshot.generation()).is_some() {
-                    return Some(snapshot.clone());
+                if same && self.enumerations.get(l.snapshot.generation()).is_some() {
+                    return Some(l.snapshot.clone());
                 }
             }
         }
         let bodies = crate::mirror::enumerate::listing(m, what, &settings.policy)?;
         let snapshot = self.enumerations.publish(what, bodies, false);
-        let tag = ListingTag {
+        self.mirror_listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())[slot] = Some(MirrorListing {
             mirror: Arc::downgrade(m),
             generation,
             settings: Arc::downgrade(&settings),
-        };
-        self.mirror_listings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())[slot] = Some((tag, snapshot.clone()));
+            snapshot: snapshot.clone(),
+        });
         Some(snapshot)
     }
 
