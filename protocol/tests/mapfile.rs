@@ -92,3 +92,65 @@ proptest! {
         }
     }
 }
+
+/// 300 random publications mixing positive, negative and duplicate keys over the five
+/// tables: every positive key reads back (the first one added), a negative one reads back as
+/// `NotFound` or not at all (left out is always safe), and every record is 8-aligned.
+#[test]
+fn negatives_duplicates_and_alignment() {
+    use std::collections::HashMap;
+    use toolforge_nss_protocol::mapfile::{single_file, MapBuilder, MapView, Table, REGION_HEADER};
+    use toolforge_nss_protocol::ResponseKind;
+    let mut seed: u64 = 99;
+    let mut rnd = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    for round in 0..300u64 {
+        let mut b = MapBuilder::new(round, rnd(u64::MAX >> 1)).miss_key([round as u8; 16]);
+        let mut want: HashMap<(usize, Vec<u8>), (u16, Vec<u8>)> = HashMap::new();
+        let mut negatives: Vec<(usize, Vec<u8>)> = Vec::new();
+        for _ in 0..rnd(400) {
+            let t = rnd(5) as usize;
+            let key: Vec<u8> = (0..rnd(20)).map(|_| b'a' + rnd(3) as u8).collect();
+            if rnd(3) == 0 {
+                b.add(Table::ALL[t], &key, 7, ResponseKind::NotFound, &[]);
+                negatives.push((t, key));
+            } else {
+                let body: Vec<u8> = (0..rnd(13)).map(|_| rnd(256) as u8).collect();
+                b.add(Table::ALL[t], &key, 7, ResponseKind::Passwd, &body);
+                want.entry((t, key))
+                    .or_insert((ResponseKind::Passwd as u16, body));
+            }
+        }
+        for (t, k) in negatives {
+            want.entry((t, k))
+                .or_insert((ResponseKind::NotFound as u16, vec![]));
+        }
+        let publication = b.build();
+        let file = single_file(&publication);
+        let v = MapView::new(&file).unwrap();
+        for ((t, k), (kind, body)) in &want {
+            match v.get(Table::ALL[*t], k) {
+                Some(h) => {
+                    assert_eq!(h.kind, *kind, "round {round}");
+                    assert_eq!(h.body, &body[..], "round {round}");
+                }
+                None => assert_eq!(
+                    *kind,
+                    ResponseKind::NotFound as u16,
+                    "a positive key lost: round {round} table {t} {k:?}"
+                ),
+            }
+        }
+        // Records start 8-aligned within the publication (a stored key is 16 bytes in).
+        for t in Table::ALL {
+            for k in v.stored_keys(t) {
+                let at = k.as_ptr() as usize - file.as_ptr() as usize - REGION_HEADER - 16;
+                assert_eq!(at % 8, 0, "round {round}");
+            }
+        }
+    }
+}

@@ -454,3 +454,120 @@ fn policy_applies_to_mirror_answers() {
     assert_eq!(s.group_by_gid(0, &policy), Answer::NotFound);
     assert_eq!(s.groups_of("zero", &policy), Answer::NotFound);
 }
+
+#[test]
+/// 60,000 random upserts and removes of users and groups (RFC 2307bis, one nesting level,
+/// long gecos so that the string buffer repacks again and again, occasional compaction),
+/// checked against a naive model: names, uids, DNs and resolved members agree throughout.
+fn random_changes_agree_with_a_naive_model() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mapper = Mapper::new(Schema::Rfc2307bis, &AttributeMap::default());
+    let policy = Policy::new(&PolicyConfig::default());
+    let mut s = State::new(Schema::Rfc2307bis, 1);
+    let mut seed: u64 = 0x1234_5678;
+    let mut rnd = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let gecos = "g".repeat(4000);
+    // model: key -> (name, uid, dn)
+    let mut users: BTreeMap<String, (String, u32, String)> = BTreeMap::new();
+    // key -> (name, gid, dn, member dns)
+    let mut groups: BTreeMap<String, (String, u32, String, Vec<String>)> = BTreeMap::new();
+    let udn = |name: &str, key: &str| format!("uid={name},ou={key},dc=x");
+    let gdn = |name: &str, key: &str| format!("cn={name},ou={key},dc=x");
+    for step in 0..60000u32 {
+        let op = rnd(10);
+        if op < 4 {
+            let key = format!("u{}", rnd(40));
+            let name = format!("n{}", rnd(30));
+            let uid = 5000 + rnd(30) as u32;
+            let mut e = user(&name, &uid.to_string());
+            e.dn = udn(&name, &key);
+            e.attrs.insert(
+                "gecos".into(),
+                vec![gecos[..(rnd(4000) as usize)].to_string()],
+            );
+            s.upsert(&mapper, Kind::User, &key, e).unwrap();
+            users.insert(key.clone(), (name.clone(), uid, udn(&name, &key)));
+        } else if op < 6 {
+            let key = format!("g{}", rnd(20));
+            let name = format!("gr{}", rnd(15));
+            let gid = 7000 + rnd(15) as u32;
+            let mut members = Vec::new();
+            for _ in 0..rnd(6) {
+                if rnd(3) == 0 {
+                    members.push(gdn(&format!("gr{}", rnd(15)), &format!("g{}", rnd(20))));
+                } else {
+                    members.push(udn(&format!("n{}", rnd(30)), &format!("u{}", rnd(40))));
+                }
+            }
+            let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+            let e = group(&gdn(&name, &key), &name, &gid.to_string(), &refs);
+            s.upsert(&mapper, Kind::Group, &key, e).unwrap();
+            groups.insert(key.clone(), (name.clone(), gid, gdn(&name, &key), members));
+        } else if op < 8 {
+            let key = format!("u{}", rnd(40));
+            assert_eq!(s.remove(Kind::User, &key), users.remove(&key).is_some());
+        } else if op < 9 {
+            let key = format!("g{}", rnd(20));
+            assert_eq!(s.remove(Kind::Group, &key), groups.remove(&key).is_some());
+        } else if rnd(50) == 0 {
+            s.compact();
+        }
+        if step % 97 != 0 {
+            continue;
+        }
+        // check users by name and uid
+        for i in 0..30 {
+            let name = format!("n{i}");
+            let holders: Vec<_> = users.values().filter(|u| u.0 == name).collect();
+            match s.user_by_name(&name, &policy) {
+                Answer::User(u) => {
+                    assert_eq!(holders.len(), 1, "step {step} {name}");
+                    assert_eq!(u.passwd.uid, holders[0].1);
+                    assert_eq!(u.dn, holders[0].2);
+                }
+                Answer::NotFound => assert_ne!(holders.len(), 1, "step {step} {name}"),
+                _ => unreachable!(),
+            }
+        }
+        // group members (users, one nested level)
+        let user_by_dn = |dn: &str| users.values().find(|u| u.2 == dn).map(|u| u.0.clone());
+        let group_by_dn = |dn: &str| groups.values().find(|g| g.2 == dn);
+        for (_, (gname, _gid, _dn, members)) in groups.iter() {
+            if groups.values().filter(|g| &g.0 == gname).count() != 1 {
+                continue;
+            }
+            let mut want = BTreeSet::new();
+            let mut seen = BTreeSet::new();
+            fn walk(
+                ms: &[String],
+                level: u32,
+                want: &mut BTreeSet<String>,
+                seen: &mut BTreeSet<String>,
+                u: &dyn Fn(&str) -> Option<String>,
+                g: &dyn Fn(&str) -> Option<Vec<String>>,
+            ) {
+                for m in ms {
+                    if let Some(n) = u(m) {
+                        want.insert(n);
+                    } else if let Some(sub) = g(m) {
+                        if level <= 1 && seen.insert(m.clone()) {
+                            walk(&sub, level + 1, want, seen, u, g);
+                        }
+                    }
+                }
+            }
+            walk(members, 1, &mut want, &mut seen, &user_by_dn, &|d| {
+                group_by_dn(d).map(|g| g.3.clone())
+            });
+            let got: BTreeSet<String> =
+                names(s.group_by_name(gname, &policy)).into_iter().collect();
+            assert_eq!(got, want, "step {step} group {gname}");
+        }
+    }
+    s.compact();
+}
