@@ -643,6 +643,67 @@ mod tests {
         assert_eq!(a.load(), (4, 0));
     }
 
+    /// Waits of one lookup's operations that overlap count once; time between waits (the
+    /// operations' own work) does not count; a nested lookup of the same caller shares the
+    /// budget; the daemon's own work and listings have none.
+    #[tokio::test]
+    async fn a_lookups_wait_budget_counts_overlapping_waits_once_and_not_its_work() {
+        let per_op = Duration::from_millis(200);
+        let never = || std::future::pending::<()>();
+        let peer = Caller::Peer(7);
+        let (spent, nested_shares) = with_caller(peer, async {
+            // Two operations wait at once for 80 ms: 80 ms of the budget, not 160.
+            let (x, y) = tokio::join!(
+                queue_wait(peer, per_op, tokio::time::sleep(Duration::from_millis(80))),
+                queue_wait(peer, per_op, tokio::time::sleep(Duration::from_millis(80))),
+            );
+            assert!(x.is_some() && y.is_some());
+            // The operations' own work: not counted.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let budget = CALLER.with(|s| s.budget.clone()).unwrap();
+            let spent = budget.spent();
+            // A nested lookup for the same caller spends the same budget.
+            let nested =
+                with_caller(peer, async { CALLER.with(|s| s.budget.clone()).unwrap() }).await;
+            let t = Instant::now();
+            // What is left (about 120 ms) bounds the next wait, not the whole 200 ms.
+            assert!(queue_wait(peer, per_op, never()).await.is_none());
+            let waited = t.elapsed();
+            assert!(
+                waited < Duration::from_millis(180),
+                "waited {waited:?} after spending {spent:?}"
+            );
+            // Spent: the next wait gives up at once.
+            let t = Instant::now();
+            assert!(queue_wait(peer, per_op, never()).await.is_none());
+            assert!(t.elapsed() < Duration::from_millis(20));
+            (spent, Arc::ptr_eq(&budget, &nested))
+        })
+        .await;
+        assert!(
+            spent >= Duration::from_millis(80) && spent < Duration::from_millis(150),
+            "overlapping waits counted once, work not counted: {spent:?}"
+        );
+        assert!(nested_shares, "a nested lookup shares its caller's budget");
+        for scope in [
+            with_caller(Caller::Internal, async {
+                CALLER.with(|s| s.budget.is_none())
+            })
+            .await,
+            with_caller_per_operation(peer, async { CALLER.with(|s| s.budget.is_none()) }).await,
+        ] {
+            assert!(scope, "per-operation bound only");
+        }
+        // Without a budget, every wait gets the whole per-operation bound.
+        let t = Instant::now();
+        let r = with_caller_per_operation(peer, async {
+            queue_wait(peer, Duration::from_millis(60), never()).await;
+            queue_wait(peer, Duration::from_millis(60), never()).await
+        })
+        .await;
+        assert!(r.is_none() && t.elapsed() >= Duration::from_millis(120));
+    }
+
     #[tokio::test]
     async fn the_caller_travels_with_the_work() {
         assert_eq!(current_caller(), Caller::Internal);
