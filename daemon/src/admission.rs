@@ -11,14 +11,23 @@
 //!    before it picks a connection). Beyond, operations wait in one FIFO per caller, served
 //!    round-robin across callers, so one uid's flood waits behind every other uid's
 //!    operations however many operations each of its lookups fans out into (one per base,
-//!    member batches, nested groups); a waiter gets `Unavailable` after `queue_timeout_ms`
-//!    (that request only). Overload is never a server failure.
+//!    member batches, nested groups). The wait is bounded per *lookup*, not per operation: a
+//!    client's lookup ([`with_caller`] with a [`Caller::Peer`]) has one [`WaitBudget`] of
+//!    `queue_timeout_ms` of queue waiting in total, shared by all its operations, whether
+//!    they run one after another (rfc2307bis: group search, member batches, nested levels) or
+//!    at once (one per base); time spent in LDAP operations themselves is not counted (search
+//!    timeouts bound that). An operation that finds the budget spent, or spends it waiting,
+//!    answers as a queue timeout: `Unavailable` for that request only, within the module's
+//!    budget. The daemon's own work ([`Caller::Internal`], and listings, see
+//!    [`with_caller_per_operation`]) waits at most `queue_timeout_ms` per operation.
+//!    Overload is never a server failure.
 //!
 //! The caller travels with the request: the resolver runs a lookup's directory work inside
 //! [`with_caller`], and the pool reads it back with [`current_caller`] (work outside any
 //! lookup, such as a connection warm-up, is [`Caller::Internal`]). The uid charged for a
 //! query is the one that started it: single-flight runs the leader's closure, which carries
-//! the leader's [`Caller`].
+//! the leader's [`Caller`] and its wait budget. A lookup made inside another one for the same
+//! caller (initgroups' user lookup) shares the outer lookup's budget.
 //!
 //! One [`Admission`] lives as long as the resolver: a SIGHUP changes its limits in place,
 //! and a directory rebuilt by a reload is handed the same one
@@ -32,22 +41,137 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 tokio::task_local! {
-    /// The caller on whose behalf the current task does directory work.
-    static CALLER: Caller;
+    /// The caller on whose behalf the current task does directory work, and its lookup's
+    /// budget of queue waiting.
+    static CALLER: Scope;
 }
 
-/// Runs `work` on behalf of `caller`: every directory operation it makes waits in `caller`'s
-/// turn of the fair queue.
+/// What travels with a lookup's directory work.
+#[derive(Clone)]
+pub struct Scope {
+    caller: Caller,
+    /// `None`: each operation waits at most the queue timeout on its own.
+    budget: Option<Arc<WaitBudget>>,
+}
+
+/// Runs a lookup's directory work on behalf of `caller`: every directory operation it makes
+/// waits in `caller`'s turn of the fair queue, and a client's ([`Caller::Peer`]) operations
+/// share one budget of queue waiting (`queue_timeout_ms` in total). Inside another lookup
+/// for the same caller, the outer lookup's budget is shared.
 pub fn with_caller<F: std::future::Future>(
     caller: Caller,
     work: F,
-) -> tokio::task::futures::TaskLocalFuture<Caller, F> {
-    CALLER.scope(caller, work)
+) -> tokio::task::futures::TaskLocalFuture<Scope, F> {
+    let budget = match caller {
+        Caller::Internal => None,
+        Caller::Peer(_) => Some(
+            CALLER
+                .try_with(|s| (s.caller == caller).then(|| s.budget.clone()).flatten())
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        ),
+    };
+    CALLER.scope(Scope { caller, budget }, work)
+}
+
+/// Runs `work` on behalf of `caller` with no lookup budget: each operation waits at most the
+/// queue timeout on its own (listings, whose snapshot serves every client, and the daemon's
+/// own work).
+pub fn with_caller_per_operation<F: std::future::Future>(
+    caller: Caller,
+    work: F,
+) -> tokio::task::futures::TaskLocalFuture<Scope, F> {
+    CALLER.scope(
+        Scope {
+            caller,
+            budget: None,
+        },
+        work,
+    )
 }
 
 /// The caller the current task works for ([`Caller::Internal`] outside [`with_caller`]).
 pub fn current_caller() -> Caller {
-    CALLER.try_with(|c| *c).unwrap_or(Caller::Internal)
+    CALLER.try_with(|s| s.caller).unwrap_or(Caller::Internal)
+}
+
+/// The queue waiting a lookup may still do: the time during which at least one of its
+/// operations waited (for a fair-queue slot or a connection's permit) counts once, however
+/// many waited at once; the time its operations ran does not count.
+#[derive(Default, Debug)]
+pub struct WaitBudget {
+    state: Mutex<WaitState>,
+}
+
+#[derive(Default, Debug)]
+struct WaitState {
+    /// Operations of the lookup waiting now.
+    waiting: usize,
+    /// When the current stretch of waiting began (meaningful while `waiting > 0`).
+    since: Option<Instant>,
+    /// Waiting done in earlier stretches.
+    spent: Duration,
+}
+
+impl WaitBudget {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue waiting done so far.
+    pub fn spent(&self) -> Duration {
+        let st = self.lock();
+        st.spent + st.since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Starts one operation's wait; it ends when the guard drops (served, timed out or
+    /// cancelled).
+    fn start(self: &Arc<Self>) -> Waiting {
+        let mut st = self.lock();
+        if st.waiting == 0 {
+            st.since = Some(Instant::now());
+        }
+        st.waiting += 1;
+        Waiting(self.clone())
+    }
+}
+
+struct Waiting(Arc<WaitBudget>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.waiting = st.waiting.saturating_sub(1);
+        if st.waiting == 0 {
+            if let Some(t) = st.since.take() {
+                st.spent += t.elapsed();
+            }
+        }
+    }
+}
+
+/// Waits for `fut`, one operation's queue wait on behalf of `caller`: at most `per_op`, and
+/// for a lookup with a wait budget at most what is left of `per_op` in that budget (`None`
+/// at once when it is spent). The wait is counted in the budget.
+pub async fn queue_wait<F: std::future::Future>(
+    caller: Caller,
+    per_op: Duration,
+    fut: F,
+) -> Option<F::Output> {
+    let budget = CALLER
+        .try_with(|s| (s.caller == caller).then(|| s.budget.clone()).flatten())
+        .ok()
+        .flatten();
+    let Some(budget) = budget else {
+        return tokio::time::timeout(per_op, fut).await.ok();
+    };
+    let left = per_op.saturating_sub(budget.spent());
+    if left.is_zero() {
+        return None;
+    }
+    let _waiting = budget.start();
+    tokio::time::timeout(left, fut).await.ok()
 }
 
 /// Who a request is for.
@@ -273,7 +397,8 @@ impl Admission {
     }
 
     /// A slot for one directory operation, waiting in `caller`'s turn for at most the queue
-    /// timeout.
+    /// timeout, and within a client's lookup for at most what is left of its wait budget
+    /// ([`queue_wait`]).
     pub async fn enter(self: &Arc<Self>, caller: Caller) -> Result<Slot, Refused> {
         let timeout = self.limits().queue_timeout;
         let (id, rx) = {
@@ -302,8 +427,8 @@ impl Admission {
             rx,
             done: false,
         };
-        match tokio::time::timeout(timeout, &mut guard.rx).await {
-            Ok(Ok(())) => {
+        match queue_wait(caller, timeout, &mut guard.rx).await {
+            Some(Ok(())) => {
                 guard.done = true;
                 Ok(Slot {
                     admission: self.clone(),
@@ -516,6 +641,67 @@ mod tests {
             .expect("the freed slot goes to the last waiter");
         assert!(last.is_some());
         assert_eq!(a.load(), (4, 0));
+    }
+
+    /// Waits of one lookup's operations that overlap count once; time between waits (the
+    /// operations' own work) does not count; a nested lookup of the same caller shares the
+    /// budget; the daemon's own work and listings have none.
+    #[tokio::test]
+    async fn a_lookups_wait_budget_counts_overlapping_waits_once_and_not_its_work() {
+        let per_op = Duration::from_millis(200);
+        let never = || std::future::pending::<()>();
+        let peer = Caller::Peer(7);
+        let (spent, nested_shares) = with_caller(peer, async {
+            // Two operations wait at once for 80 ms: 80 ms of the budget, not 160.
+            let (x, y) = tokio::join!(
+                queue_wait(peer, per_op, tokio::time::sleep(Duration::from_millis(80))),
+                queue_wait(peer, per_op, tokio::time::sleep(Duration::from_millis(80))),
+            );
+            assert!(x.is_some() && y.is_some());
+            // The operations' own work: not counted.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let budget = CALLER.with(|s| s.budget.clone()).unwrap();
+            let spent = budget.spent();
+            // A nested lookup for the same caller spends the same budget.
+            let nested =
+                with_caller(peer, async { CALLER.with(|s| s.budget.clone()).unwrap() }).await;
+            let t = Instant::now();
+            // What is left (about 120 ms) bounds the next wait, not the whole 200 ms.
+            assert!(queue_wait(peer, per_op, never()).await.is_none());
+            let waited = t.elapsed();
+            assert!(
+                waited < Duration::from_millis(180),
+                "waited {waited:?} after spending {spent:?}"
+            );
+            // Spent: the next wait gives up at once.
+            let t = Instant::now();
+            assert!(queue_wait(peer, per_op, never()).await.is_none());
+            assert!(t.elapsed() < Duration::from_millis(20));
+            (spent, Arc::ptr_eq(&budget, &nested))
+        })
+        .await;
+        assert!(
+            spent >= Duration::from_millis(80) && spent < Duration::from_millis(150),
+            "overlapping waits counted once, work not counted: {spent:?}"
+        );
+        assert!(nested_shares, "a nested lookup shares its caller's budget");
+        for scope in [
+            with_caller(Caller::Internal, async {
+                CALLER.with(|s| s.budget.is_none())
+            })
+            .await,
+            with_caller_per_operation(peer, async { CALLER.with(|s| s.budget.is_none()) }).await,
+        ] {
+            assert!(scope, "per-operation bound only");
+        }
+        // Without a budget, every wait gets the whole per-operation bound.
+        let t = Instant::now();
+        let r = with_caller_per_operation(peer, async {
+            queue_wait(peer, Duration::from_millis(60), never()).await;
+            queue_wait(peer, Duration::from_millis(60), never()).await
+        })
+        .await;
+        assert!(r.is_none() && t.elapsed() >= Duration::from_millis(120));
     }
 
     #[tokio::test]

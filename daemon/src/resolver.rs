@@ -389,12 +389,21 @@ impl<D: Directory> Resolver<D> {
                 let o = self.groups_of(name, caller).await;
                 self.reply(o, ResponseKind::GroupIds, BodyRef::Ids)
             }
-            // A listing's directory work waits in the caller's turn.
+            // A listing's directory work waits in the caller's turn; its snapshot serves every
+            // client, so each operation keeps its own queue bound (no lookup budget).
             Request::PwEnt { generation, cursor } => {
-                admission::with_caller(caller, self.list(Listing::Users, generation, cursor)).await
+                admission::with_caller_per_operation(
+                    caller,
+                    self.list(Listing::Users, generation, cursor),
+                )
+                .await
             }
             Request::GrEnt { generation, cursor } => {
-                admission::with_caller(caller, self.list(Listing::Groups, generation, cursor)).await
+                admission::with_caller_per_operation(
+                    caller,
+                    self.list(Listing::Groups, generation, cursor),
+                )
+                .await
             }
         }
     }

@@ -301,3 +301,103 @@ async fn a_flood_of_fanning_out_lookups_does_not_hold_up_another_uids_operations
         "uid 2000's lookups (answer, ms): {took:?}"
     );
 }
+
+/// Users named `nosuch*` take one operation that holds its slot for 80 ms; a group lookup
+/// runs `PHASES` operations of 10 ms one after another (an rfc2307bis group: the group
+/// search, member batches, nested levels), each waiting for a slot in its caller's turn.
+#[derive(Default)]
+struct PhaseDir {
+    gate: Gate,
+    /// Group-lookup phases that got a slot.
+    phases_run: AtomicU64,
+}
+
+const PHASES: u64 = 6;
+
+impl Directory for PhaseDir {
+    async fn user_by_name(&self, _: &str) -> DirResult<Option<UserRecord>> {
+        let _slot = self.gate.slot().await?;
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        Ok(None)
+    }
+    async fn user_by_uid(&self, _: u32) -> DirResult<Option<UserRecord>> {
+        Ok(None)
+    }
+    async fn group_by_name(&self, _: &str) -> DirResult<Option<GroupRecord>> {
+        for _ in 0..PHASES {
+            let _slot = self.gate.slot().await?;
+            self.phases_run.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(None)
+    }
+    async fn group_by_gid(&self, _: u32) -> DirResult<Option<GroupRecord>> {
+        Ok(None)
+    }
+    async fn memberships(&self, _: &str, _: Option<&str>) -> DirResult<Vec<Membership>> {
+        Ok(Vec::new())
+    }
+    async fn all_users(&self) -> DirResult<Vec<UserRecord>> {
+        Ok(Vec::new())
+    }
+    async fn all_groups(&self) -> DirResult<Vec<GroupRecord>> {
+        Ok(Vec::new())
+    }
+    fn memberships_need_dn(&self) -> bool {
+        false
+    }
+    fn attach_admission(&self, admission: &Arc<Admission>) {
+        let _ = self.gate.0.set(admission.clone());
+    }
+}
+
+/// Brief 17g: a lookup's queue waiting is bounded by `queue_timeout_ms` in total, not per
+/// phase. uid 1000 floods one slot with 80 ms operations, so each phase of uid 2000's group
+/// lookup waits about one or two of them (well under the 300 ms queue timeout on its own);
+/// six phases one after another used to add up to ~1 s and answer long after the module
+/// gave up. Now the lookup answers `Unavailable` once its waits add up to 300 ms, and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookups_phases_share_one_queue_timeout() {
+    let text = "[ldap]\nuri = [\"ldap://127.0.0.1\"]\nbase = \"dc=example\"\n\
+         connections_per_server = 1\nmax_ops_per_connection = 1\nqueue_timeout_ms = 300\n\
+         [daemon]\nmiss_queries_per_uid_per_sec = 0\n";
+    let config = Config::parse(text, std::path::Path::new("test.toml")).unwrap();
+    let r = Resolver::new(PhaseDir::default(), &config);
+    let (a, b) = (Caller::Peer(1000), Caller::Peer(2000));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..8)
+        .map(|t| {
+            let (r, stop) = (r.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    r.resolve(pwnam(&format!("nosuch{t}n{i}")), a).await;
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = std::time::Instant::now();
+    let got = r.resolve(Request::GetGrNam("deepgroup".into()), b).await;
+    let took = t.elapsed().as_millis();
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
+    let phases = r.directory().phases_run.load(Ordering::SeqCst);
+    // 300 ms of waiting, a phase's 10 ms and the wake-up; the margin is for a loaded
+    // machine, well under the ~1 s of six phases each waiting on its own.
+    assert!(
+        kind(&got) == "unavailable" && took < 600,
+        "uid 2000's lookup: {} after {took} ms, {phases} of {PHASES} phases run",
+        kind(&got)
+    );
+    assert!(
+        phases < PHASES,
+        "the lookup stopped when its budget ran out"
+    );
+    // Each phase did get a slot in its turn before the budget ran out: the budget counts
+    // the waits, not a wall-clock deadline that a phase's own work would use up.
+    assert!(phases >= 1, "no phase was served at all");
+}

@@ -19,12 +19,15 @@
 //! Admission: the pool's operation slots are the fair queue of [`crate::admission`]. Every
 //! operation ([`Pool::with_connection`]) first takes a slot there, in the turn of the caller
 //! it runs for ([`crate::admission::current_caller`], set by the resolver for each lookup),
-//! waiting at most `queue_timeout_ms`; then it picks the least loaded connection, whose own
+//! waiting at most `queue_timeout_ms`, and for a client's lookup at most what is left of that
+//! lookup's budget of queue waiting (`queue_timeout_ms` in total over all its operations,
+//! [`crate::admission::WaitBudget`]); then it picks the least loaded connection, whose own
 //! bound (`max_ops_per_connection`) the slot count guarantees. So the wait for a connection
 //! *is* the fair queue, per operation: a lookup that fans out into several operations (one
-//! per base, member batches, nested groups) queues each of them in its caller's turn. No slot
-//! in time answers `Overloaded` (that request only); overload is never a server failure. A
-//! retry of the same operation (failover, a fresh connection) keeps its slot.
+//! per base, member batches, nested groups) queues each of them in its caller's turn, and
+//! all of them together wait no longer than one operation may. No slot in time answers
+//! `Overloaded` (that request only); overload is never a server failure. A retry of the
+//! same operation (failover, a fresh connection) keeps its slot.
 //!
 //! Lifetime: connections older than `connection_expire_secs` are replaced gracefully (the new
 //! one first, the old one drained, then unbound); on SIGHUP the credentials are re-read and
@@ -418,9 +421,12 @@ impl Pool {
             // hold theirs. Wait as long as the fair queue would (`queue_timeout_ms`), so that
             // overload answers within the module's budget, not after a search timeout.
             let c = pick.expect("checked above");
+            // A client's lookup counts this wait in its budget of queue waiting, as it does
+            // the fair queue's.
             let wait = Duration::from_millis(self.cfg.queue_timeout_ms);
-            match tokio::time::timeout(wait, c.ops.clone().acquire_owned()).await {
-                Ok(Ok(p)) => {
+            let caller = admission::current_caller();
+            match admission::queue_wait(caller, wait, c.ops.clone().acquire_owned()).await {
+                Some(Ok(p)) => {
                     return Ok(Op {
                         ldap: c.ldap.clone(),
                         conn: c,
