@@ -154,7 +154,8 @@ impl<D: Directory> Control<D> {
 
     /// [`Self::serve`], under `Inner`'s lock (held by the caller for its whole decision).
     fn serve_locked(&self, inner: &mut Inner, m: Arc<Mirror>) {
-        m.set_in_service(true);
+        // In service (saved) only once the one it replaces is out.
+        m.set_in_service(false);
         let tasks = vec![
             tokio::spawn(mirror::run(m.clone())),
             tokio::spawn(mirror::save_periodically(m.clone())),
@@ -171,21 +172,20 @@ impl<D: Directory> Control<D> {
         }
     }
 
-    /// Puts `r` in the slot (under `Inner`'s lock) and stops the one it replaces; a new
-    /// generation, so that no watcher of an earlier one promotes anything. Whether it
-    /// replaced one.
+    /// Puts `r` in the slot (under `Inner`'s lock) and stops the one it replaces, before `r`
+    /// is in service: never two mirrors saving to `cache_dir` at once. A new generation, so
+    /// that no watcher of an earlier one promotes anything. Whether it replaced one.
     fn put_in_service(&self, inner: &mut Inner, r: Running) -> bool {
         inner.generation += 1;
-        let m = r.mirror.clone();
-        let old = inner.serving.replace(r);
-        self.resolver.mirror.replace(Some(m));
-        match old {
-            Some(old) => {
-                old.stop();
-                true
-            }
-            None => false,
+        let old = inner.serving.take();
+        let replaced = old.is_some();
+        if let Some(old) = old {
+            old.stop();
         }
+        r.mirror.set_in_service(true);
+        self.resolver.mirror.replace(Some(r.mirror.clone()));
+        inner.serving = Some(r);
+        replaced
     }
 
     /// Cached answers and the shared data no longer hold: drop and republish.
@@ -292,7 +292,6 @@ impl<D: Directory> Control<D> {
         let mut tasks = p.tasks;
         tasks.pop(); // the watcher (this task, or finishing)
         let m = p.mirror;
-        m.set_in_service(true);
         tasks.push(tokio::spawn(mirror::save_periodically(m.clone())));
         tasks.push(tokio::spawn(mirror::invalidate_on_change(
             m.clone(),
