@@ -32,6 +32,20 @@ use crate::directory::Directory;
 use crate::mirror::{self, Mirror, Phase};
 use crate::resolver::Resolver;
 
+/// Test hook: runs what a test put at `at` (see the tests: another thread's step, at the
+/// point where a decision has been taken and is not yet acted on). Nothing outside tests.
+fn gap(at: &'static str) {
+    #[cfg(test)]
+    tests::GAP.with(|g| {
+        let f = g.borrow_mut().take_if(|(name, _)| *name == at);
+        if let Some((_, f)) = f {
+            f();
+        }
+    });
+    #[cfg(not(test))]
+    let _ = at;
+}
+
 /// The mirror in service, if any: what the resolver, publication, status and metrics ask.
 #[derive(Default)]
 pub struct Slot(RwLock<Option<Arc<Mirror>>>);
@@ -134,7 +148,14 @@ impl<D: Directory> Control<D> {
 
     /// Puts `m` in service with its tasks, stopping the one it replaces.
     fn serve(&self, m: Arc<Mirror>) {
-        m.set_in_service(true);
+        let mut inner = self.lock();
+        self.serve_locked(&mut inner, m);
+    }
+
+    /// [`Self::serve`], under `Inner`'s lock (held by the caller for its whole decision).
+    fn serve_locked(&self, inner: &mut Inner, m: Arc<Mirror>) {
+        // In service (saved) only once the one it replaces is out.
+        m.set_in_service(false);
         let tasks = vec![
             tokio::spawn(mirror::run(m.clone())),
             tokio::spawn(mirror::save_periodically(m.clone())),
@@ -143,17 +164,28 @@ impl<D: Directory> Control<D> {
                 self.resolver.clone(),
             )),
         ];
-        let old = self.lock().serving.replace(Running {
-            mirror: m.clone(),
-            tasks,
-        });
-        self.resolver.mirror.replace(Some(m));
+        let replaced = self.put_in_service(inner, Running { mirror: m, tasks });
         // Replacing one: what the cache and the shared data hold came from the old settings.
         // (A first mirror leaves the cache answering until it is complete.)
-        if let Some(old) = old {
-            old.stop();
+        if replaced {
             self.changed();
         }
+    }
+
+    /// Puts `r` in the slot (under `Inner`'s lock) and stops the one it replaces, before `r`
+    /// is in service: never two mirrors saving to `cache_dir` at once. A new generation, so
+    /// that no watcher of an earlier one promotes anything. Whether it replaced one.
+    fn put_in_service(&self, inner: &mut Inner, r: Running) -> bool {
+        inner.generation += 1;
+        let old = inner.serving.take();
+        let replaced = old.is_some();
+        if let Some(old) = old {
+            old.stop();
+        }
+        r.mirror.set_in_service(true);
+        self.resolver.mirror.replace(Some(r.mirror.clone()));
+        inner.serving = Some(r);
+        replaced
     }
 
     /// Cached answers and the shared data no longer hold: drop and republish.
@@ -163,22 +195,28 @@ impl<D: Directory> Control<D> {
     }
 
     /// Applies a reloaded configuration's `[mirror]` and `[ldap]` to the mirror (see the module
-    /// doc). `new` is valid (it passed `Config::load`).
+    /// doc). `new` is valid (it passed `Config::load`). The whole decision and its effect are
+    /// taken under `Inner`'s lock, so that a replacement's promotion ([`Self::promote`]) comes
+    /// wholly before or wholly after it.
     pub fn reload(&self, new: &Config) {
-        let serving = self.lock().serving.as_ref().map(|r| r.mirror.clone());
-        let pending = self.lock().pending.take();
-        if let Some((g, p)) = pending {
+        let mut inner = self.lock();
+        gap("reload");
+        if let Some((_, p)) = &inner.pending {
             if new.mirror.enabled && built_from(&p.mirror, new) {
-                self.lock().pending = Some((g, p));
                 return;
             }
+        }
+        if let Some((_, p)) = inner.pending.take() {
+            inner.generation += 1;
             p.stop();
             info!("mirror: the replacement under way is dropped for the newer settings");
         }
+        let serving = inner.serving.as_ref().map(|r| r.mirror.clone());
         match (serving, new.mirror.enabled) {
             (None, false) => {}
             (Some(_), false) => {
-                if let Some(old) = self.lock().serving.take() {
+                inner.generation += 1;
+                if let Some(old) = inner.serving.take() {
                     old.stop();
                 }
                 self.resolver.mirror.replace(None);
@@ -186,7 +224,7 @@ impl<D: Directory> Control<D> {
                 info!("SIGHUP: mirror disabled: lookups are answered from the cache and the directory");
             }
             (None, true) => {
-                self.serve(Mirror::new(&self.settings_for(new)));
+                self.serve_locked(&mut inner, Mirror::new(&self.settings_for(new)));
                 info!(mode = ?new.mirror.mode, "SIGHUP: mirror enabled: loading the directory in the background");
             }
             (Some(m), true) => {
@@ -195,21 +233,20 @@ impl<D: Directory> Control<D> {
                 }
                 let fresh = Mirror::new(&self.settings_for(new));
                 if !m.is_complete() {
-                    self.serve(fresh);
+                    self.serve_locked(&mut inner, fresh);
                     info!(mode = ?new.mirror.mode, "SIGHUP: mirror settings changed: loading the directory again");
                     return;
                 }
                 info!(mode = ?new.mirror.mode, "SIGHUP: mirror settings changed: loading a new mirror in the background; the current one answers until it is complete");
-                self.replace_when_loaded(fresh);
+                self.replace_when_loaded(&mut inner, fresh);
             }
         }
     }
 
     /// Loads `fresh` beside the mirror in service; puts it in service once complete (or too
     /// large: then lookup mode, loudly, as the new bound says).
-    fn replace_when_loaded(&self, fresh: Arc<Mirror>) {
+    fn replace_when_loaded(&self, inner: &mut Inner, fresh: Arc<Mirror>) {
         fresh.set_in_service(false);
-        let mut inner = self.lock();
         inner.generation += 1;
         let generation = inner.generation;
         let this = self.clone();
@@ -221,38 +258,7 @@ impl<D: Directory> Control<D> {
                     break;
                 }
             }
-            let mut inner = this.lock();
-            // Replaced meanwhile by a newer SIGHUP's: that one goes on.
-            let Some((_, p)) = inner.pending.take_if(|(g, _)| *g == generation) else {
-                return;
-            };
-            drop(inner);
-            // Its loader keeps running: it is the new mirror's sync from now on.
-            let mut tasks = p.tasks;
-            tasks.pop(); // this watcher
-            let m = p.mirror;
-            m.set_in_service(true);
-            tasks.push(tokio::spawn(mirror::save_periodically(m.clone())));
-            tasks.push(tokio::spawn(mirror::invalidate_on_change(
-                m.clone(),
-                this.resolver.clone(),
-            )));
-            let old = this.lock().serving.replace(Running {
-                mirror: m.clone(),
-                tasks,
-            });
-            this.resolver.mirror.replace(Some(m.clone()));
-            if let Some(old) = old {
-                old.stop();
-            }
-            this.changed();
-            let (u, g) = m.counts();
-            info!(
-                users = u,
-                groups = g,
-                state = m.phase().name(),
-                "mirror replaced by the one of the new settings"
-            );
+            this.promote(generation);
         });
         let run = tokio::spawn(mirror::run(fresh.clone()));
         inner.pending = Some((
@@ -265,5 +271,206 @@ impl<D: Directory> Control<D> {
         if inner.serving.is_none() {
             warn!("mirror: a replacement loads with no mirror in service");
         }
+    }
+
+    /// The watcher's step once the replacement of `generation` is complete (or too large):
+    /// puts it in service, under `Inner`'s lock, unless a reload came meanwhile (a newer
+    /// replacement, a disable, another mirror in the slot: another generation). Whether it
+    /// did.
+    fn promote(&self, generation: u64) -> bool {
+        let mut inner = self.lock();
+        if inner.generation != generation
+            || !matches!(inner.pending, Some((g, _)) if g == generation)
+        {
+            return false;
+        }
+        let Some((_, p)) = inner.pending.take() else {
+            return false;
+        };
+        gap("promote");
+        // Its loader keeps running: it is the new mirror's sync from now on.
+        let mut tasks = p.tasks;
+        tasks.pop(); // the watcher (this task, or finishing)
+        let m = p.mirror;
+        tasks.push(tokio::spawn(mirror::save_periodically(m.clone())));
+        tasks.push(tokio::spawn(mirror::invalidate_on_change(
+            m.clone(),
+            self.resolver.clone(),
+        )));
+        self.put_in_service(
+            &mut inner,
+            Running {
+                mirror: m.clone(),
+                tasks,
+            },
+        );
+        drop(inner);
+        self.changed();
+        let (u, g) = m.counts();
+        info!(
+            users = u,
+            groups = g,
+            state = m.phase().name(),
+            "mirror replaced by the one of the new settings"
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::{DirResult, Directory};
+    use crate::records::{GroupRecord, Membership, UserRecord};
+    use std::cell::RefCell;
+    use std::sync::mpsc;
+
+    type Step = Box<dyn FnOnce()>;
+
+    thread_local! {
+        pub(super) static GAP: RefCell<Option<(&'static str, Step)>> = const { RefCell::new(None) };
+    }
+
+    /// No directory: the mirror tests never look anything up.
+    struct NoDir;
+
+    impl Directory for NoDir {
+        async fn user_by_name(&self, _: &str) -> DirResult<Option<UserRecord>> {
+            Ok(None)
+        }
+        async fn user_by_uid(&self, _: u32) -> DirResult<Option<UserRecord>> {
+            Ok(None)
+        }
+        async fn group_by_name(&self, _: &str) -> DirResult<Option<GroupRecord>> {
+            Ok(None)
+        }
+        async fn group_by_gid(&self, _: u32) -> DirResult<Option<GroupRecord>> {
+            Ok(None)
+        }
+        async fn memberships(&self, _: &str, _: Option<&str>) -> DirResult<Vec<Membership>> {
+            Ok(Vec::new())
+        }
+        async fn all_users(&self) -> DirResult<Vec<UserRecord>> {
+            Ok(Vec::new())
+        }
+        async fn all_groups(&self) -> DirResult<Vec<GroupRecord>> {
+            Ok(Vec::new())
+        }
+        fn memberships_need_dn(&self) -> bool {
+            false
+        }
+    }
+
+    /// A configuration with the mirror on (`max_entries` tells settings apart) or off. The
+    /// server is a closed port: the mirrors' tasks never run anyway (the tests do not yield).
+    fn config(dir: &std::path::Path, enabled: bool, max_entries: usize) -> Config {
+        let text = format!(
+            "[ldap]\nuri = [\"ldap://127.0.0.1:1\"]\nbase = \"dc=x\"\n\
+             [mirror]\nenabled = {enabled}\nmax_entries = {max_entries}\n\
+             [daemon]\ncache_dir = {:?}\n",
+            dir.display().to_string()
+        );
+        Config::parse(&text, std::path::Path::new("t.toml")).unwrap()
+    }
+
+    /// A control with a complete mirror of `max_entries = 100` in service, and a replacement
+    /// of `max_entries = 200` loaded beside it (complete, its watcher not run yet): the
+    /// control, the replacement's generation and the replacement.
+    async fn replacing(dir: &std::path::Path) -> (Control<NoDir>, u64, Arc<Mirror>) {
+        let started = config(dir, true, 100);
+        let c = Control::new(Resolver::new(NoDir, &started), &started);
+        c.start().await;
+        c.resolver.mirror.get().unwrap().became_complete();
+        c.reload(&config(dir, true, 200));
+        let (g, p) = {
+            let inner = c.lock();
+            let (g, p) = inner.pending.as_ref().expect("a replacement loads");
+            (*g, p.mirror.clone())
+        };
+        p.became_complete();
+        (c, g, p)
+    }
+
+    /// Puts `step` at the gap `at`: run on another thread (in this runtime) when the gap is
+    /// reached, waited for a moment (where the caller holds its lock, the step waits for it,
+    /// and the caller goes on). Returns the thread, to join once the caller is done.
+    fn during(
+        at: &'static str,
+        step: impl FnOnce() + Send + 'static,
+    ) -> mpsc::Receiver<std::thread::JoinHandle<()>> {
+        let (threads, thread) = mpsc::channel();
+        let rt = tokio::runtime::Handle::current();
+        let f: Step = Box::new(move || {
+            let (done, finished) = mpsc::channel();
+            let t = std::thread::spawn(move || {
+                let _rt = rt.enter();
+                step();
+                let _ = done.send(());
+            });
+            let _ = finished.recv_timeout(Duration::from_millis(300));
+            let _ = threads.send(t);
+        });
+        GAP.with(|g| *g.borrow_mut() = Some((at, f)));
+        thread
+    }
+
+    fn in_service(c: &Control<NoDir>) -> Option<Arc<Mirror>> {
+        c.resolver.mirror.get()
+    }
+
+    #[tokio::test]
+    async fn an_identical_reload_as_the_replacement_completes_does_not_strand_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, g, p) = replacing(dir.path()).await;
+        // The watcher wakes (the replacement is complete) while a reload of the same settings
+        // (a periodic SIGHUP) looks at the replacement.
+        let watcher = c.clone();
+        let t = during("reload", move || assert!(watcher.promote(g), "promoted"));
+        c.reload(&config(dir.path(), true, 200));
+        t.try_recv()
+            .expect("the reload reached the gap")
+            .join()
+            .unwrap();
+        let m = in_service(&c).expect("a mirror in service");
+        assert!(Arc::ptr_eq(&m, &p), "the replacement is in service");
+        let inner = c.lock();
+        assert!(inner.pending.is_none(), "no second mirror left loading");
+        assert!(Arc::ptr_eq(&inner.serving.as_ref().unwrap().mirror, &p));
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_disables_the_mirror_as_the_replacement_is_promoted_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, g, p) = replacing(dir.path()).await;
+        let old = in_service(&c).unwrap();
+        // The watcher has decided to promote; a reload disabling the mirror comes meanwhile.
+        let reloader = c.clone();
+        let off = config(dir.path(), false, 200);
+        let t = during("promote", move || reloader.reload(&off));
+        assert!(c.promote(g));
+        t.try_recv()
+            .expect("the promotion reached the gap")
+            .join()
+            .unwrap();
+        assert!(in_service(&c).is_none(), "no mirror serves: disabled");
+        let inner = c.lock();
+        assert!(inner.serving.is_none() && inner.pending.is_none());
+        assert!(!p.in_service.load(std::sync::atomic::Ordering::Acquire));
+        assert!(!old.in_service.load(std::sync::atomic::Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn a_replacement_dropped_by_a_reload_is_never_promoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, g, _) = replacing(dir.path()).await;
+        c.reload(&config(dir.path(), false, 200));
+        assert!(!c.promote(g));
+        assert!(in_service(&c).is_none());
+        // Enabled again with the replacement's settings: a new mirror loads, and the old
+        // generation's watcher does not promote it.
+        c.reload(&config(dir.path(), true, 200));
+        let m = in_service(&c).expect("a new mirror loads in the slot");
+        assert!(!c.promote(g));
+        assert!(Arc::ptr_eq(&in_service(&c).unwrap(), &m));
     }
 }

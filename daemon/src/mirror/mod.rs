@@ -68,6 +68,13 @@ impl Phase {
     }
 }
 
+/// Numbers the mirrors of this process (their temporary files' names).
+static WRITERS: AtomicU64 = AtomicU64::new(1);
+
+/// Held to put a mirror in or out of service and to rename a save over `mirror.bin`: the two
+/// never interleave.
+static SERVICE: Mutex<()> = Mutex::new(());
+
 /// The shared mirror handle.
 pub struct Mirror {
     pub cfg: MirrorConfig,
@@ -102,6 +109,8 @@ pub struct Mirror {
     /// `cache_dir` (a replacement loading in the background, or a mirror replaced or
     /// disabled, never writes over the one in service: see [`control`]).
     in_service: AtomicBool,
+    /// This mirror's number in the process: its temporary file's name (see [`store`]).
+    pub(crate) writer: u64,
     /// Referrals met by the mirror's searches (logged once per base).
     pub references: crate::directory::paging::ReferenceLog,
 }
@@ -135,12 +144,24 @@ impl Mirror {
             searches: AtomicU64::new(0),
             saved_generation: AtomicU64::new(0),
             in_service: AtomicBool::new(true),
+            writer: WRITERS.fetch_add(1, Ordering::Relaxed),
             references: Default::default(),
         })
     }
 
+    /// Puts the mirror in or out of service. Out of service, once this returns, it renames
+    /// nothing over `mirror.bin` any more (see [`Mirror::if_in_service`]).
     pub(crate) fn set_in_service(&self, on: bool) {
+        let _renames = SERVICE.lock().unwrap_or_else(|e| e.into_inner());
         self.in_service.store(on, Ordering::Release);
+    }
+
+    /// Runs `f` (the rename of a save) only if the mirror is in service, and with no mirror
+    /// put in or out of service meanwhile: a save that was under way when its mirror was
+    /// replaced or disabled never renames over the new mirror's file.
+    pub(crate) fn if_in_service<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        let _renames = SERVICE.lock().unwrap_or_else(|e| e.into_inner());
+        self.in_service.load(Ordering::Acquire).then(f)
     }
 
     /// Whether the mirror answers (loaded and within its bound).
@@ -469,7 +490,8 @@ impl Mirror {
         let this = self.clone();
         let r = tokio::task::spawn_blocking(move || store::save(&this)).await;
         match r {
-            Ok(Ok(bytes)) => tracing::debug!(bytes, "mirror saved"),
+            Ok(Ok(Some(bytes))) => tracing::debug!(bytes, "mirror saved"),
+            Ok(Ok(None)) => tracing::debug!("mirror out of service meanwhile: not saved"),
             Ok(Err(e)) => warn!(error = %e, "mirror not saved"),
             Err(e) => warn!(error = %e, "mirror save task failed"),
         }

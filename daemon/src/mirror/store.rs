@@ -1,7 +1,9 @@
 //! The mirror on disk: `cache_dir/mirror.bin`, the mapped entries with the sync cookies that
 //! describe them and the time of the last successful sync, encoded under the mirror's read
 //! lock straight into a temporary file (never whole in memory) and renamed (never
-//! half-written). The format is unchanged by the compact in-memory layout of `state.rs`
+//! half-written). Each mirror writes a temporary file of its own name, and renames it only
+//! while in service: a save still running for a mirror that was just replaced or disabled
+//! neither writes into the new mirror's temporary file nor replaces its `mirror.bin`. The format is unchanged by the compact in-memory layout of `state.rs`
 //! (the same fields, keys as text). Loaded at start, the mirror answers at once, even with the
 //! directory unreachable, and a sync resumes from the cookies with a delta. Policy applies
 //! when answering, so a changed policy applies to restored entries too; names are checked
@@ -120,18 +122,21 @@ fn encode(m: &Mirror, out: &mut impl Write) -> std::io::Result<()> {
     })
 }
 
-/// Encodes the mirror (under its read lock) straight into a temporary file, then renames it
-/// over the file (no copy of the whole mirror in memory); returns the size.
-pub fn save(m: &Mirror) -> Result<usize, String> {
+/// Encodes the mirror (under its read lock) straight into a temporary file of its own, then
+/// renames it over the file (no copy of the whole mirror in memory); returns the size, or
+/// `None` when the mirror was out of service by then (the file is left to the one in
+/// service, the temporary file removed).
+pub fn save(m: &Mirror) -> Result<Option<usize>, String> {
     let p = path(m);
-    let tmp = p.with_extension("tmp");
-    let write = || -> std::io::Result<usize> {
+    let tmp = temp_path(m);
+    let write = || -> std::io::Result<Option<usize>> {
         use std::os::unix::fs::PermissionsExt;
         if !m.cache_dir.exists() {
             std::fs::create_dir_all(&m.cache_dir)?;
             std::fs::set_permissions(&m.cache_dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let f = std::fs::File::create(&tmp)?;
+        gap("created");
         let mut out = Counting {
             inner: std::io::BufWriter::with_capacity(64 << 10, f),
             n: 0,
@@ -139,10 +144,40 @@ pub fn save(m: &Mirror) -> Result<usize, String> {
         encode(m, &mut out)?;
         let f = out.inner.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &p)?;
-        Ok(out.n)
+        drop(f);
+        match m.if_in_service(|| std::fs::rename(&tmp, &p)) {
+            Some(renamed) => renamed.map(|()| Some(out.n)),
+            None => {
+                std::fs::remove_file(&tmp)?;
+                Ok(None)
+            }
+        }
     };
-    write().map_err(|e| format!("{}: {e}", p.display()))
+    write().map_err(|e| {
+        // Not left behind (each mirror writes a file of its own name).
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", p.display())
+    })
+}
+
+/// The temporary file a mirror's save writes: its own (`mirror.PID-N.tmp`), so that a save
+/// still running for a mirror just replaced never writes into the one the new mirror writes.
+fn temp_path(m: &Mirror) -> PathBuf {
+    m.cache_dir
+        .join(format!("mirror.{}-{}.tmp", std::process::id(), m.writer))
+}
+
+/// Test hook: runs what a test put at `at` (another writer's step). Nothing outside tests.
+fn gap(at: &'static str) {
+    #[cfg(test)]
+    tests::GAP.with(|g| {
+        let f = g.borrow_mut().take_if(|(name, _)| *name == at);
+        if let Some((_, f)) = f {
+            f();
+        }
+    });
+    #[cfg(not(test))]
+    let _ = at;
 }
 
 struct Reader<'a> {
@@ -300,6 +335,13 @@ mod tests {
     use toolforge_nss_config::Config;
     use toolforge_nss_protocol::Request;
 
+    type Step = Box<dyn FnOnce()>;
+
+    thread_local! {
+        pub(super) static GAP: std::cell::RefCell<Option<(&'static str, Step)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
     fn mirror(dir: &std::path::Path) -> Arc<Mirror> {
         let text = format!(
             "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\nschema = \"rfc2307bis\"\n[daemon]\ncache_dir = {:?}\n",
@@ -343,7 +385,7 @@ mod tests {
         });
         m.set_cookie("users:dc=x@ldap://x", b"rid=000,csn=1".to_vec());
         m.became_complete();
-        let size = save(&m).unwrap();
+        let size = save(&m).unwrap().unwrap();
         let m2 = mirror(dir.path());
         assert_eq!(load(&m2).unwrap(), Some(2));
         assert!(m2.is_complete());
@@ -403,5 +445,84 @@ mod tests {
             "{refused:?}"
         );
         assert!(!other.is_complete());
+    }
+}
+
+#[cfg(test)]
+mod replaced_tests {
+    use super::tests::GAP;
+    use super::*;
+    use crate::mapping::RawEntry;
+    use crate::mirror::Kind;
+    use std::sync::Arc;
+    use toolforge_nss_config::Config;
+
+    fn mirror_of(dir: &std::path::Path, users: &[&str]) -> Arc<Mirror> {
+        let text = format!(
+            "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\n[daemon]\ncache_dir = {:?}\n",
+            dir.display().to_string()
+        );
+        let m = Mirror::new(&Config::parse(&text, std::path::Path::new("t.toml")).unwrap());
+        m.apply(|s, mapper| {
+            for (i, name) in users.iter().enumerate() {
+                let uid = (5000 + i).to_string();
+                let mut attrs: HashMap<String, Vec<String>> = HashMap::new();
+                for (k, v) in [
+                    ("uid", *name),
+                    ("uidNumber", &uid),
+                    ("gidNumber", "500"),
+                    ("homeDirectory", "/home/x"),
+                ] {
+                    attrs.insert(k.into(), vec![v.into()]);
+                }
+                let dn = format!("uid={name},ou=people,dc=x");
+                s.upsert(mapper, Kind::User, name, RawEntry::new(dn, attrs))
+                    .unwrap();
+            }
+        });
+        m.became_complete();
+        m
+    }
+
+    fn users_in_file(dir: &std::path::Path) -> Vec<String> {
+        let m = mirror_of(dir, &[]);
+        load(&m).unwrap().expect("a mirror file");
+        let mut names: Vec<String> = m.read(|s| s.users().map(|u| u.name.to_string()).collect());
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_replaced_mirror_saving_meanwhile_neither_spoils_nor_replaces_the_new_ones_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = mirror_of(dir.path(), &["ann", "carol", "dave"]);
+        let new = mirror_of(dir.path(), &["bob"]);
+        new.set_in_service(false);
+        // The old mirror's save has created its temporary file when the old mirror is
+        // replaced and the new one saves, whole.
+        let (o, n) = (old.clone(), new.clone());
+        let step: Box<dyn FnOnce()> = Box::new(move || {
+            o.set_in_service(false);
+            n.set_in_service(true);
+            save(&n).unwrap();
+        });
+        GAP.with(|g| *g.borrow_mut() = Some(("created", step)));
+        let _ = save(&old);
+        assert!(GAP.with(|g| g.borrow().is_none()), "the gap was reached");
+        assert_eq!(users_in_file(dir.path()), ["bob"], "the new mirror's file");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [FILE_NAME], "no temporary file left");
+    }
+
+    #[test]
+    fn a_mirror_out_of_service_never_writes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mirror_of(dir.path(), &["ann"]);
+        m.set_in_service(false);
+        let _ = save(&m);
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
     }
 }
