@@ -167,6 +167,28 @@ fn temp_path(m: &Mirror) -> PathBuf {
         .join(format!("mirror.{}-{}.tmp", std::process::id(), m.writer))
 }
 
+/// Removes temporary files that saves of a daemon that died meanwhile left (older than an
+/// hour: a save takes well under a second, and another daemon's save under way is never
+/// that old).
+fn remove_orphans(m: &Mirror) {
+    let Ok(dir) = std::fs::read_dir(&m.cache_dir) else {
+        return;
+    };
+    let hour = Duration::from_secs(3600);
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let orphan = name.starts_with("mirror.")
+            && name.ends_with(".tmp")
+            && e.metadata()
+                .and_then(|md| md.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
+        if orphan {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Test hook: runs what a test put at `at` (another writer's step). Nothing outside tests.
 fn gap(at: &'static str) {
     #[cfg(test)]
@@ -223,6 +245,7 @@ impl<'a> Reader<'a> {
 /// Loads the persisted mirror into `m` (then complete, answering at once); `None` when there
 /// is no file.
 pub fn load(m: &Mirror) -> Result<Option<usize>, String> {
+    remove_orphans(m);
     let p = path(m);
     let meta = match std::fs::metadata(&p) {
         Ok(meta) => meta,
@@ -296,6 +319,15 @@ fn decode(m: &Mirror, bytes: &[u8]) -> Result<Decoded, String> {
             dir,
             shell,
         };
+        // Held: the DN twice (its text and its normalised, interned form) and the fields.
+        let size = 2 * dn.len()
+            + [&passwd.name, &passwd.gecos, &passwd.dir, &passwd.shell]
+                .iter()
+                .map(|f| f.len())
+                .sum::<usize>();
+        if !state.has_room_for(size) {
+            return Err("more strings than the mirror can hold".into());
+        }
         state.insert_user(&key, UserRecord { dn, passwd });
     }
     for _ in 0..r.count(20)? {
@@ -316,6 +348,10 @@ fn decode(m: &Mirror, bytes: &[u8]) -> Result<Decoded, String> {
             gid,
             members: Vec::new(),
         };
+        let size = 2 * dn.len() + group.name.len() + members.iter().map(String::len).sum::<usize>();
+        if !state.has_room_for(size) {
+            return Err("more strings than the mirror can hold".into());
+        }
         state.insert_group(&key, GroupRecord { dn, group }, members);
     }
     if !r.b.is_empty() {
@@ -524,5 +560,27 @@ mod replaced_tests {
         m.set_in_service(false);
         let _ = save(&m);
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_dead_daemons_temporary_files_go_and_a_fresh_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mirror_of(dir.path(), &[]);
+        let old = dir.path().join("mirror.4242-7.tmp");
+        let fresh = dir.path().join("mirror.4243-1.tmp");
+        for p in [&old, &fresh] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        assert_eq!(load(&m).unwrap(), None, "no mirror.bin yet");
+        assert!(!old.exists(), "an orphan of a dead daemon");
+        assert!(fresh.exists(), "maybe another daemon's save under way");
+        assert!(m.read(|s| s.has_room_for(1 << 20) && !s.has_room_for(u32::MAX as usize + 1)));
     }
 }

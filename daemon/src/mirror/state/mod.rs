@@ -239,7 +239,7 @@ impl State {
         // (unreachable within `mirror.max_entries` of directory-sized entries) is refused.
         let size: usize =
             e.attrs.values().flatten().map(String::len).sum::<usize>() + 2 * e.dn.len();
-        if self.texts.buf.len().saturating_add(size) > u32::MAX as usize {
+        if !self.has_room_for(size) {
             return Err("the mirror's strings would pass 4 GiB".into());
         }
         match kind {
@@ -366,6 +366,12 @@ impl State {
     }
 
     /// Adds a mapped user under `key` (replacing one held under it).
+    /// Whether `bytes` more of strings fit the string buffer's `u32` offsets (every way in,
+    /// [`State::upsert`] and a restored file, checks before it inserts).
+    pub fn has_room_for(&self, bytes: usize) -> bool {
+        self.texts.buf.len().saturating_add(bytes) <= u32::MAX as usize
+    }
+
     pub fn insert_user(&mut self, key: &str, u: UserRecord) {
         self.remove(Kind::User, key);
         let p = u.passwd;
