@@ -32,20 +32,6 @@ use crate::directory::Directory;
 use crate::mirror::{self, Mirror, Phase};
 use crate::resolver::Resolver;
 
-/// Test hook: runs what a test put at `at` (see the tests: another thread's step, at the
-/// point where a decision has been taken and is not yet acted on). Nothing outside tests.
-fn gap(at: &'static str) {
-    #[cfg(test)]
-    tests::GAP.with(|g| {
-        let f = g.borrow_mut().take_if(|(name, _)| *name == at);
-        if let Some((_, f)) = f {
-            f();
-        }
-    });
-    #[cfg(not(test))]
-    let _ = at;
-}
-
 /// The mirror in service, if any: what the resolver, publication, status and metrics ask.
 #[derive(Default)]
 pub struct Slot(RwLock<Option<Arc<Mirror>>>);
@@ -200,7 +186,7 @@ impl<D: Directory> Control<D> {
     /// wholly before or wholly after it.
     pub fn reload(&self, new: &Config) {
         let mut inner = self.lock();
-        gap("reload");
+        mirror::gap::at("reload");
         if let Some((_, p)) = &inner.pending {
             if new.mirror.enabled && built_from(&p.mirror, new) {
                 return;
@@ -287,7 +273,7 @@ impl<D: Directory> Control<D> {
         let Some((_, p)) = inner.pending.take() else {
             return false;
         };
-        gap("promote");
+        mirror::gap::at("promote");
         // Its loader keeps running: it is the new mirror's sync from now on.
         let mut tasks = p.tasks;
         tasks.pop(); // the watcher (this task, or finishing)
@@ -322,14 +308,9 @@ mod tests {
     use super::*;
     use crate::directory::{DirResult, Directory};
     use crate::records::{GroupRecord, Membership, UserRecord};
-    use std::cell::RefCell;
     use std::sync::mpsc;
 
     type Step = Box<dyn FnOnce()>;
-
-    thread_local! {
-        pub(super) static GAP: RefCell<Option<(&'static str, Step)>> = const { RefCell::new(None) };
-    }
 
     /// No directory: the mirror tests never look anything up.
     struct NoDir;
@@ -410,7 +391,7 @@ mod tests {
             let _ = finished.recv_timeout(Duration::from_millis(300));
             let _ = threads.send(t);
         });
-        GAP.with(|g| *g.borrow_mut() = Some((at, f)));
+        mirror::gap::put(at, f);
         thread
     }
 

@@ -19,6 +19,7 @@
 
 pub mod control;
 pub mod enumerate;
+pub(crate) mod gap;
 pub mod load;
 pub mod poll;
 pub mod publish;

@@ -136,7 +136,7 @@ pub fn save(m: &Mirror) -> Result<Option<usize>, String> {
             std::fs::set_permissions(&m.cache_dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let f = std::fs::File::create(&tmp)?;
-        gap("created");
+        crate::mirror::gap::at("created");
         let mut out = Counting {
             inner: std::io::BufWriter::with_capacity(64 << 10, f),
             n: 0,
@@ -187,19 +187,6 @@ fn remove_orphans(m: &Mirror) {
             let _ = std::fs::remove_file(e.path());
         }
     }
-}
-
-/// Test hook: runs what a test put at `at` (another writer's step). Nothing outside tests.
-fn gap(at: &'static str) {
-    #[cfg(test)]
-    tests::GAP.with(|g| {
-        let f = g.borrow_mut().take_if(|(name, _)| *name == at);
-        if let Some((_, f)) = f {
-            f();
-        }
-    });
-    #[cfg(not(test))]
-    let _ = at;
 }
 
 struct Reader<'a> {
@@ -371,13 +358,6 @@ mod tests {
     use toolforge_nss_config::Config;
     use toolforge_nss_protocol::Request;
 
-    type Step = Box<dyn FnOnce()>;
-
-    thread_local! {
-        pub(super) static GAP: std::cell::RefCell<Option<(&'static str, Step)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-
     fn mirror(dir: &std::path::Path) -> Arc<Mirror> {
         let text = format!(
             "[ldap]\nuri = [\"ldap://x\"]\nbase = \"dc=x\"\nschema = \"rfc2307bis\"\n[daemon]\ncache_dir = {:?}\n",
@@ -486,7 +466,6 @@ mod tests {
 
 #[cfg(test)]
 mod replaced_tests {
-    use super::tests::GAP;
     use super::*;
     use crate::mapping::RawEntry;
     use crate::mirror::Kind;
@@ -542,9 +521,9 @@ mod replaced_tests {
             n.set_in_service(true);
             save(&n).unwrap();
         });
-        GAP.with(|g| *g.borrow_mut() = Some(("created", step)));
+        crate::mirror::gap::put("created", step);
         let _ = save(&old);
-        assert!(GAP.with(|g| g.borrow().is_none()), "the gap was reached");
+        assert!(crate::mirror::gap::reached(), "the gap was reached");
         assert_eq!(users_in_file(dir.path()), ["bob"], "the new mirror's file");
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
