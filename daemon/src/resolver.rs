@@ -32,7 +32,7 @@ use crate::policy::Policy;
 use crate::records::{GroupRecord, UserRecord};
 use crate::singleflight::SingleFlight;
 
-pub use crate::cached::{encode, Cached, GroupEntry, GroupIds, UserEntry};
+pub use crate::cached::{Cached, GroupEntry, GroupIds, UserEntry};
 
 /// What the server writes back.
 #[derive(Debug)]

@@ -7,15 +7,14 @@ use std::sync::Arc;
 
 use toolforge_nss_protocol::{Response, MAX_RESPONSE_BODY};
 
+use crate::cached::encode;
 use crate::enumeration::Listing;
 use crate::mirror::Mirror;
 use crate::policy::Policy;
 use crate::resolver::BodyRef;
 
 fn encoded(resp: &Response) -> BodyRef {
-    let mut b = Vec::new();
-    resp.encode_body(&mut b);
-    BodyRef::Owned(Arc::new(b))
+    BodyRef::Owned(Arc::new(encode(resp)))
 }
 
 /// The listing of `what`, or `None` when the mirror is not authoritative (not complete).

@@ -21,17 +21,12 @@ use tracing::{debug, warn};
 use toolforge_nss_protocol::mapfile::{MapBuilder, Table};
 use toolforge_nss_protocol::{Request, Response, ResponseKind, MAX_RESPONSE_BODY};
 
+use crate::cached::encode;
 use crate::directory::Directory;
 use crate::mirror::Answer;
 use crate::resolver::Resolver;
 
 static TOO_LARGE_LOGGED: AtomicBool = AtomicBool::new(false);
-
-fn body(resp: &Response) -> Vec<u8> {
-    let mut b = Vec::new();
-    resp.encode_body(&mut b);
-    b
-}
 
 /// The publication of the complete mirror, or `None` (see the module doc). Returns the bytes,
 /// the records added and those left out (always 0: all or nothing).
@@ -59,6 +54,10 @@ pub fn build<D: Directory>(
         .miss_key(miss_key)
         .complete(Some(until));
     let mut added = 0usize;
+    let mut put = |b: &mut MapBuilder, table, key: &[u8], kind, body: &[u8]| {
+        b.add(table, key, until, kind, body);
+        added += 1;
+    };
     // `None`: dropped (too large) since the check above, while this waited for the lock: an
     // empty mirror must never be published as complete.
     let fits = m.read(|s| {
@@ -66,35 +65,27 @@ pub fn build<D: Directory>(
             return None;
         }
         for (u, by_uid) in s.served_users(&policy) {
-            let passwd = body(&Response::Passwd(u.passwd.clone()));
-            b.add(
-                Table::PasswdByName,
-                u.passwd.name.as_bytes(),
-                until,
-                ResponseKind::Passwd,
-                &passwd,
-            );
-            added += 1;
+            let (name, kind) = (u.passwd.name.as_bytes(), ResponseKind::Passwd);
+            let passwd = encode(&Response::Passwd(u.passwd.clone()));
+            put(&mut b, Table::PasswdByName, name, kind, &passwd);
             if by_uid {
-                b.add(
+                put(
+                    &mut b,
                     Table::PasswdByUid,
                     &u.passwd.uid.to_le_bytes(),
-                    until,
-                    ResponseKind::Passwd,
+                    kind,
                     &passwd,
                 );
-                added += 1;
             }
             if let Answer::Ids(gids) = s.groups_of(&u.passwd.name, &policy) {
-                let ids = body(&Response::GroupIds(gids));
-                b.add(
+                let ids = encode(&Response::GroupIds(gids));
+                put(
+                    &mut b,
                     Table::InitGroups,
-                    u.passwd.name.as_bytes(),
-                    until,
+                    name,
                     ResponseKind::GroupIds,
                     &ids,
                 );
-                added += 1;
             }
             if b.approximate_len() > max_bytes {
                 return Some(false);
@@ -104,24 +95,17 @@ pub fn build<D: Directory>(
             if Response::group_encoded_len(&g.group) > MAX_RESPONSE_BODY as usize {
                 continue;
             }
-            let group = body(&Response::Group(g.group.clone()));
-            b.add(
-                Table::GroupByName,
-                g.group.name.as_bytes(),
-                until,
-                ResponseKind::Group,
-                &group,
-            );
-            added += 1;
+            let (name, kind) = (g.group.name.as_bytes(), ResponseKind::Group);
+            let group = encode(&Response::Group(g.group.clone()));
+            put(&mut b, Table::GroupByName, name, kind, &group);
             if by_gid {
-                b.add(
+                put(
+                    &mut b,
                     Table::GroupByGid,
                     &g.group.gid.to_le_bytes(),
-                    until,
-                    ResponseKind::Group,
+                    kind,
                     &group,
                 );
-                added += 1;
             }
             if b.approximate_len() > max_bytes {
                 return Some(false);
