@@ -32,17 +32,28 @@
 //!     24    8 hash seed (random per publication)
 //!     32    8 length used (at most the half length)
 //!     40    4 table count (5)
-//!     44    4 reserved (zero)
+//!     44    4 tombstone offset: the publication's one tombstone record (0 = none yet;
+//!             written by [`Patcher`], ignored by readers)
 //!     48   16 miss key (random per publication: keys of negative entries are hashed with it)
-//!     64   80 5 tables: slots offset u64, slot count u32 (a power of two), reserved u32
+//!     64   80 5 tables: slots offset u64, slot count u32 (a power of two), occupied slots
+//!             u32 (live + tombstones; kept by [`MapBuilder`] and [`Patcher`], ignored by
+//!             readers)
 //!    144      slot arrays (u64 each: hash tag << 32 | record offset; 0 = empty), then records
 //! record (8-aligned) = expires_unix_secs u64 | kind u16 | key_len u16 | body_len u32
 //!                      | key | body (a protocol response body of `kind`)
+//! tombstone record   = expires 0 | kind Passwd | key_len 0 | body_len 0
 //! ```
 //! Tables: 0 passwd by name, 1 passwd by uid, 2 group by name, 3 group by gid,
 //! 4 initgroups by name. Id keys are 4 bytes little-endian. Lookups probe linearly from
 //! `hash & (slots - 1)` for at most [`MAX_PROBES`] slots; the hash is FNV-1a 64 over the seed
 //! and the key, and its high 32 bits are the tag.
+//!
+//! Patches in place ([`patch`]): the daemon may change keys of a published half without
+//! rebuilding it. A new or replaced record is appended at the publication's length used
+//! and its slot pointed at it (a replaced record stays behind as garbage until the next
+//! build); a removed key's slot becomes a *tombstone*: tag 0 and the offset of the
+//! publication's tombstone record, whose empty stored key never equals a key (keys are never
+//! empty), so a reader's probe skips it without ending there. Readers need no change.
 //!
 //! Privacy of misses: a negative entry (`NotFound`, empty body) does not store its key but
 //! [`MISS_DIGEST_LEN`] bytes of SipHash-2-4 keyed with the publication's miss key, so the
@@ -56,6 +67,10 @@
 //! discards, never a panic or an out-of-bounds read.
 
 use crate::message::ResponseKind;
+
+mod patch;
+
+pub use patch::{HalfIo, PatchError, Patcher};
 
 pub const MAGIC: [u8; 8] = *b"TFNSMAP\0";
 pub const FORMAT: u32 = 2;
@@ -82,6 +97,10 @@ pub const MAX_SLOTS: u32 = 1 << 24;
 const RECORD_HEADER: usize = 16;
 /// Bytes of keyed digest stored instead of a negative entry's key.
 pub const MISS_DIGEST_LEN: usize = 16;
+/// Offset of the publication's tombstone-record offset (u32, 0 = none).
+const TOMBSTONE_OFFSET: usize = 44;
+/// Offset, within a table's directory entry, of its occupied-slot count (u32).
+const DIR_OCCUPIED: usize = 12;
 
 /// The five tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,6 +374,7 @@ impl MapBuilder {
                 .map(|e| e.hash)
                 .collect();
             let mask = slot_counts[t] - 1;
+            let mut occupied: u32 = 0;
             for e in entries {
                 if let Some((key_hash, digest_hash)) = e.negative {
                     if positive.contains(&key_hash) || positive.contains(&digest_hash) {
@@ -378,6 +398,7 @@ impl MapBuilder {
                         out.resize(out.len().next_multiple_of(8), 0);
                         let value = ((e.hash >> 32) << 32) | rec as u64;
                         out[at..at + 8].copy_from_slice(&value.to_le_bytes());
+                        occupied += 1;
                         break;
                     }
                     let rec = (slot & 0xffff_ffff) as usize;
@@ -389,6 +410,8 @@ impl MapBuilder {
                 // A key that found no slot within MAX_PROBES is left out: readers then ask
                 // the daemon, which is correct, only slower.
             }
+            let dir = HEADER_LEN + 16 * t + DIR_OCCUPIED;
+            out[dir..dir + 4].copy_from_slice(&occupied.to_le_bytes());
         }
         let len = out.len() as u64;
         out[32..40].copy_from_slice(&len.to_le_bytes());
@@ -616,7 +639,8 @@ impl<'a> MapView<'a> {
         None
     }
 
-    /// Every stored key of `table` (negative entries show their digest): for tests and tools.
+    /// Every stored key of `table` (negative entries show their digest; tombstones, whose
+    /// stored key is empty, are skipped): for tests and tools.
     pub fn stored_keys(&self, table: Table) -> Vec<&'a [u8]> {
         let b = self.bytes;
         let mut out = Vec::new();
@@ -635,6 +659,9 @@ impl<'a> MapView<'a> {
             let key_len = b
                 .get(rec + 10..rec + 12)
                 .map_or(0, |k| u16::from_le_bytes([k[0], k[1]]) as usize);
+            if key_len == 0 {
+                continue; // a tombstone (a removed key)
+            }
             if let Some(k) = b.get(rec + RECORD_HEADER..rec + RECORD_HEADER + key_len) {
                 out.push(k);
             }

@@ -1,0 +1,495 @@
+//! Patching a published half in place: set or remove single keys of a publication that
+//! [`MapBuilder`](super::MapBuilder) built, so that the current [`MapView::get`](super::MapView::get)
+//! reads the patched half correctly, without rebuilding it.
+//!
+//! The daemon patches a half under its seqlock (readers retry torn reads), so the order of
+//! the writes within one call does not matter to readers. What this module owns:
+//!
+//! * where a record goes: appended at the publication's length used (8-aligned, padded with
+//!   zeros, as the builder lays records out), never past the half's capacity, at an offset a
+//!   slot can hold (u32);
+//! * which slot a key takes: the builder's linear probe from `hash & mask` for at most
+//!   `MAX_PROBES.min(count)` slots, reusing the first tombstone seen, within an occupancy of
+//!   3/4 of the slots (live + tombstones);
+//! * removal: the slot becomes a tombstone (tag 0, offset of the publication's one tombstone
+//!   record, appended at the first removal and named in the half header), which readers skip
+//!   without ending their probe;
+//! * the header fields a patch changes (length used, generation, occupancy, tombstone offset),
+//!   written by [`Patcher::finish`].
+//!
+//! Every call either completes or fails before writing anything; the same calls on two
+//! byte-identical halves leave them byte-identical (errors included). Every offset and length
+//! read from the half is checked: hostile bytes give [`PatchError::Invalid`], never a panic.
+
+use std::fmt;
+use std::io;
+
+use super::{
+    hash, miss_digest, u32_at, u64_at, Table, DATA_START, DIR_OCCUPIED, FLAG_COMPLETE,
+    HEADER_LEN, MAX_PROBES, MAX_SLOTS, MISS_DIGEST_LEN, PUB_MAGIC, RECORD_HEADER, TABLES,
+    TOMBSTONE_OFFSET,
+};
+use crate::message::ResponseKind;
+
+/// Random access to the bytes of one half, for [`Patcher`] (the daemon: the file at the
+/// half's offset, with space reserved before writes; tests: a byte slice).
+pub trait HalfIo {
+    /// The half's length (its capacity).
+    fn capacity(&self) -> usize;
+    fn read_at(&self, at: usize, buf: &mut [u8]) -> io::Result<()>;
+    fn write_at(&mut self, at: usize, data: &[u8]) -> io::Result<()>;
+}
+
+fn out_of_range(at: usize, len: usize, capacity: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("bytes {at}+{len} out of a half of {capacity} bytes"),
+    )
+}
+
+impl HalfIo for [u8] {
+    fn capacity(&self) -> usize {
+        self.len()
+    }
+
+    fn read_at(&self, at: usize, buf: &mut [u8]) -> io::Result<()> {
+        let src = at
+            .checked_add(buf.len())
+            .and_then(|end| self.get(at..end))
+            .ok_or_else(|| out_of_range(at, buf.len(), self.len()))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write_at(&mut self, at: usize, data: &[u8]) -> io::Result<()> {
+        let len = self.len();
+        let dst = at
+            .checked_add(data.len())
+            .and_then(|end| self.get_mut(at..end))
+            .ok_or_else(|| out_of_range(at, data.len(), len))?;
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// A `Vec` is patched as the slice it holds: it never grows.
+impl HalfIo for Vec<u8> {
+    fn capacity(&self) -> usize {
+        self.len()
+    }
+
+    fn read_at(&self, at: usize, buf: &mut [u8]) -> io::Result<()> {
+        self.as_slice().read_at(at, buf)
+    }
+
+    fn write_at(&mut self, at: usize, data: &[u8]) -> io::Result<()> {
+        self.as_mut_slice().write_at(at, data)
+    }
+}
+
+#[derive(Debug)]
+pub enum PatchError {
+    /// No room: the half's capacity, the table's occupancy limit or the probe limit.
+    NoRoom,
+    /// Not a publication this code can patch, or an unsupported change.
+    Invalid,
+    Io(io::Error),
+}
+
+impl fmt::Display for PatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatchError::NoRoom => write!(
+                f,
+                "no room in the published half (capacity, table occupancy or probe limit)"
+            ),
+            PatchError::Invalid => write!(
+                f,
+                "not a publication that can be patched, or an unsupported change"
+            ),
+            PatchError::Io(e) => write!(f, "patching the published half: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PatchError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for PatchError {
+    fn from(e: io::Error) -> PatchError {
+        PatchError::Io(e)
+    }
+}
+
+/// The tombstone record: expires 0, kind Passwd, key_len 0, body_len 0.
+fn tombstone_record() -> [u8; RECORD_HEADER] {
+    let mut r = [0u8; RECORD_HEADER];
+    r[8..10].copy_from_slice(&(ResponseKind::Passwd as u16).to_le_bytes());
+    r
+}
+
+/// A table's slot array as the patcher keeps it.
+#[derive(Clone, Copy, Debug)]
+struct TableDir {
+    /// Offset of the slot array.
+    slots: usize,
+    /// Slot count (a power of two).
+    count: usize,
+    /// Occupied slots (live + tombstones).
+    occupied: u32,
+    /// Occupied slots as read (to write back only what changed).
+    occupied_read: u32,
+}
+
+impl TableDir {
+    /// At most 3/4 of the slots occupied.
+    fn limit(&self) -> usize {
+        self.count / 4 * 3 + (self.count % 4) * 3 / 4
+    }
+}
+
+/// What a probe for a key found in its window.
+struct Probe {
+    /// The key's tag (high 32 bits of its hash).
+    tag: u64,
+    /// Slot index and record offset of the first record matching the key.
+    found: Option<(usize, usize)>,
+    /// The first tombstone seen before the probe ended.
+    tombstone: Option<usize>,
+    /// The empty slot that ended the probe.
+    empty: Option<usize>,
+}
+
+/// Patches one half in place. Open it, make the changes, then [`Patcher::finish`] with the
+/// new generation, which writes the header fields the changes touched. A patcher dropped
+/// without `finish` after a successful change leaves slots pointing past the length used
+/// (readers then miss those keys): rebuild or finish the half.
+pub struct Patcher<'a, IO: HalfIo + ?Sized> {
+    io: &'a mut IO,
+    capacity: usize,
+    flags: u32,
+    complete_until: u32,
+    generation: u64,
+    seed: u64,
+    miss_key: [u8; 16],
+    /// Length used as read, and as the changes made it.
+    used_read: usize,
+    used: usize,
+    /// Offset of the tombstone record (0 = none yet), as read.
+    tombstone_read: u32,
+    tombstone: u32,
+    tables: [TableDir; TABLES],
+}
+
+impl<'a, IO: HalfIo + ?Sized> Patcher<'a, IO> {
+    /// Reads and checks the publication's header and table directories (as MapView does).
+    pub fn open(io: &'a mut IO) -> Result<Patcher<'a, IO>, PatchError> {
+        let capacity = io.capacity();
+        if capacity < DATA_START {
+            return Err(PatchError::Invalid);
+        }
+        let mut head = [0u8; DATA_START];
+        io.read_at(0, &mut head)?;
+        let bad = || PatchError::Invalid;
+        if head[0..8] != PUB_MAGIC || u32_at(&head, 40).ok_or_else(bad)? != TABLES as u32 {
+            return Err(PatchError::Invalid);
+        }
+        let used = usize::try_from(u64_at(&head, 32).ok_or_else(bad)?).map_err(|_| bad())?;
+        if used < DATA_START || used > capacity || !used.is_multiple_of(8) {
+            return Err(PatchError::Invalid);
+        }
+        let mut tables = [TableDir {
+            slots: 0,
+            count: 0,
+            occupied: 0,
+            occupied_read: 0,
+        }; TABLES];
+        for (t, dir) in tables.iter_mut().enumerate() {
+            let at = HEADER_LEN + 16 * t;
+            let slots = usize::try_from(u64_at(&head, at).ok_or_else(bad)?).map_err(|_| bad())?;
+            let count = u32_at(&head, at + 8).ok_or_else(bad)?;
+            let occupied = u32_at(&head, at + DIR_OCCUPIED).ok_or_else(bad)?;
+            if !count.is_power_of_two() || count > MAX_SLOTS || occupied > count {
+                return Err(PatchError::Invalid);
+            }
+            let end = slots
+                .checked_add(count as usize * 8)
+                .ok_or_else(bad)?;
+            if slots < DATA_START || end > used || !slots.is_multiple_of(8) {
+                return Err(PatchError::Invalid);
+            }
+            *dir = TableDir {
+                slots,
+                count: count as usize,
+                occupied,
+                occupied_read: occupied,
+            };
+        }
+        let tombstone = u32_at(&head, TOMBSTONE_OFFSET).ok_or_else(bad)?;
+        if tombstone != 0 {
+            let at = tombstone as usize;
+            if at < DATA_START
+                || !at.is_multiple_of(8)
+                || at.checked_add(RECORD_HEADER).is_none_or(|end| end > used)
+            {
+                return Err(PatchError::Invalid);
+            }
+            let mut rec = [0u8; RECORD_HEADER];
+            io.read_at(at, &mut rec)?;
+            if rec != tombstone_record() {
+                return Err(PatchError::Invalid);
+            }
+        }
+        Ok(Patcher {
+            capacity,
+            flags: u32_at(&head, 8).ok_or_else(bad)?,
+            complete_until: u32_at(&head, 12).ok_or_else(bad)?,
+            generation: u64_at(&head, 16).ok_or_else(bad)?,
+            seed: u64_at(&head, 24).ok_or_else(bad)?,
+            miss_key: head[48..64].try_into().map_err(|_| bad())?,
+            used_read: used,
+            used,
+            tombstone_read: tombstone,
+            tombstone,
+            tables,
+            io,
+        })
+    }
+
+    /// `Some(complete until, unix secs)` when the publication is flagged COMPLETE.
+    pub fn complete_until(&self) -> Option<u64> {
+        (self.flags & FLAG_COMPLETE != 0).then_some(u64::from(self.complete_until))
+    }
+
+    /// The generation the publication had when opened.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The publication's length used so far (with the changes made).
+    pub fn len_used(&self) -> usize {
+        self.used
+    }
+
+    /// Sets `key` of `table` to a positive answer (`kind` != NotFound, else Err(Invalid)),
+    /// valid until `expires_unix_secs`. When the stored record already has the same kind,
+    /// expiry and body, nothing is written: Ok(false). Otherwise Ok(true).
+    pub fn put(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        expires_unix_secs: u64,
+        kind: ResponseKind,
+        body: &[u8],
+    ) -> Result<bool, PatchError> {
+        if kind == ResponseKind::NotFound || key.is_empty() || key.len() > u16::MAX as usize {
+            return Err(PatchError::Invalid);
+        }
+        let body_len = u32::try_from(body.len()).map_err(|_| PatchError::Invalid)?;
+        let dir = self.tables[table as usize];
+        let probe = self.probe(&dir, key)?;
+        let slot_index = match probe.found {
+            Some((index, rec)) => {
+                if self.same_record(rec, expires_unix_secs, kind, key, body)? {
+                    return Ok(false);
+                }
+                index
+            }
+            None => match (probe.tombstone, probe.empty) {
+                (Some(index), _) => index,
+                (None, Some(index)) => {
+                    if dir.occupied as usize + 1 > dir.limit() {
+                        return Err(PatchError::NoRoom);
+                    }
+                    index
+                }
+                (None, None) => return Err(PatchError::NoRoom),
+            },
+        };
+        let takes_empty = probe.found.is_none() && probe.tombstone.is_none();
+        // The record, as the builder lays it out: header, key, body, zeros to 8 bytes.
+        let mut record = Vec::with_capacity((RECORD_HEADER + key.len() + body.len() + 7) & !7);
+        record.extend_from_slice(&expires_unix_secs.to_le_bytes());
+        record.extend_from_slice(&(kind as u16).to_le_bytes());
+        record.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        record.extend_from_slice(&body_len.to_le_bytes());
+        record.extend_from_slice(key);
+        record.extend_from_slice(body);
+        record.resize(record.len().next_multiple_of(8), 0);
+        let at = self.room_for(record.len())?;
+        // Nothing is written before this point.
+        self.io.write_at(at, &record)?;
+        let value = (probe.tag << 32) | at as u64;
+        self.io
+            .write_at(dir.slots + slot_index * 8, &value.to_le_bytes())?;
+        self.used = at + record.len();
+        if takes_empty {
+            self.tables[table as usize].occupied += 1;
+        }
+        Ok(true)
+    }
+
+    /// Removes `key` from `table` (a positive record, or a negative one stored under the
+    /// key's miss digest, matched as `MapView::get` matches): Ok(true) when it was there.
+    pub fn remove(&mut self, table: Table, key: &[u8]) -> Result<bool, PatchError> {
+        if key.is_empty() || key.len() > u16::MAX as usize {
+            return Err(PatchError::Invalid);
+        }
+        let dir = self.tables[table as usize];
+        let Some((index, _)) = self.probe(&dir, key)?.found else {
+            return Ok(false);
+        };
+        let tombstone = if self.tombstone != 0 {
+            self.tombstone
+        } else {
+            let record = tombstone_record();
+            let at = self.room_for(record.len())?;
+            // `room_for` refused offsets a slot cannot hold; 0 is below DATA_START.
+            let at32 = u32::try_from(at).map_err(|_| PatchError::NoRoom)?;
+            self.io.write_at(at, &record)?;
+            self.used = at + record.len();
+            self.tombstone = at32;
+            at32
+        };
+        // Tag 0, the tombstone record's offset: a probe reads an empty key and goes on.
+        self.io
+            .write_at(dir.slots + index * 8, &u64::from(tombstone).to_le_bytes())?;
+        Ok(true)
+    }
+
+    /// Writes the header fields the calls changed (length used, generation, occupancy,
+    /// tombstone offset) and returns the publication's new length used.
+    pub fn finish(self, generation: u64) -> Result<usize, PatchError> {
+        for (t, dir) in self.tables.iter().enumerate() {
+            if dir.occupied != dir.occupied_read {
+                self.io.write_at(
+                    HEADER_LEN + 16 * t + DIR_OCCUPIED,
+                    &dir.occupied.to_le_bytes(),
+                )?;
+            }
+        }
+        if self.tombstone != self.tombstone_read {
+            self.io
+                .write_at(TOMBSTONE_OFFSET, &self.tombstone.to_le_bytes())?;
+        }
+        if generation != self.generation {
+            self.io.write_at(16, &generation.to_le_bytes())?;
+        }
+        if self.used != self.used_read {
+            self.io.write_at(32, &(self.used as u64).to_le_bytes())?;
+        }
+        Ok(self.used)
+    }
+
+    /// Where a record of `len` bytes (a multiple of 8) goes: the length used, if the record
+    /// fits the half and a slot can hold its offset.
+    fn room_for(&self, len: usize) -> Result<usize, PatchError> {
+        let at = self.used;
+        let end = at.checked_add(len).ok_or(PatchError::NoRoom)?;
+        if end > self.capacity || at > u32::MAX as usize {
+            return Err(PatchError::NoRoom);
+        }
+        Ok(at)
+    }
+
+    fn read_u64(&self, at: usize) -> Result<u64, PatchError> {
+        let mut b = [0u8; 8];
+        self.read_used(at, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads bytes of the publication (within its length used, as a reader sees it).
+    fn read_used(&self, at: usize, buf: &mut [u8]) -> Result<(), PatchError> {
+        if at.checked_add(buf.len()).is_none_or(|end| end > self.used) {
+            return Err(PatchError::Invalid);
+        }
+        self.io.read_at(at, buf)?;
+        Ok(())
+    }
+
+    /// The record header at `rec`: expires, kind, key length, body length.
+    fn record_header(&self, rec: usize) -> Result<(u64, u16, usize, usize), PatchError> {
+        let mut h = [0u8; RECORD_HEADER];
+        self.read_used(rec, &mut h)?;
+        let expires = u64::from_le_bytes(h[0..8].try_into().map_err(|_| PatchError::Invalid)?);
+        let kind = u16::from_le_bytes([h[8], h[9]]);
+        let key_len = u16::from_le_bytes([h[10], h[11]]) as usize;
+        let body_len = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
+        Ok((expires, kind, key_len, body_len))
+    }
+
+    /// Probes `key`'s window as `MapView::get` does: from `hash & mask`, at most
+    /// `MAX_PROBES.min(count)` slots, ending at an empty slot; a record matches as `get`
+    /// matches it (a positive one by its key, a negative one by the key's miss digest).
+    /// Where `get` would give up on a record out of bounds, the half is `Invalid`.
+    fn probe(&self, dir: &TableDir, key: &[u8]) -> Result<Probe, PatchError> {
+        let h = hash(self.seed, key);
+        let tag = h >> 32;
+        let mask = dir.count - 1;
+        let mut idx = (h as usize) & mask;
+        let mut digest: Option<[u8; MISS_DIGEST_LEN]> = None;
+        let mut probe = Probe {
+            tag,
+            found: None,
+            tombstone: None,
+            empty: None,
+        };
+        let mut stored = Vec::new();
+        for _ in 0..MAX_PROBES.min(dir.count) {
+            let slot = self.read_u64(dir.slots + idx * 8)?;
+            if slot == 0 {
+                probe.empty = Some(idx);
+                break;
+            }
+            if self.tombstone != 0 && slot == u64::from(self.tombstone) {
+                probe.tombstone.get_or_insert(idx);
+            } else if slot >> 32 == tag {
+                let rec = (slot & 0xffff_ffff) as usize;
+                let (_, kind, key_len, _) = self.record_header(rec)?;
+                // `get` reads the stored key whatever its length: out of bounds, it gives up.
+                if (rec + RECORD_HEADER + key_len) > self.used {
+                    return Err(PatchError::Invalid);
+                }
+                let want: &[u8] = if kind == ResponseKind::NotFound as u16 {
+                    digest.get_or_insert_with(|| miss_digest(&self.miss_key, key))
+                } else {
+                    key
+                };
+                if key_len == want.len() {
+                    stored.resize(key_len, 0);
+                    self.read_used(rec + RECORD_HEADER, &mut stored)?;
+                    if stored == want {
+                        probe.found = Some((idx, rec));
+                        break;
+                    }
+                }
+            }
+            idx = (idx + 1) & mask;
+        }
+        Ok(probe)
+    }
+
+    /// Whether the record at `rec` (which matched `key`) holds exactly this answer.
+    fn same_record(
+        &self,
+        rec: usize,
+        expires: u64,
+        kind: ResponseKind,
+        key: &[u8],
+        body: &[u8],
+    ) -> Result<bool, PatchError> {
+        let (e, k, key_len, body_len) = self.record_header(rec)?;
+        if e != expires || k != kind as u16 || key_len != key.len() || body_len != body.len() {
+            return Ok(false);
+        }
+        let mut stored = vec![0u8; body_len];
+        self.read_used(rec + RECORD_HEADER + key_len, &mut stored)?;
+        Ok(stored == body)
+    }
+}
