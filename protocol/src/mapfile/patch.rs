@@ -25,9 +25,8 @@ use std::fmt;
 use std::io;
 
 use super::{
-    hash, miss_digest, u32_at, u64_at, Table, DATA_START, DIR_OCCUPIED, FLAG_COMPLETE,
-    HEADER_LEN, MAX_PROBES, MAX_SLOTS, MISS_DIGEST_LEN, PUB_MAGIC, RECORD_HEADER, TABLES,
-    TOMBSTONE_OFFSET,
+    hash, miss_digest, u32_at, u64_at, Table, DATA_START, DIR_OCCUPIED, FLAG_COMPLETE, HEADER_LEN,
+    MAX_PROBES, MAX_SLOTS, MISS_DIGEST_LEN, PUB_MAGIC, RECORD_HEADER, TABLES, TOMBSTONE_OFFSET,
 };
 use crate::message::ResponseKind;
 
@@ -218,9 +217,7 @@ impl<'a, IO: HalfIo + ?Sized> Patcher<'a, IO> {
             if !count.is_power_of_two() || count > MAX_SLOTS || occupied > count {
                 return Err(PatchError::Invalid);
             }
-            let end = slots
-                .checked_add(count as usize * 8)
-                .ok_or_else(bad)?;
+            let end = slots.checked_add(count as usize * 8).ok_or_else(bad)?;
             if slots < DATA_START || end > used || !slots.is_multiple_of(8) {
                 return Err(PatchError::Invalid);
             }
@@ -275,6 +272,11 @@ impl<'a, IO: HalfIo + ?Sized> Patcher<'a, IO> {
     /// The publication's length used so far (with the changes made).
     pub fn len_used(&self) -> usize {
         self.used
+    }
+
+    /// The half being patched (to read it; tests count its writes).
+    pub fn io(&self) -> &IO {
+        self.io
     }
 
     /// Sets `key` of `table` to a positive answer (`kind` != NotFound, else Err(Invalid)),
