@@ -348,7 +348,6 @@ fn an_identical_put_writes_nothing() {
         .put(Table::PasswdByName, &key(1), 5, KINDS[1], b"one")
         .unwrap());
     assert_eq!(p.io().writes, 0);
-    drop(p);
     assert_eq!(half.bytes, before);
     // A different expiry, kind or body is a change; so is a positive answer for a miss.
     let mut p = Patcher::open(&mut half).unwrap();
@@ -399,7 +398,6 @@ fn invalid_changes_and_halves_are_refused() {
         Err(PatchError::Invalid)
     ));
     assert_eq!(p.io().writes, 0);
-    drop(p);
     assert_eq!(half.bytes, before);
     for bad in [
         vec![0u8; 4096],
@@ -429,7 +427,6 @@ fn no_room_in_the_half_leaves_it_unchanged() {
                 assert!(matches!(put, Err(PatchError::NoRoom)), "{spare}: {put:?}");
                 assert!(matches!(removed, Err(PatchError::NoRoom)), "{spare}");
                 assert_eq!(p.io().writes, 0);
-                drop(p);
                 assert_eq!(half.bytes, before, "spare {spare}");
             }
             16 => {

@@ -495,3 +495,176 @@ impl<'a, IO: HalfIo + ?Sized> Patcher<'a, IO> {
         Ok(stored == body)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{hash, MapBuilder, MapView};
+    use super::*;
+
+    const SEED: u64 = 0x5eed;
+
+    /// `n` keys whose probes all start at slot `home` of an 8-slot table.
+    fn colliding(n: usize, home: usize) -> Vec<Vec<u8>> {
+        (0..)
+            .map(|i| format!("k{i}").into_bytes())
+            .filter(|k| hash(SEED, k) as usize & 7 == home)
+            .take(n)
+            .collect()
+    }
+
+    fn slot(half: &[u8], table: Table, i: usize) -> u64 {
+        let dir = HEADER_LEN + 16 * table as usize;
+        let off = u64_at(half, dir).unwrap() as usize;
+        u64_at(half, off + 8 * i).unwrap()
+    }
+
+    /// A chain of three keys from one home slot: removing the first or the middle one
+    /// leaves the ones after it found; the tombstone is skipped by the reader, and reused
+    /// (first tombstone of the probe) by the next new key of that chain.
+    #[test]
+    fn keys_after_a_removed_key_in_its_chain_are_still_found() {
+        let keys = colliding(4, 5);
+        let mut b = MapBuilder::new(1, SEED);
+        for k in &keys[..3] {
+            b.add(Table::GroupByName, k, 9, ResponseKind::Group, k);
+        }
+        let mut half = b.build();
+        half.resize(half.len() + 4096, 0);
+        // The chain: slots 5, 6, 7 in the order added (an 8-slot table).
+        for (i, k) in keys[..3].iter().enumerate() {
+            let value = slot(&half, Table::GroupByName, 5 + i);
+            let rec = (value & 0xffff_ffff) as usize;
+            assert_eq!(&half[rec + RECORD_HEADER..][..k.len()], &k[..]);
+        }
+        let mut p = Patcher::open(half.as_mut_slice()).unwrap();
+        assert!(p.remove(Table::GroupByName, &keys[0]).unwrap());
+        assert!(!p.remove(Table::GroupByName, &keys[0]).unwrap());
+        p.finish(2).unwrap();
+        let tombstone = u64::from(u32_at(&half, TOMBSTONE_OFFSET).unwrap());
+        assert_ne!(tombstone, 0);
+        assert_eq!(slot(&half, Table::GroupByName, 5), tombstone);
+        {
+            let v = MapView::publication(&half).unwrap();
+            assert_eq!(v.get(Table::GroupByName, &keys[0]), None);
+            assert_eq!(
+                v.get(Table::GroupByName, &keys[1]).unwrap().body,
+                &keys[1][..]
+            );
+            assert_eq!(
+                v.get(Table::GroupByName, &keys[2]).unwrap().body,
+                &keys[2][..]
+            );
+            assert_eq!(v.stored_keys(Table::GroupByName).len(), 2);
+        }
+        // The middle one too: the last one is still found past two tombstones.
+        let mut p = Patcher::open(half.as_mut_slice()).unwrap();
+        assert!(p.remove(Table::GroupByName, &keys[1]).unwrap());
+        p.finish(3).unwrap();
+        assert_eq!(slot(&half, Table::GroupByName, 6), tombstone, "one record");
+        {
+            let v = MapView::publication(&half).unwrap();
+            assert_eq!(
+                v.get(Table::GroupByName, &keys[2]).unwrap().body,
+                &keys[2][..]
+            );
+            assert_eq!(v.get(Table::GroupByName, &keys[1]), None);
+        }
+        // A new key of the chain takes the first tombstone (slot 5), not an empty slot;
+        // the occupancy stays 3.
+        let mut p = Patcher::open(half.as_mut_slice()).unwrap();
+        assert!(p
+            .put(Table::GroupByName, &keys[3], 9, ResponseKind::Group, b"new")
+            .unwrap());
+        // Replacing the last key keeps its slot (slot 7), its tag unchanged.
+        let before = slot(p.io(), Table::GroupByName, 7);
+        assert!(p
+            .put(
+                Table::GroupByName,
+                &keys[2],
+                10,
+                ResponseKind::Group,
+                b"two"
+            )
+            .unwrap());
+        p.finish(4).unwrap();
+        let after = slot(&half, Table::GroupByName, 7);
+        assert_eq!(after >> 32, before >> 32);
+        assert_ne!(after, before);
+        assert_eq!(
+            slot(&half, Table::GroupByName, 5) >> 32,
+            hash(SEED, &keys[3]) >> 32
+        );
+        assert_eq!(slot(&half, Table::GroupByName, 0), 0);
+        let dir = HEADER_LEN + 16 * Table::GroupByName as usize;
+        assert_eq!(u32_at(&half, dir + DIR_OCCUPIED), Some(3));
+        let v = MapView::publication(&half).unwrap();
+        assert_eq!(v.generation(), 4);
+        assert_eq!(v.get(Table::GroupByName, &keys[3]).unwrap().body, b"new");
+        let hit = v.get(Table::GroupByName, &keys[2]).unwrap();
+        assert_eq!((hit.body, hit.expires_unix_secs), (&b"two"[..], 10));
+        assert_eq!(v.get(Table::GroupByName, &keys[1]), None);
+        assert_eq!(v.get(Table::GroupByName, &keys[0]), None);
+    }
+
+    /// A negative entry is removed (and replaced) as the reader finds it: by the key's miss
+    /// digest.
+    #[test]
+    fn negative_entries_are_matched_by_their_digest() {
+        let mut b = MapBuilder::new(1, SEED).miss_key([3; 16]);
+        b.add(Table::PasswdByName, b"typo", 9, ResponseKind::NotFound, b"");
+        b.add(Table::PasswdByName, b"gone", 9, ResponseKind::NotFound, b"");
+        let mut half = b.build();
+        half.resize(half.len() + 4096, 0);
+        let mut p = Patcher::open(&mut half).unwrap();
+        assert!(p.remove(Table::PasswdByName, b"typo").unwrap());
+        assert!(p
+            .put(
+                Table::PasswdByName,
+                b"gone",
+                9,
+                ResponseKind::Passwd,
+                b"now here"
+            )
+            .unwrap());
+        assert_eq!(p.complete_until(), None);
+        p.finish(2).unwrap();
+        let v = MapView::publication(&half).unwrap();
+        assert_eq!(v.get(Table::PasswdByName, b"typo"), None);
+        assert_eq!(
+            v.get(Table::PasswdByName, b"gone").unwrap().body,
+            b"now here"
+        );
+        assert_eq!(v.stored_keys(Table::PasswdByName), vec![&b"gone"[..]]);
+    }
+
+    #[test]
+    fn complete_until_is_read_from_the_header() {
+        let mut half = MapBuilder::new(1, SEED).complete(Some(1234)).build();
+        assert_eq!(
+            Patcher::open(&mut half).unwrap().complete_until(),
+            Some(1234)
+        );
+    }
+
+    /// Offsets the slice and vector halves refuse, without panicking or growing.
+    #[test]
+    fn byte_halves_refuse_out_of_range_access() {
+        let mut v = vec![0u8; 16];
+        let mut buf = [0u8; 8];
+        assert!(v.read_at(8, &mut buf).is_ok());
+        assert!(v.read_at(9, &mut buf).is_err());
+        assert!(v.read_at(usize::MAX, &mut buf).is_err());
+        assert!(v.write_at(12, &[1; 8]).is_err());
+        assert!(v.write_at(usize::MAX - 2, &[1; 8]).is_err());
+        assert!(v.write_at(8, &[1; 8]).is_ok());
+        assert_eq!(v.len(), 16);
+        assert_eq!(v.as_mut_slice().capacity(), 16);
+        // A vector's capacity as a half is its length, not its allocation.
+        let mut w: Vec<u8> = Vec::with_capacity(64);
+        w.resize(16, 0);
+        assert_eq!(HalfIo::capacity(&w), 16);
+        assert!(w.write_at(16, &[1]).is_err());
+        assert_eq!(w.len(), 16);
+        assert_eq!(v, [&[0u8; 8][..], &[1u8; 8][..]].concat());
+    }
+}
