@@ -10,7 +10,8 @@
 //! * [`message`]: requests and responses and their bodies.
 //! * [`names`]: the name rules both sides apply before a name is sent or searched.
 //! * [`admin`]: the admin socket's messages.
-//! * [`mapfile`]: the shared read-only cache file the daemon publishes and the module maps.
+//! * [`mapfile`]: the shared read-only cache file the daemon publishes (and patches in place)
+//!   and the module maps.
 //! * [`sss`]: SSSD's NSS client protocol (what `libnss_sss.so.2` speaks), for the daemon's
 //!   compatibility socket.
 

@@ -271,7 +271,8 @@ proptest! {
         let v = MapView::new(&file).expect("a whole file around a patched half");
         for ((t, k), (kind, body, exp)) in &model {
             let hit = v.get(Table::ALL[*t], k).expect("found through the file");
-            prop_assert_eq!((hit.kind, hit.body, hit.expires_unix_secs), (*kind, body.as_slice(), *exp));
+            let got = (hit.kind, hit.body, hit.expires_unix_secs);
+            prop_assert_eq!(got, (*kind, body.as_slice(), *exp));
         }
     }
 
@@ -575,7 +576,8 @@ fn a_change_to_the_whole_directory_costs_microseconds() {
     p.finish(2).unwrap();
     let took = start.elapsed();
     println!(
-        "patching the whole directory's publication ({used} bytes): {changes} changes in {:.2} ms ({:.2} us each)",
+        "patching the whole directory's publication ({used} bytes): \
+         {changes} changes in {:.2} ms ({:.2} us each)",
         took.as_secs_f64() * 1e3,
         took.as_secs_f64() * 1e6 / f64::from(changes)
     );

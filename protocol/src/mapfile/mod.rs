@@ -48,12 +48,14 @@
 //! `hash & (slots - 1)` for at most [`MAX_PROBES`] slots; the hash is FNV-1a 64 over the seed
 //! and the key, and its high 32 bits are the tag.
 //!
-//! Patches in place ([`patch`]): the daemon may change keys of a published half without
-//! rebuilding it. A new or replaced record is appended at the publication's length used
-//! and its slot pointed at it (a replaced record stays behind as garbage until the next
-//! build); a removed key's slot becomes a *tombstone*: tag 0 and the offset of the
-//! publication's tombstone record, whose empty stored key never equals a key (keys are never
-//! empty), so a reader's probe skips it without ending there. Readers need no change.
+//! Patches in place ([`Patcher`], `mapfile/patch.rs`): the daemon may change single keys of a
+//! half (under its sequence, like a write) without rebuilding the publication. A new or
+//! replaced record is appended at the length used and its slot pointed at it (tag unchanged;
+//! a replaced record stays behind as garbage until the next build); a removed key's slot
+//! becomes a *tombstone*: tag 0 and the offset of the publication's one tombstone record,
+//! whose empty stored key never equals a key (keys are never empty), so a reader's probe
+//! passes it without ending there. A new key takes the first tombstone or the empty slot of
+//! its probe, while at most 3/4 of a table's slots are occupied. Readers need no change.
 //!
 //! Privacy of misses: a negative entry (`NotFound`, empty body) does not store its key but
 //! [`MISS_DIGEST_LEN`] bytes of SipHash-2-4 keyed with the publication's miss key, so the
@@ -61,10 +63,10 @@
 //! up in vain. A negative entry whose digest equals a stored key of its table is left out.
 //!
 //! Readers: load the current half, its sequence (even), read, copy the answer out, then check
-//! that the sequence did not move ([`Region::sequence`]); otherwise retry or ask the daemon.
-//! [`MapView`] reads any byte slice: every offset and length is checked against it before use,
-//! so a truncated, corrupted, torn or hostile file gives `None` or garbage that the caller
-//! discards, never a panic or an out-of-bounds read.
+//! that the sequence did not move ([`Region::current`], [`SEQ_OFFSET`]); otherwise retry or
+//! ask the daemon. [`MapView`] reads any byte slice: every offset and length is checked
+//! against it before use, so a truncated, corrupted, torn or hostile file gives `None` or
+//! garbage that the caller discards, never a panic or an out-of-bounds read.
 
 use crate::message::ResponseKind;
 

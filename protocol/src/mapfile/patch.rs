@@ -1,6 +1,6 @@
 //! Patching a published half in place: set or remove single keys of a publication that
-//! [`MapBuilder`](super::MapBuilder) built, so that the current [`MapView::get`](super::MapView::get)
-//! reads the patched half correctly, without rebuilding it.
+//! [`MapBuilder`](super::MapBuilder) built, without rebuilding it, so that the reader as it
+//! is ([`MapView::get`](super::MapView::get)) reads the patched half correctly.
 //!
 //! The daemon patches a half under its seqlock (readers retry torn reads), so the order of
 //! the writes within one call does not matter to readers. What this module owns:
