@@ -637,6 +637,71 @@ mod tests {
         assert_eq!(v.stored_keys(Table::PasswdByName), vec![&b"gone"[..]]);
     }
 
+    /// Header fields and slots a patcher cannot trust are refused (Invalid), and a refused
+    /// call writes nothing.
+    #[test]
+    fn untrusted_fields_are_refused() {
+        let keys = colliding(2, 3);
+        let mut b = MapBuilder::new(1, SEED);
+        b.add(Table::PasswdByName, &keys[0], 9, ResponseKind::Passwd, b"a");
+        let mut good = b.build();
+        good.resize(good.len() + 4096, 0);
+        let dir = HEADER_LEN + 16 * Table::PasswdByName as usize;
+        let set = |at: usize, v: &[u8]| {
+            let mut h = good.clone();
+            h[at..at + v.len()].copy_from_slice(v);
+            h
+        };
+        let used = u64_at(&good, 32).unwrap();
+        for (what, mut bad) in [
+            (
+                "occupancy above the slot count",
+                set(dir + DIR_OCCUPIED, &9u32.to_le_bytes()),
+            ),
+            (
+                "tombstone not a tombstone record",
+                set(TOMBSTONE_OFFSET, &[0, 1, 0, 0]),
+            ),
+            (
+                "tombstone past the length used",
+                set(TOMBSTONE_OFFSET, &(used as u32).to_le_bytes()),
+            ),
+            (
+                "length used past the half",
+                set(32, &(good.len() as u64 + 8).to_le_bytes()),
+            ),
+            (
+                "length used not aligned",
+                set(32, &(used - 4).to_le_bytes()),
+            ),
+            (
+                "slots past the length used",
+                set(dir, &(used - 8).to_le_bytes()),
+            ),
+        ] {
+            assert!(
+                matches!(Patcher::open(&mut bad), Err(PatchError::Invalid)),
+                "{what}"
+            );
+        }
+        // A slot with the key's tag whose record lies past the length used: the reader
+        // gives up there, so the patcher refuses to patch past it.
+        let slots = u64_at(&good, dir).unwrap() as usize;
+        let tag = hash(SEED, &keys[1]) >> 32;
+        let mut bad = set(slots + 4 * 8, &((tag << 32) | (used + 8)).to_le_bytes());
+        let before = bad.clone();
+        let mut p = Patcher::open(&mut bad).unwrap();
+        assert!(matches!(
+            p.put(Table::PasswdByName, &keys[1], 9, ResponseKind::Passwd, b"b"),
+            Err(PatchError::Invalid)
+        ));
+        assert!(matches!(
+            p.remove(Table::PasswdByName, &keys[1]),
+            Err(PatchError::Invalid)
+        ));
+        assert_eq!(bad, before);
+    }
+
     #[test]
     fn complete_until_is_read_from_the_header() {
         let mut half = MapBuilder::new(1, SEED).complete(Some(1234)).build();
