@@ -177,6 +177,9 @@ pub struct Patcher<'a, IO: HalfIo + ?Sized> {
     generation: u64,
     seed: u64,
     miss_key: [u8; 16],
+    /// Flags and complete-until as read (written back by `finish` when changed).
+    flags_read: u32,
+    complete_until_read: u32,
     /// Length used as read, and as the changes made it.
     used_read: usize,
     used: usize,
@@ -243,10 +246,14 @@ impl<'a, IO: HalfIo + ?Sized> Patcher<'a, IO> {
                 return Err(PatchError::Invalid);
             }
         }
+        let flags = u32_at(&head, 8).ok_or_else(bad)?;
+        let complete_until = u32_at(&head, 12).ok_or_else(bad)?;
         Ok(Patcher {
             capacity,
-            flags: u32_at(&head, 8).ok_or_else(bad)?,
-            complete_until: u32_at(&head, 12).ok_or_else(bad)?,
+            flags,
+            complete_until,
+            flags_read: flags,
+            complete_until_read: complete_until,
             generation: u64_at(&head, 16).ok_or_else(bad)?,
             seed: u64_at(&head, 24).ok_or_else(bad)?,
             miss_key: head[48..64].try_into().map_err(|_| bad())?,
@@ -262,6 +269,23 @@ impl<'a, IO: HalfIo + ?Sized> Patcher<'a, IO> {
     /// `Some(complete until, unix secs)` when the publication is flagged COMPLETE.
     pub fn complete_until(&self) -> Option<u64> {
         (self.flags & FLAG_COMPLETE != 0).then_some(u64::from(self.complete_until))
+    }
+
+    /// Marks the publication as a complete mirror until `until_unix_secs` (`None`: not
+    /// complete), as [`MapBuilder::complete`](super::MapBuilder::complete) does; written by
+    /// [`Patcher::finish`] (mirror mode: a sync that found the directory unchanged, or
+    /// patched in its changes, extends the time misses are authoritative).
+    pub fn set_complete_until(&mut self, until_unix_secs: Option<u64>) {
+        match until_unix_secs {
+            Some(until) => {
+                self.flags |= FLAG_COMPLETE;
+                self.complete_until = u32::try_from(until).unwrap_or(u32::MAX);
+            }
+            None => {
+                self.flags &= !FLAG_COMPLETE;
+                self.complete_until = 0;
+            }
+        }
     }
 
     /// The generation the publication had when opened.
@@ -366,7 +390,8 @@ impl<'a, IO: HalfIo + ?Sized> Patcher<'a, IO> {
     }
 
     /// Writes the header fields the calls changed (length used, generation, occupancy,
-    /// tombstone offset) and returns the publication's new length used.
+    /// tombstone offset; flags and complete-until after [`Patcher::set_complete_until`]) and
+    /// returns the publication's new length used.
     pub fn finish(self, generation: u64) -> Result<usize, PatchError> {
         for (t, dir) in self.tables.iter().enumerate() {
             if dir.occupied != dir.occupied_read {
@@ -379,6 +404,12 @@ impl<'a, IO: HalfIo + ?Sized> Patcher<'a, IO> {
         if self.tombstone != self.tombstone_read {
             self.io
                 .write_at(TOMBSTONE_OFFSET, &self.tombstone.to_le_bytes())?;
+        }
+        if self.flags != self.flags_read {
+            self.io.write_at(8, &self.flags.to_le_bytes())?;
+        }
+        if self.complete_until != self.complete_until_read {
+            self.io.write_at(12, &self.complete_until.to_le_bytes())?;
         }
         if generation != self.generation {
             self.io.write_at(16, &generation.to_le_bytes())?;
@@ -703,12 +734,26 @@ mod tests {
     }
 
     #[test]
-    fn complete_until_is_read_from_the_header() {
+    fn complete_until_is_read_from_the_header_and_set() {
         let mut half = MapBuilder::new(1, SEED).complete(Some(1234)).build();
-        assert_eq!(
-            Patcher::open(&mut half).unwrap().complete_until(),
-            Some(1234)
-        );
+        let mut p = Patcher::open(&mut half).unwrap();
+        assert_eq!(p.complete_until(), Some(1234));
+        p.set_complete_until(Some(5678));
+        assert_eq!(p.complete_until(), Some(5678));
+        p.finish(2).unwrap();
+        let v = MapView::publication(&half).unwrap();
+        assert!(v.complete_at(5677) && !v.complete_at(5678));
+        let mut p = Patcher::open(&mut half).unwrap();
+        assert_eq!(p.complete_until(), Some(5678));
+        p.set_complete_until(None);
+        p.finish(3).unwrap();
+        let v = MapView::publication(&half).unwrap();
+        assert!(!v.complete());
+        assert_eq!(Patcher::open(&mut half).unwrap().complete_until(), None);
+        // Unchanged by a patch that does not set it.
+        let mut half = MapBuilder::new(1, SEED).complete(Some(99)).build();
+        Patcher::open(&mut half).unwrap().finish(1).unwrap();
+        assert_eq!(half, MapBuilder::new(1, SEED).complete(Some(99)).build());
     }
 
     /// Offsets the slice and vector halves refuse, without panicking or growing.
