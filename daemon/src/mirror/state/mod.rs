@@ -31,8 +31,10 @@ use crate::mapping::{Mapper, RawEntry};
 use crate::policy::Policy;
 use crate::records::{GroupRecord, Membership, UserRecord};
 
+mod changes;
 mod layout;
 
+pub use changes::{ChangedKeys, Changes};
 use layout::{norm, HeldGroup, Key, Slab, Span, Texts, User, Value, NONE, REPACK_MIN};
 
 /// Which map an entry belongs to (which search found it).
@@ -87,6 +89,8 @@ pub struct State {
     value_ids: HashTable<u32>,
     /// (member value, group id), by member value: the groups that list a value.
     member_of: HashTable<(u32, u32)>,
+    /// What changed since the publisher last took them (a new state: everything).
+    changes: Changes,
 }
 
 /// What the mirror answers for one lookup (policy applied).
@@ -234,21 +238,32 @@ impl State {
         key: &str,
         e: RawEntry,
     ) -> Result<(), String> {
-        self.remove(kind, key);
+        // A refused entry is not held (the one it replaces goes); an accepted one replaces
+        // it in place (see `insert_user`, `insert_group`: what changed is noted).
+        let refused = |s: &mut State, why: String| {
+            s.remove(kind, key);
+            Err(why)
+        };
         // Offsets into the string buffer are u32: an entry that would take it past 4 GiB
         // (unreachable within `mirror.max_entries` of directory-sized entries) is refused.
         let size: usize =
             e.attrs.values().flatten().map(String::len).sum::<usize>() + 2 * e.dn.len();
         if !self.has_room_for(size) {
-            return Err("the mirror's strings would pass 4 GiB".into());
+            return refused(self, "the mirror's strings would pass 4 GiB".into());
         }
         match kind {
             Kind::User => {
-                let u = mapper.user(&e, None)?;
+                let u = match mapper.user(&e, None) {
+                    Ok(u) => u,
+                    Err(why) => return refused(self, why),
+                };
                 self.insert_user(key, u);
             }
             Kind::Group => {
-                let mut g = mapper.group(&e, None)?.record;
+                let mut g = match mapper.group(&e, None) {
+                    Ok(g) => g.record,
+                    Err(why) => return refused(self, why),
+                };
                 let members: Vec<String> = match self.schema {
                     Schema::Rfc2307 => std::mem::take(&mut g.group.members),
                     Schema::Rfc2307bis => {
@@ -373,7 +388,22 @@ impl State {
     }
 
     pub fn insert_user(&mut self, key: &str, u: UserRecord) {
-        self.remove(Kind::User, key);
+        // The same name and DN: group member lists that show it do not change.
+        let dn = match self.schema {
+            Schema::Rfc2307bis => Some(norm(&u.dn)),
+            Schema::Rfc2307 => None,
+        };
+        let moved = match self.user_id(&Key::new(key)) {
+            Some(id) => {
+                let old = user_at(&self.users, id);
+                let moved = old.name(&self.texts) != u.passwd.name
+                    || self.value_text(old.ndn) != dn.as_deref();
+                self.note_user(id, moved);
+                self.remove_as(Kind::User, key, false);
+                moved
+            }
+            None => true,
+        };
         let p = u.passwd;
         self.texts
             .reserve(u.dn.len() + p.name.len() + p.gecos.len() + p.dir.len() + p.shell.len());
@@ -388,9 +418,9 @@ impl State {
             at: start as u32,
             len: (self.texts.buf.len() - start) as u32,
         };
-        let ndn = match self.schema {
-            Schema::Rfc2307bis => self.intern(&norm(&u.dn)),
-            Schema::Rfc2307 => NONE,
+        let ndn = match dn {
+            Some(dn) => self.intern(&dn),
+            None => NONE,
         };
         let id = self.users.insert(User {
             key: Key::new(key),
@@ -413,18 +443,42 @@ impl State {
             });
         self.users_by_uid
             .insert_unique(hash(h, &u.uid), id, |&i| hash(h, &user_at(users, i).uid));
+        self.note_user(id, moved);
     }
 
     /// Adds a group under `key` with its raw member values (names, or normalised DNs).
     pub fn insert_group(&mut self, key: &str, g: GroupRecord, mut members: Vec<String>) {
-        self.remove(Kind::Group, key);
         members.sort_unstable();
         members.dedup();
+        let dn = match self.schema {
+            Schema::Rfc2307bis => Some(norm(&g.dn)),
+            Schema::Rfc2307 => None,
+        };
+        // The same name, gid and DN: only the members that came or went are noted (a
+        // member added to a 10,000-member group is one user's change, not 10,000).
+        let mut changed_members = None;
+        if let Some(id) = self.group_id(&Key::new(key)) {
+            let old = group_at(&self.groups, id);
+            let same = self.texts.get(old.name) == g.group.name
+                && old.gid == g.group.gid
+                && self.value_text(old.ndn) == dn.as_deref();
+            if same {
+                let was: Vec<String> = old
+                    .members
+                    .iter()
+                    .map(|&v| self.texts.get(value_at(&self.values, v).text).to_owned())
+                    .collect();
+                changed_members = Some(changes::symmetric_difference(&was, &members));
+            } else {
+                self.note_group(id);
+            }
+            self.remove_as(Kind::Group, key, false);
+        }
         let member_ids: Box<[u32]> = members.iter().map(|m| self.intern(m)).collect();
         drop(members);
-        let ndn = match self.schema {
-            Schema::Rfc2307bis => self.intern(&norm(&g.dn)),
-            Schema::Rfc2307 => NONE,
+        let ndn = match dn {
+            Some(dn) => self.intern(&dn),
+            None => NONE,
         };
         let id = self.groups.insert(HeldGroup {
             key: Key::new(key),
@@ -451,6 +505,15 @@ impl State {
             });
         self.groups_by_gid
             .insert_unique(hash(h, &g.gid), id, |&i| hash(h, &group_at(groups, i).gid));
+        match changed_members {
+            Some(changed) => self.note_members_of(id, &changed),
+            None => self.note_group(id),
+        }
+    }
+
+    /// The text of the value `v` (`None` for `NONE`).
+    fn value_text(&self, v: u32) -> Option<&str> {
+        self.values.get(v).map(|v| self.texts.get(v.text))
     }
 
     /// Every user held (persistence).
@@ -498,13 +561,22 @@ impl State {
 
     /// Removes the entry `key` from every index; `true` when it was held.
     pub fn remove(&mut self, kind: Kind, key: &str) -> bool {
+        self.remove_as(kind, key, true)
+    }
+
+    /// [`State::remove`]; `note`: what the removal changes is noted (a replacement notes it
+    /// itself).
+    fn remove_as(&mut self, kind: Kind, key: &str, note: bool) -> bool {
         let key = Key::new(key);
-        let h = &self.hasher;
         match kind {
             Kind::User => {
                 let Some(id) = self.user_id(&key) else {
                     return false;
                 };
+                if note {
+                    self.note_user(id, true);
+                }
+                let h = &self.hasher;
                 let u = user_at(&self.users, id);
                 unindex(&mut self.user_keys, hash(h, &u.key), id);
                 unindex(&mut self.users_by_name, hash(h, u.name(&self.texts)), id);
@@ -523,6 +595,10 @@ impl State {
                 let Some(id) = self.group_id(&key) else {
                     return false;
                 };
+                if note {
+                    self.note_group(id);
+                }
+                let h = &self.hasher;
                 let g = group_at(&self.groups, id);
                 unindex(&mut self.group_keys, hash(h, &g.key), id);
                 unindex(
