@@ -467,10 +467,12 @@ pub fn status(r: &Daemon, started: Instant) -> String {
     let _ = writeln!(s, "cache_expired_entries: {}", r.expired_entries());
     let _ = writeln!(
         s,
-        "cache_file: generation={} entries={} bytes={}",
+        "cache_file: generation={} entries={} bytes={} rebuilds={} patches={}",
         load(&st.map_generation),
         load(&st.map_entries),
-        load(&st.map_bytes)
+        load(&st.map_bytes),
+        load(&st.map_rebuilds),
+        load(&st.map_patches)
     );
     let _ = writeln!(
         s,

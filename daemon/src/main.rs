@@ -530,8 +530,10 @@ async fn persist_periodically(resolver: Arc<Daemon>, dir: PathBuf, every: Durati
 }
 
 /// Republishes the cache file `delay` after the cache changed (changes meanwhile are
-/// published together), then rests nine times as long as the build took, so that publishing
-/// costs at most a tenth of a core however fast the cache changes.
+/// published together), then rests nine times as long as the publication took, so that
+/// publishing costs at most a tenth of a core however fast the cache changes. A change that
+/// comes while it rests and that a patch can carry (mirror mode: its cost is the keys it
+/// affected, not the directory) is published at once all the same.
 /// The first publication waits `first`.
 async fn publish_periodically(
     publisher: Arc<Publisher>,
@@ -543,18 +545,36 @@ async fn publish_periodically(
         tokio::time::sleep(first).await;
         admin::publish_now(publisher.clone(), resolver.clone()).await;
     }
+    let mut pending = false;
     loop {
-        resolver.stats.change.notified().await;
+        if !pending {
+            resolver.stats.change.notified().await;
+        }
+        pending = false;
         tokio::time::sleep(delay).await;
         let started = std::time::Instant::now();
         admin::publish_now(publisher.clone(), resolver.clone()).await;
         let mut pace = started.elapsed() * 9;
         if resolver.mirror.get().is_some_and(|m| m.is_complete()) {
-            // Mirror mode (issue 13): the whole directory is rebuilt for every change; a
-            // change must still reach every container within about a second.
+            // Mirror mode (issue 13): a change must reach every container within about a
+            // second even when it needs a whole publication.
             pace = pace.min(mirror::publish::MAX_PACE);
         }
-        tokio::time::sleep(pace).await;
+        let rested = tokio::time::Instant::now() + pace;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(rested) => break,
+                _ = resolver.stats.change.notified() => {
+                    if publisher.can_patch(&resolver) {
+                        tokio::time::sleep(delay).await;
+                        admin::publish_now(publisher.clone(), resolver.clone()).await;
+                    } else {
+                        // Published when the rest is over (or by a patch before).
+                        pending = true;
+                    }
+                }
+            }
+        }
     }
 }
 

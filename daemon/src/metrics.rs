@@ -97,6 +97,16 @@ pub fn render(r: &Daemon) -> String {
             load(&st.map_bytes),
         ),
         (
+            "cache_file_rebuilds_total",
+            "Publications of the shared cache file built whole.",
+            load(&st.map_rebuilds),
+        ),
+        (
+            "cache_file_patches_total",
+            "Publications of the shared cache file made by patching the keys a mirror change affected in place.",
+            load(&st.map_patches),
+        ),
+        (
             "directory_searches_total",
             "LDAP searches sent.",
             dir.search_count(),

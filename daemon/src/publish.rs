@@ -37,16 +37,20 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use toolforge_nss_protocol::mapfile::Table;
 use toolforge_nss_protocol::mapfile::{
-    round_up_page, MapBuilder, MapView, Region, CURRENT_OFFSET, FLAGS_OFFSET, FLAG_SUPERSEDED,
-    REGION_HEADER, SEQ_OFFSET,
+    round_up_page, HalfIo, MapBuilder, MapView, PatchError, Patcher, Region, Table, CURRENT_OFFSET,
+    FLAGS_OFFSET, FLAG_SUPERSEDED, REGION_HEADER, SEQ_OFFSET,
 };
 use toolforge_nss_protocol::ResponseKind;
+use tracing::{debug, warn};
 
 use crate::cache::{Row, RowList};
 use crate::cached::{Entry, GroupEntry, GroupIds, UserEntry};
 use crate::directory::Directory;
+use crate::mirror::publish::Delta;
+use crate::mirror::state::Changes;
+use crate::mirror::Mirror;
+use crate::policy::Policy;
 use crate::resolver::Resolver;
 use crate::wallclock::Clock;
 
@@ -66,6 +70,8 @@ pub struct Published {
     pub bytes: usize,
     /// Whether a new file had to be made (first publication, or a resize).
     pub new_file: bool,
+    /// A patch of the keys a mirror change affected (`entries`: the keys patched).
+    pub patched: bool,
 }
 
 /// The header page of the file being written, mapped shared read-write.
@@ -134,6 +140,25 @@ impl Open {
     /// Writes `bytes` into the half that is not current and makes it current.
     fn write_in_place(&self, bytes: &[u8]) -> std::io::Result<()> {
         let h = 1 - self.current();
+        self.write_half(h, bytes)?;
+        self.make_current(h);
+        Ok(())
+    }
+
+    /// Writes `bytes` into the half that is not current, which stays so (the twin of the
+    /// current one, for [`Open::patch_half`]).
+    fn write_twin(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_half(1 - self.current(), bytes)
+    }
+
+    fn make_current(&self, h: usize) {
+        self.head
+            .word64(CURRENT_OFFSET)
+            .store(h as u64, Ordering::SeqCst);
+    }
+
+    /// Writes a publication into half `h` under its sequence counter.
+    fn write_half(&self, h: usize, bytes: &[u8]) -> std::io::Result<()> {
         let seq = self.head.seq(h);
         if seq.load(Ordering::SeqCst).is_multiple_of(2) {
             seq.fetch_add(1, Ordering::SeqCst); // odd: being written
@@ -149,10 +174,35 @@ impl Open {
         self.file.write_all_at(bytes, range.start as u64)?;
         punch(fd, range.start + used, range.end - (range.start + used));
         seq.fetch_add(1, Ordering::SeqCst); // even: complete
-        self.head
-            .word64(CURRENT_OFFSET)
-            .store(h as u64, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Patches half `h` (not current) in place under its sequence counter: each key of
+    /// `delta` set or removed, records valid until the publication's own "complete until".
+    /// Returns the half's new length used. On an error the half stays marked as being
+    /// written (readers never read it) until a whole publication is written there.
+    fn patch_half(&self, h: usize, delta: &[Delta], generation: u64) -> Result<usize, PatchError> {
+        let seq = self.head.seq(h);
+        if seq.load(Ordering::SeqCst).is_multiple_of(2) {
+            seq.fetch_add(1, Ordering::SeqCst); // odd: being written
+        }
+        let range = self.region.half(h);
+        let mut io = HalfFile {
+            file: &self.file,
+            start: range.start,
+            len: range.len(),
+        };
+        let mut p = Patcher::open(&mut io)?;
+        let until = p.complete_until().ok_or(PatchError::Invalid)?;
+        for d in delta {
+            match &d.value {
+                Some((kind, body)) => p.put(d.table, &d.key, until, *kind, body)?,
+                None => p.remove(d.table, &d.key)?,
+            };
+        }
+        let used = p.finish(generation)?;
+        seq.fetch_add(1, Ordering::SeqCst); // even: complete
+        Ok(used)
     }
 
     /// Makes the file useless to readers without changing its size: flag, odd counters,
@@ -172,6 +222,45 @@ impl Open {
             REGION_HEADER,
             2 * self.region.half_len,
         );
+    }
+}
+
+/// One half of the file as [`Patcher`] reads and writes it: positioned reads and writes on
+/// the file, space reserved before every write (a full file system is an error here, never
+/// a fault in a reader that reads the page later).
+struct HalfFile<'a> {
+    file: &'a File,
+    start: usize,
+    len: usize,
+}
+
+impl HalfFile<'_> {
+    fn check(&self, at: usize, n: usize) -> std::io::Result<u64> {
+        match at.checked_add(n) {
+            Some(end) if end <= self.len => Ok((self.start + at) as u64),
+            _ => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        }
+    }
+}
+
+impl HalfIo for HalfFile<'_> {
+    fn capacity(&self) -> usize {
+        self.len
+    }
+
+    fn read_at(&self, at: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        let off = self.check(at, buf.len())?;
+        self.file.read_exact_at(buf, off)
+    }
+
+    fn write_at(&mut self, at: usize, data: &[u8]) -> std::io::Result<()> {
+        let off = self.check(at, data.len())?;
+        // SAFETY: plain fallocate on our fd within the file's size.
+        if unsafe { libc::fallocate(self.file.as_raw_fd(), 0, off as i64, data.len() as i64) } != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.file.write_all_at(data, off)
     }
 }
 
@@ -195,6 +284,10 @@ struct State {
     /// Retired or withdrawn: nothing is published any more.
     closed: bool,
     open: Option<Open>,
+    /// Both halves of `open` hold the same publication of a complete mirror, built under
+    /// the settings of `epoch`: a mirror change can be patched into them.
+    twins: bool,
+    epoch: u64,
 }
 
 /// Writes `cache.map` for one daemon; publications are serialised.
@@ -305,6 +398,8 @@ impl Publisher {
                 generation,
                 closed: false,
                 open,
+                twins: false,
+                epoch: 0,
             }),
         })
     }
@@ -313,28 +408,121 @@ impl Publisher {
         self.dir.join(FILE_NAME)
     }
 
-    /// Builds a publication from the cache and puts it in place; `None` once retired or
-    /// withdrawn. Blocking: call it from a blocking task.
+    /// Puts the cache (or the complete mirror) in place: a mirror change as a patch of the
+    /// keys it affected when both halves hold the last publication of the mirror, else a
+    /// whole publication; `None` once retired or withdrawn, or when the mirror published has
+    /// not changed. Blocking: call it from a blocking task.
     pub fn publish<D: Directory>(&self, r: &Resolver<D>) -> std::io::Result<Option<Published>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.closed {
             return Ok(None);
         }
         let generation = state.generation + 1;
-        let (bytes, entries, left_out) = self.build(r, generation);
+        let st = &r.stats;
+        let epoch = st.settings_epoch.load(Ordering::Relaxed);
+        // Taken whatever is published: a whole publication covers them too.
+        let mirror = r.mirror.get().filter(|m| m.is_complete());
+        let changes = mirror.as_ref().map(|m| m.take_changes());
+        if let (Some(m), Some(changes)) = (&mirror, &changes) {
+            let current = state.twins && state.epoch == epoch;
+            if current && changes.is_empty() {
+                // The mirror published is the mirror held (a lookup filled the resolver's
+                // cache, or a change already patched in woke us again): nothing to do. The
+                // periodic refresh of the records' validity asks for a whole publication.
+                return Ok(None);
+            }
+            if current && !changes.full {
+                if let Some(p) = self.patch(&mut state, m, &r.policy(), changes, generation) {
+                    state.generation = generation;
+                    st.map_generation.store(generation, Ordering::Relaxed);
+                    st.map_bytes.store(p.bytes as u64, Ordering::Relaxed);
+                    st.map_patches.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(p));
+                }
+            }
+        }
+        state.twins = false;
+        let (bytes, entries, left_out, complete) = self.build(r, generation);
         let new_file = self.put(&mut state, &bytes)?;
         state.generation = generation;
-        let st = &r.stats;
+        if complete {
+            // Both halves the same, so that the next change is a patch of both.
+            if let Some(open) = &state.open {
+                open.write_twin(&bytes)?;
+                state.twins = true;
+                state.epoch = epoch;
+            }
+        }
         st.map_generation.store(generation, Ordering::Relaxed);
         st.map_entries.store(entries as u64, Ordering::Relaxed);
         st.map_bytes.store(bytes.len() as u64, Ordering::Relaxed);
+        st.map_rebuilds.fetch_add(1, Ordering::Relaxed);
         Ok(Some(Published {
             generation,
             entries,
             left_out,
             bytes: bytes.len(),
             new_file,
+            patched: false,
         }))
+    }
+
+    /// Whether the next publication would be a patch (a complete mirror with changes noted
+    /// that a patch can carry, both halves twins under the current settings): the publisher
+    /// task does not hold such a change back for the pace of a whole publication.
+    pub fn can_patch<D: Directory>(&self, r: &Resolver<D>) -> bool {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.twins
+            && !state.closed
+            && state.epoch == r.stats.settings_epoch.load(Ordering::Relaxed)
+            && r.mirror
+                .get()
+                .is_some_and(|m| m.is_complete() && m.read(|s| s.changes_patchable()))
+    }
+
+    /// Patches the keys `changes` affected into both halves (left-right: the half that is
+    /// not current, which then becomes current, then the other), so readers always have a
+    /// whole publication. `None`: not patched (no room, the file changed under us, the
+    /// mirror is no longer complete): the caller publishes whole.
+    fn patch(
+        &self,
+        state: &mut State,
+        m: &Mirror,
+        policy: &Policy,
+        changes: &Changes,
+        generation: u64,
+    ) -> Option<Published> {
+        let open = state.open.as_ref()?;
+        if !self.still_current(open) {
+            return None;
+        }
+        let started = Instant::now();
+        let delta = crate::mirror::publish::delta(m, policy, changes)?;
+        let computed = started.elapsed();
+        let h = 1 - open.current();
+        let used = match open.patch_half(h, &delta, generation) {
+            Ok(used) => used,
+            Err(e) => {
+                debug!(error = %e, "cannot patch the shared cache file: publishing it whole");
+                return None;
+            }
+        };
+        open.make_current(h);
+        // The same calls on the same bytes: this succeeds as the first did; if it ever does
+        // not, the next publication is whole (the half stays marked as being written).
+        if let Err(e) = open.patch_half(1 - h, &delta, generation) {
+            warn!(error = %e, "cannot patch the other half of the shared cache file");
+            state.twins = false;
+        }
+        debug!(keys = delta.len(), used, ?computed, took = ?started.elapsed(), "shared cache file patched");
+        Some(Published {
+            generation,
+            entries: delta.len(),
+            left_out: 0,
+            bytes: used,
+            new_file: false,
+            patched: true,
+        })
     }
 
     /// Writes one publication: in place when it fits the current file, else into a new
@@ -413,16 +601,22 @@ impl Publisher {
         })
     }
 
-    fn build<D: Directory>(&self, r: &Resolver<D>, generation: u64) -> (Vec<u8>, usize, usize) {
+    /// A whole publication: the complete mirror (then `true`), else the cache; with the
+    /// entries added and left out.
+    fn build<D: Directory>(
+        &self,
+        r: &Resolver<D>,
+        generation: u64,
+    ) -> (Vec<u8>, usize, usize, bool) {
         // Mirror mode (issue 13): the whole directory, flagged complete, when it is.
-        if let Some(built) = crate::mirror::publish::build(
+        if let Some((bytes, added, left_out)) = crate::mirror::publish::build(
             r,
             generation,
             u64::from_le_bytes(random_bytes()),
             random_bytes(),
             self.max_bytes,
         ) {
-            return built;
+            return (bytes, added, left_out, true);
         }
         let clock = Clock::new();
         let now = clock.now;
@@ -471,7 +665,7 @@ impl Publisher {
         groups.fill(&mut b, caps[2], &t, &mut counts);
         gids.fill(&mut b, caps[3], &t, &mut counts);
         inits.fill(&mut b, caps[4], &t, &mut counts);
-        (b.build(), counts.0, counts.1)
+        (b.build(), counts.0, counts.1, false)
     }
 
     /// Stops publishing and leaves the published data valid (a clean stop, or a new daemon

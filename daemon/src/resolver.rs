@@ -90,6 +90,12 @@ pub struct Stats {
     pub map_generation: AtomicU64,
     pub map_entries: AtomicU64,
     pub map_bytes: AtomicU64,
+    /// Publications of the shared cache file: whole ones, and patches of the keys a mirror
+    /// change affected.
+    pub map_rebuilds: AtomicU64,
+    pub map_patches: AtomicU64,
+    /// Bumped by every configuration reload (the publisher builds afresh after one).
+    pub settings_epoch: AtomicU64,
 }
 
 impl Stats {
@@ -273,6 +279,7 @@ impl<D: Directory> Resolver<D> {
     pub fn reload(&self, config: &Config, dir: Option<D>, flush: bool) {
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(Settings::from(config));
+        self.stats.settings_epoch.fetch_add(1, Ordering::Relaxed);
         self.admission.set_limits(Limits::from(config));
         if let Some(d) = dir {
             d.attach_admission(&self.admission);

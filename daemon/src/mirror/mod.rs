@@ -349,6 +349,23 @@ impl Mirror {
         Some((a, self.stale()))
     }
 
+    /// Takes what changed since the last call (see [`state::Changes`]): the publisher patches
+    /// those keys into the shared cache data.
+    pub fn take_changes(&self) -> state::Changes {
+        self.state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_changes()
+    }
+
+    /// Asks for the next publication to be a whole one (see [`invalidate_on_change`]).
+    pub fn publish_whole(&self) {
+        self.state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .note_everything();
+    }
+
     /// Runs `f` on the state under the read lock (persistence, tests).
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
@@ -616,8 +633,9 @@ async fn session(m: &Arc<Mirror>) -> Result<(), String> {
 
 /// Keeps the resolver's cache and the shared cache data consistent with the mirror: every
 /// change applied drops the cached answers (which the mirror then answers again) and
-/// republishes; a complete mirror is also republished every quarter of the positive TTL so
-/// that its published records stay valid (see [`publish`]).
+/// publishes it (a patch of the keys it affected); a complete mirror is also republished
+/// whole every quarter of the positive TTL so that its published records stay valid (see
+/// [`publish`]).
 pub async fn invalidate_on_change<D: crate::directory::Directory>(
     m: Arc<Mirror>,
     r: Arc<crate::resolver::Resolver<D>>,
@@ -632,6 +650,9 @@ pub async fn invalidate_on_change<D: crate::directory::Directory>(
                 if !m.is_complete() {
                     continue;
                 }
+                // The records' validity is extended by a whole publication (a patch
+                // keeps the expiry the publication has).
+                m.publish_whole();
             }
         }
         r.stats.changed();
