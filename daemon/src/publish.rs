@@ -205,18 +205,25 @@ impl Open {
         Ok(used)
     }
 
-    /// Makes the file useless to readers without changing its size: flag, odd counters,
-    /// every page but the header punched out.
-    fn supersede(&self) {
-        self.head
-            .flags()
-            .fetch_or(FLAG_SUPERSEDED, Ordering::SeqCst);
+    /// Marks both halves as being written: readers ask the daemon until the next publication
+    /// (which writes a half and makes it current again). Needs no space: the header page is
+    /// the daemon's mapping.
+    fn suspend(&self) {
         for h in 0..2 {
             let seq = self.head.seq(h);
             if seq.load(Ordering::SeqCst).is_multiple_of(2) {
                 seq.fetch_add(1, Ordering::SeqCst);
             }
         }
+    }
+
+    /// Makes the file useless to readers without changing its size: flag, odd counters,
+    /// every page but the header punched out.
+    fn supersede(&self) {
+        self.head
+            .flags()
+            .fetch_or(FLAG_SUPERSEDED, Ordering::SeqCst);
+        self.suspend();
         punch(
             self.file.as_raw_fd(),
             REGION_HEADER,
@@ -443,14 +450,29 @@ impl Publisher {
         }
         state.twins = false;
         let (bytes, entries, left_out, complete) = self.build(r, generation);
-        let new_file = self.put(&mut state, &bytes)?;
+        let new_file = match self.put(&mut state, &bytes) {
+            Ok(new_file) => new_file,
+            Err(e) => {
+                // What the file holds may no longer be what the daemon answers (a change, an
+                // invalidation; a complete mirror's misses are authoritative): readers ask
+                // the daemon until a publication succeeds.
+                if let Some(open) = &state.open {
+                    open.suspend();
+                }
+                return Err(e);
+            }
+        };
         state.generation = generation;
         if complete {
             // Both halves the same, so that the next change is a patch of both.
             if let Some(open) = &state.open {
-                open.write_twin(&bytes)?;
-                state.twins = true;
-                state.epoch = epoch;
+                match open.write_twin(&bytes) {
+                    Ok(()) => {
+                        state.twins = true;
+                        state.epoch = epoch;
+                    }
+                    Err(e) => debug!(error = %e, "cannot copy the publication into the other half"),
+                }
             }
         }
         st.map_generation.store(generation, Ordering::Relaxed);

@@ -2,7 +2,9 @@
 //! forge identity or kill a reader, the shared cache data pinned by many idle processes stays
 //! bounded, it does not list other tenants' misses, and the module survives thread
 //! cancellation and forks; its connection to the daemon is retried when the daemon is busy
-//! or its listen backlog full, and closed before the daemon's idle timeout. Real programs (`getent`, a small C helper) run with the module in a
+//! or its listen backlog full, and closed before the daemon's idle timeout; another uid
+//! filling the runtime directory's file system faults no reader and leaves answers right.
+//! Real programs (`getent`, a small C helper) run with the module in a
 //! private mount namespace; files and sockets of "another uid" are made with chown and by a
 //! child process that drops to that uid.
 
@@ -652,4 +654,224 @@ fn the_idle_connection_is_closed_before_the_daemon_would() {
         "not closed before the daemon's idle timeout: {held:?}"
     );
     assert!(d.stop());
+}
+
+/// Another uid fills the file system that holds the runtime directory (on a node, `/run` is
+/// one tmpfs that many write to). No reader faults, answers stay right (the daemon cannot
+/// publish, so readers ask it instead of reading data that no longer holds: a complete
+/// mirror's misses are authoritative), and publication resumes once there is room. Runs in a
+/// private mount namespace with an 8 MiB tmpfs of its own (see
+/// [`child_full_file_system`]).
+#[test]
+fn a_full_file_system_faults_no_reader_and_keeps_answers_right() {
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "tenancy::child_full_file_system",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .output()
+        .expect("unshare (util-linux)");
+    crate::module_abi::check_child("child_full_file_system", out);
+}
+
+#[test]
+#[ignore = "runs in a private mount namespace started by a_full_file_system_faults_no_reader_and_keeps_answers_right"]
+fn child_full_file_system() {
+    use toolforge_nss_tests::fixture::{Fixture, Shape, BASE};
+    use toolforge_nss_tests::slapd::{Options, Slapd};
+    let fixture = Fixture::generate(Schema::Rfc2307bis, Shape::small());
+    let slapd = Slapd::start_opts(
+        &fixture,
+        None,
+        Options {
+            syncprov: true,
+            ..Options::default()
+        },
+    );
+    let uri = slapd.uri();
+    let mut top = PathBuf::new();
+    let d = Daemon::start_with(|run, cache| {
+        // The runtime directory is a small tmpfs of this namespace, with a world-writable
+        // directory on it (as `/run/lock` is on a node's `/run`).
+        top = run.to_owned();
+        std::fs::create_dir(&top).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m,mode=755", "tmpfs"])
+            .arg(&top)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        toolforge_nss_tests::daemon::config(
+            &[uri.clone()],
+            Schema::Rfc2307bis,
+            run,
+            cache,
+            "",
+            "[mirror]\nenabled = true\nmode = \"auto\"\n",
+        )
+    });
+    let status = |key: &str| -> String {
+        match toolforge_nss_tests::client::admin(
+            &d.admin_socket(),
+            &toolforge_nss_protocol::admin::AdminRequest::Status,
+        ) {
+            Ok(toolforge_nss_protocol::admin::AdminResponse::Text(t)) => t
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::to_owned))
+                .unwrap_or_default(),
+            other => panic!("status: {other:?}"),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status("mirror_state") != "complete" {
+        assert!(Instant::now() < deadline, "mirror: {}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let users: Vec<_> = fixture
+        .users
+        .values()
+        .filter(|u| u.dn.starts_with("uid=") && u.dn.ends_with(&format!(",ou=people,{BASE}")))
+        .take(20)
+        .cloned()
+        .collect();
+    assert!(d
+        .wait_for_cache_file(Table::PasswdByName, users[0].name.as_bytes())
+        .is_some());
+    let nss = Nss::new(&d.runtime_dir(), "files toolforge");
+    let shared = top.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+
+    // Readers loop while another uid fills the file system.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, nss_dir, names) = (
+            stop.clone(),
+            d.runtime_dir(),
+            users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+        );
+        std::thread::spawn(move || {
+            let nss = Nss::new(&nss_dir, "files toolforge");
+            let mut runs = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut args = vec!["getent", "passwd"];
+                args.extend(names.iter().map(String::as_str));
+                runs.push(nss.run(&args));
+            }
+            runs
+        })
+    };
+    let fill = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={OTHER_UID}"),
+            &format!("--regid={OTHER_UID}"),
+            "--clear-groups",
+            "dd",
+            "if=/dev/zero",
+            "bs=64k",
+        ])
+        .arg(format!("of={}", shared.join("filler").display()))
+        .output()
+        .expect("setpriv (util-linux)");
+    let why = String::from_utf8_lossy(&fill.stderr);
+    assert!(why.contains("No space left"), "not full: {why}");
+
+    // A change while full: the daemon cannot publish it, and readers still see it.
+    let user = &users[0];
+    slapd.apply(
+        "ldapmodify",
+        &format!(
+            "dn: {}\nchangetype: modify\nreplace: gecos\ngecos: while full\n",
+            user.dn
+        ),
+    );
+    let seen = |gecos: &str, within: Duration| {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = nss.run(&["getent", "passwd", &user.name]);
+            assert_eq!(r.code, Some(0), "{r:?}");
+            if r.stdout.contains(&format!(":{gecos}:")) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{r:?}\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    seen("while full", Duration::from_secs(5));
+    // 200 users added while full: the publication outgrows the pages the file holds and
+    // cannot be written; every new user is found all the same (the complete mirror's file
+    // would answer NOTFOUND for them: readers ask the daemon instead).
+    let mut ldif = String::new();
+    for i in 0..200 {
+        ldif.push_str(&format!(
+            "dn: uid=fullnew{i},ou=people,{BASE}\nchangetype: add\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\n\
+             uid: fullnew{i}\ncn: fullnew{i}\nsn: fullnew{i}\nuidNumber: {}\ngidNumber: 500\nhomeDirectory: /home/fullnew{i}\n\n",
+            61_900 + i
+        ));
+    }
+    slapd.apply("ldapmodify", &ldif);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = nss.run(&["getent", "passwd", "fullnew0", "fullnew99", "fullnew199"]);
+        if r.code == Some(0) && r.lines().len() == 3 {
+            break;
+        }
+        assert!(
+            matches!(r.code, Some(0) | Some(2)),
+            "a reader failed or died: {r:?}"
+        );
+        assert!(Instant::now() < deadline, "{r:?}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        d.log().contains("cannot publish the cache file"),
+        "the publication did not fail: {}",
+        d.log()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = reader.join().unwrap();
+    assert!(!runs.is_empty());
+    for r in &runs {
+        assert_eq!(r.code, Some(0), "a reader failed or died: {r:?}");
+        assert_eq!(r.lines().len(), users.len(), "{r:?}");
+    }
+
+    // Room again: the next change is published and readers use the file again.
+    std::fs::remove_file(shared.join("filler")).unwrap();
+    slapd.apply(
+        "ldapmodify",
+        &format!(
+            "dn: {}\nchangetype: modify\nreplace: gecos\ngecos: room again\n",
+            user.dn
+        ),
+    );
+    seen("room again", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let bytes = std::fs::read(d.map_file()).unwrap();
+        let published = MapView::new(&bytes).and_then(|v| {
+            v.get(Table::PasswdByName, b"fullnew199")?;
+            let hit = v.get(Table::PasswdByName, user.name.as_bytes())?;
+            Some(String::from_utf8_lossy(hit.body).contains("room again"))
+        });
+        if published == Some(true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not published again:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(nss);
+    drop(d);
+    // The daemon's directory could not be removed while the tmpfs was mounted on it.
+    let _ = std::process::Command::new("umount").arg(&top).status();
+    let _ = std::fs::remove_dir_all(top.parent().unwrap());
 }
