@@ -707,7 +707,7 @@ fn child_full_file_system() {
             .unwrap();
         assert!(st.success(), "mount tmpfs");
         toolforge_nss_tests::daemon::config(
-            &[uri.clone()],
+            std::slice::from_ref(&uri),
             Schema::Rfc2307bis,
             run,
             cache,
