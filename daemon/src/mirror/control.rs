@@ -454,4 +454,37 @@ mod tests {
         assert!(!c.promote(g));
         assert!(Arc::ptr_eq(&in_service(&c).unwrap(), &m));
     }
+
+    /// The periodic whole publication that extends the published records' validity is not
+    /// starved by a stream of changes (each only a patch, which keeps the expiry).
+    #[tokio::test]
+    async fn a_stream_of_changes_does_not_starve_the_validity_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        // positive TTL 4 s: the records' validity is extended every second.
+        let text = format!(
+            "[ldap]\nuri = [\"ldap://127.0.0.1:1\"]\nbase = \"dc=x\"\n\
+             [mirror]\nenabled = true\n[cache]\npositive_ttl_secs = 4\n\
+             [daemon]\ncache_dir = {:?}\n",
+            dir.path().display().to_string()
+        );
+        let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let r = Resolver::new(NoDir, &config);
+        let m = Mirror::new(&config);
+        m.became_complete();
+        m.take_changes(); // the first whole publication
+        let task = tokio::spawn(mirror::invalidate_on_change(m.clone(), r));
+        // A change every 200 ms (a busy directory) for 3 s: three refresh intervals.
+        let mut full = false;
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            m.changed.notify_one();
+            full |= m.take_changes().full;
+        }
+        task.abort();
+        assert!(
+            full,
+            "no whole publication was asked for in 3 s of changes: the records published \
+             keep the expiry of the last whole one and lapse"
+        );
+    }
 }
