@@ -487,4 +487,81 @@ mod tests {
              keep the expiry of the last whole one and lapse"
         );
     }
+
+    /// Patches keep the shared memory bound (ARCHITECTURE "Bounded shared memory"): the
+    /// garbage they leave (a changed record is appended, the old one stays until the next
+    /// whole publication) must not take the file's resident bytes far past two publications.
+    #[tokio::test]
+    async fn patches_keep_the_shared_file_within_its_memory_bound() {
+        use crate::mapping::RawEntry;
+        use crate::mirror::state::Kind;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[ldap]\nuri = [\"ldap://127.0.0.1:1\"]\nbase = \"dc=x\"\n\
+             [mirror]\nenabled = true\nmax_entries = 100000\n\
+             [daemon]\ncache_dir = {:?}\n",
+            dir.path().display().to_string()
+        );
+        let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let c = Control::new(Resolver::new(NoDir, &config), &config);
+        c.start().await;
+        let m = in_service(&c).unwrap();
+        m.became_complete();
+        let attrs = |kv: &[(&str, Vec<String>)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let group = |extra: usize| {
+            let members: Vec<String> = (0..1000 + extra).map(|i| format!("user{i}")).collect();
+            RawEntry::new(
+                "cn=big,ou=groups,dc=x".into(),
+                attrs(&[
+                    ("cn", vec!["big".into()]),
+                    ("gidNumber", vec!["9000".into()]),
+                    ("memberUid", members),
+                ]),
+            )
+        };
+        m.apply(|s, mapper| {
+            for i in 0..5000 {
+                let name = format!("user{i}");
+                let e = RawEntry::new(
+                    format!("uid={name},ou=people,dc=x"),
+                    attrs(&[
+                        ("uid", vec![name.clone()]),
+                        ("uidNumber", vec![(10_000 + i).to_string()]),
+                        ("gidNumber", vec![(10_000 + i).to_string()]),
+                        ("homeDirectory", vec![format!("/home/{name}")]),
+                    ]),
+                );
+                s.upsert(mapper, Kind::User, &format!("u{i}"), e).unwrap();
+            }
+            s.upsert(mapper, Kind::Group, "g", group(0)).unwrap();
+        });
+        let runtime = tempfile::tempdir().unwrap();
+        let p = crate::publish::Publisher::new(runtime.path(), 64).unwrap();
+        let r = c.resolver.clone();
+        let whole = p.publish(&r).unwrap().expect("published");
+        assert!(!whole.patched, "the first publication is whole");
+        let allocated = || std::fs::metadata(p.path()).unwrap().blocks() * 512;
+        let (mut most, mut patches) = (allocated(), 0);
+        // A member comes and goes, again and again (a busy tool's group).
+        for round in 0..300 {
+            m.apply(|s, mapper| s.upsert(mapper, Kind::Group, "g", group(round % 2)))
+                .unwrap();
+            let done = p.publish(&r).unwrap().expect("published");
+            patches += usize::from(done.patched);
+            most = most.max(allocated());
+        }
+        assert!(patches > 0, "changes are patched");
+        let bound = 2 * whole.bytes as u64 * 5 / 4 + 64 * 1024;
+        assert!(
+            most <= bound,
+            "the file took {most} bytes for publications of {} bytes (bound {bound}: two \
+             publications and a quarter of garbage each)",
+            whole.bytes
+        );
+    }
 }
