@@ -490,8 +490,16 @@ impl Publisher {
     /// Whether the next publication would be a patch (a complete mirror with changes noted
     /// that a patch can carry, both halves twins under the current settings): the publisher
     /// task does not hold such a change back for the pace of a whole publication.
+    /// Never waits: called from the async publisher task, it must not block a runtime
+    /// thread (that lookups share) while a publication holds the lock across its file I/O;
+    /// a publication under way (an invalidation's) answers `false`, and the change is then
+    /// published after the rest.
     pub fn can_patch<D: Directory>(&self, r: &Resolver<D>) -> bool {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
         state.twins
             && !state.closed
             && state.epoch == r.stats.settings_epoch.load(Ordering::Relaxed)

@@ -76,7 +76,7 @@ fn run(schema: Schema, nesting: u32, seed: u64) {
 /// besides the defaults every other seed, and longer runs of changes between patches.
 fn run_with(schema: Schema, nesting: u32, seed: u64, hard: bool) {
     let mapper = Mapper::new(schema, &AttributeMap::default());
-    let policy = if hard && seed % 2 == 0 {
+    let policy = if hard && seed.is_multiple_of(2) {
         Policy::new(&PolicyConfig::default())
     } else {
         Policy::new(&PolicyConfig {
