@@ -470,7 +470,8 @@ impl Publisher {
                 open.write_twin(&bytes)?;
                 state.twins = true;
                 state.epoch = epoch;
-                state.patch_room = patch_room(bytes.len());
+                // Nor past `map_file_max_mib`, which a whole publication keeps to.
+                state.patch_room = patch_room(bytes.len()).min(self.max_bytes.max(bytes.len()));
             }
         }
         st.map_generation.store(generation, Ordering::Relaxed);
