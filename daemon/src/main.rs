@@ -533,8 +533,9 @@ async fn persist_periodically(resolver: Arc<Daemon>, dir: PathBuf, every: Durati
 /// published together), then rests nine times as long as the publication took, so that
 /// publishing costs at most a tenth of a core however fast the cache changes. A change that
 /// comes while it rests and that a patch can carry (mirror mode: its cost is the keys it
-/// affected, not the directory) is published at once all the same.
-/// The first publication waits `first`.
+/// affected, not the directory) is published at once all the same, and then rests nine
+/// times as long as that publication took in turn (a patch of a large group, or one that had
+/// to be whole). The first publication waits `first`.
 async fn publish_periodically(
     publisher: Arc<Publisher>,
     resolver: Arc<Daemon>,
@@ -567,7 +568,16 @@ async fn publish_periodically(
                 _ = resolver.stats.change.notified() => {
                     if publisher.can_patch(&resolver) {
                         tokio::time::sleep(delay).await;
+                        let started = std::time::Instant::now();
                         admin::publish_now(publisher.clone(), resolver.clone()).await;
+                        // Patches are paced too: a patch of a large group, or one that found
+                        // no room (or met a change that is not patchable) and so was a whole
+                        // publication, rests nine times its cost (a cheap patch, less
+                        // than `delay`, is not held back).
+                        let rest = (started.elapsed() * 9).min(mirror::publish::MAX_PACE);
+                        if rest > delay {
+                            tokio::time::sleep(rest).await;
+                        }
                     } else {
                         // Published when the rest is over (or by a patch before).
                         pending = true;

@@ -181,7 +181,14 @@ impl Open {
     /// `delta` set or removed, records valid until the publication's own "complete until".
     /// Returns the half's new length used. On an error the half stays marked as being
     /// written (readers never read it) until a whole publication is written there.
-    fn patch_half(&self, h: usize, delta: &[Delta], generation: u64) -> Result<usize, PatchError> {
+    /// Patches never take the half past `room` bytes (see [`patch_room`]).
+    fn patch_half(
+        &self,
+        h: usize,
+        delta: &[Delta],
+        generation: u64,
+        room: usize,
+    ) -> Result<usize, PatchError> {
         let seq = self.head.seq(h);
         if seq.load(Ordering::SeqCst).is_multiple_of(2) {
             seq.fetch_add(1, Ordering::SeqCst); // odd: being written
@@ -190,7 +197,7 @@ impl Open {
         let mut io = HalfFile {
             file: &self.file,
             start: range.start,
-            len: range.len(),
+            len: range.len().min(room),
         };
         let mut p = Patcher::open(&mut io)?;
         let until = p.complete_until().ok_or(PatchError::Invalid)?;
@@ -295,6 +302,8 @@ struct State {
     /// the settings of `epoch`: a mirror change can be patched into them.
     twins: bool,
     epoch: u64,
+    /// The bytes a patch may take a twin to (see [`patch_room`]).
+    patch_room: usize,
 }
 
 /// Writes `cache.map` for one daemon; publications are serialised.
@@ -340,6 +349,15 @@ fn half_for(len: usize) -> usize {
             .max(MIN_HALF)
             .next_power_of_two(),
     )
+}
+
+/// How far patches may take a twin of a whole publication of `len` bytes: a quarter more
+/// (at least 64 KiB), so that the garbage patches leave (a changed record is appended, the
+/// one it replaces stays until the next whole publication) keeps the file's resident bytes
+/// within 2.5x the data (ARCHITECTURE "Bounded shared memory"); past it a change is
+/// published whole, which compacts.
+fn patch_room(len: usize) -> usize {
+    len.saturating_add((len / 4).max(64 << 10))
 }
 
 /// Opens an existing file of this format that this process may write and readers trust
@@ -407,6 +425,7 @@ impl Publisher {
                 open,
                 twins: false,
                 epoch: 0,
+                patch_room: 0,
             }),
         })
     }
@@ -470,6 +489,9 @@ impl Publisher {
                     Ok(()) => {
                         state.twins = true;
                         state.epoch = epoch;
+                        // Nor past `map_file_max_mib`, which a whole publication keeps to.
+                        state.patch_room =
+                            patch_room(bytes.len()).min(self.max_bytes.max(bytes.len()));
                     }
                     Err(e) => debug!(error = %e, "cannot copy the publication into the other half"),
                 }
@@ -492,8 +514,16 @@ impl Publisher {
     /// Whether the next publication would be a patch (a complete mirror with changes noted
     /// that a patch can carry, both halves twins under the current settings): the publisher
     /// task does not hold such a change back for the pace of a whole publication.
+    /// Never waits: called from the async publisher task, it must not block a runtime
+    /// thread (that lookups share) while a publication holds the lock across its file I/O;
+    /// a publication under way (an invalidation's) answers `false`, and the change is then
+    /// published after the rest.
     pub fn can_patch<D: Directory>(&self, r: &Resolver<D>) -> bool {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
         state.twins
             && !state.closed
             && state.epoch == r.stats.settings_epoch.load(Ordering::Relaxed)
@@ -522,7 +552,8 @@ impl Publisher {
         let delta = crate::mirror::publish::delta(m, policy, changes)?;
         let computed = started.elapsed();
         let h = 1 - open.current();
-        let used = match open.patch_half(h, &delta, generation) {
+        let room = state.patch_room;
+        let used = match open.patch_half(h, &delta, generation, room) {
             Ok(used) => used,
             Err(e) => {
                 debug!(error = %e, "cannot patch the shared cache file: publishing it whole");
@@ -532,7 +563,7 @@ impl Publisher {
         open.make_current(h);
         // The same calls on the same bytes: this succeeds as the first did; if it ever does
         // not, the next publication is whole (the half stays marked as being written).
-        if let Err(e) = open.patch_half(1 - h, &delta, generation) {
+        if let Err(e) = open.patch_half(1 - h, &delta, generation, room) {
             warn!(error = %e, "cannot patch the other half of the shared cache file");
             state.twins = false;
         }

@@ -454,4 +454,258 @@ mod tests {
         assert!(!c.promote(g));
         assert!(Arc::ptr_eq(&in_service(&c).unwrap(), &m));
     }
+
+    /// The periodic whole publication that extends the published records' validity is not
+    /// starved by a stream of changes (each only a patch, which keeps the expiry).
+    #[tokio::test]
+    async fn a_stream_of_changes_does_not_starve_the_validity_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        // positive TTL 4 s: the records' validity is extended every second.
+        let text = format!(
+            "[ldap]\nuri = [\"ldap://127.0.0.1:1\"]\nbase = \"dc=x\"\n\
+             [mirror]\nenabled = true\n[cache]\npositive_ttl_secs = 4\n\
+             [daemon]\ncache_dir = {:?}\n",
+            dir.path().display().to_string()
+        );
+        let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let r = Resolver::new(NoDir, &config);
+        let m = Mirror::new(&config);
+        m.became_complete();
+        m.take_changes(); // the first whole publication
+        let task = tokio::spawn(mirror::invalidate_on_change(m.clone(), r));
+        // A change every 200 ms (a busy directory) for 3 s: three refresh intervals.
+        let mut full = false;
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            m.changed.notify_one();
+            full |= m.take_changes().full;
+        }
+        task.abort();
+        assert!(
+            full,
+            "no whole publication was asked for in 3 s of changes: the records published \
+             keep the expiry of the last whole one and lapse"
+        );
+    }
+
+    /// Patches keep the shared memory bound (ARCHITECTURE "Bounded shared memory"): the
+    /// garbage they leave (a changed record is appended, the old one stays until the next
+    /// whole publication) must not take the file's resident bytes far past two publications.
+    #[tokio::test]
+    async fn patches_keep_the_shared_file_within_its_memory_bound() {
+        use crate::mapping::RawEntry;
+        use crate::mirror::state::Kind;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[ldap]\nuri = [\"ldap://127.0.0.1:1\"]\nbase = \"dc=x\"\n\
+             [mirror]\nenabled = true\nmax_entries = 100000\n\
+             [daemon]\ncache_dir = {:?}\n",
+            dir.path().display().to_string()
+        );
+        let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let c = Control::new(Resolver::new(NoDir, &config), &config);
+        c.start().await;
+        let m = in_service(&c).unwrap();
+        m.became_complete();
+        let attrs = |kv: &[(&str, Vec<String>)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let group = |extra: usize| {
+            let members: Vec<String> = (0..1000 + extra).map(|i| format!("user{i}")).collect();
+            RawEntry::new(
+                "cn=big,ou=groups,dc=x".into(),
+                attrs(&[
+                    ("cn", vec!["big".into()]),
+                    ("gidNumber", vec!["9000".into()]),
+                    ("memberUid", members),
+                ]),
+            )
+        };
+        m.apply(|s, mapper| {
+            for i in 0..5000 {
+                let name = format!("user{i}");
+                let e = RawEntry::new(
+                    format!("uid={name},ou=people,dc=x"),
+                    attrs(&[
+                        ("uid", vec![name.clone()]),
+                        ("uidNumber", vec![(10_000 + i).to_string()]),
+                        ("gidNumber", vec![(10_000 + i).to_string()]),
+                        ("homeDirectory", vec![format!("/home/{name}")]),
+                    ]),
+                );
+                s.upsert(mapper, Kind::User, &format!("u{i}"), e).unwrap();
+            }
+            s.upsert(mapper, Kind::Group, "g", group(0)).unwrap();
+        });
+        let runtime = tempfile::tempdir().unwrap();
+        let p = crate::publish::Publisher::new(runtime.path(), 64).unwrap();
+        let r = c.resolver.clone();
+        let whole = p.publish(&r).unwrap().expect("published");
+        assert!(!whole.patched, "the first publication is whole");
+        let allocated = || std::fs::metadata(p.path()).unwrap().blocks() * 512;
+        let (mut most, mut patches) = (allocated(), 0);
+        // A member comes and goes, again and again (a busy tool's group).
+        for round in 0..300 {
+            m.apply(|s, mapper| s.upsert(mapper, Kind::Group, "g", group(round % 2)))
+                .unwrap();
+            let done = p.publish(&r).unwrap().expect("published");
+            patches += usize::from(done.patched);
+            most = most.max(allocated());
+        }
+        assert!(patches > 0, "changes are patched");
+        let bound = 2 * whole.bytes as u64 * 5 / 4 + 64 * 1024;
+        assert!(
+            most <= bound,
+            "the file took {most} bytes for publications of {} bytes (bound {bound}: two \
+             publications and a quarter of garbage each)",
+            whole.bytes
+        );
+    }
+
+    /// Left-right patches through the publisher: after every change both halves are
+    /// complete (even counters), byte-identical in their used part, and answer every key as
+    /// a whole publication of the mirror does (users renamed, renumbered, removed; members
+    /// coming and going).
+    #[tokio::test]
+    async fn patched_twins_stay_identical_and_answer_as_a_whole_publication() {
+        use crate::mapping::RawEntry;
+        use crate::mirror::state::Kind;
+        use std::collections::BTreeMap;
+        use toolforge_nss_protocol::mapfile::{MapView, Region, Table, SEQ_OFFSET};
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[ldap]\nuri = [\"ldap://127.0.0.1:1\"]\nbase = \"dc=x\"\n\
+             [mirror]\nenabled = true\nmax_entries = 100000\n\
+             [daemon]\ncache_dir = {:?}\n",
+            dir.path().display().to_string()
+        );
+        let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let c = Control::new(Resolver::new(NoDir, &config), &config);
+        c.start().await;
+        let m = in_service(&c).unwrap();
+        m.became_complete();
+        let attrs = |kv: &[(&str, Vec<String>)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let user = |name: &str, uid: u32| {
+            RawEntry::new(
+                format!("uid={name},ou=people,dc=x"),
+                attrs(&[
+                    ("uid", vec![name.into()]),
+                    ("uidNumber", vec![uid.to_string()]),
+                    ("gidNumber", vec![uid.to_string()]),
+                    ("homeDirectory", vec![format!("/home/{name}")]),
+                ]),
+            )
+        };
+        let group = |g: u32, members: Vec<String>| {
+            RawEntry::new(
+                format!("cn=g{g},ou=groups,dc=x"),
+                attrs(&[
+                    ("cn", vec![format!("g{g}")]),
+                    ("gidNumber", vec![(9000 + g).to_string()]),
+                    ("memberUid", members),
+                ]),
+            )
+        };
+        m.apply(|s, mapper| {
+            for i in 0..300 {
+                s.upsert(
+                    mapper,
+                    Kind::User,
+                    &format!("u{i}"),
+                    user(&format!("n{i}"), 10_000 + i),
+                )
+                .unwrap();
+            }
+            for g in 0..20 {
+                let members = (0..30).map(|i| format!("n{}", g * 7 + i)).collect();
+                s.upsert(mapper, Kind::Group, &format!("g{g}"), group(g, members))
+                    .unwrap();
+            }
+        });
+        let runtime = tempfile::tempdir().unwrap();
+        let p = crate::publish::Publisher::new(runtime.path(), 64).unwrap();
+        let r = c.resolver.clone();
+        assert!(!p.publish(&r).unwrap().unwrap().patched);
+        type Contents = BTreeMap<(usize, Vec<u8>), (u16, Vec<u8>)>;
+        let contents = |half: &[u8]| -> Contents {
+            let v = MapView::publication(half).expect("a publication");
+            let mut out = BTreeMap::new();
+            for t in Table::ALL {
+                for k in v.stored_keys(t) {
+                    let hit = v.get(t, k).expect("a stored key is found");
+                    out.insert((t as usize, k.to_vec()), (hit.kind, hit.body.to_vec()));
+                }
+            }
+            out
+        };
+        let (mut seed, mut patches) = (7u64, 0);
+        let mut rnd = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for round in 0..120 {
+            let (op, a, b) = (rnd(4), rnd(300) as u32, rnd(300) as u32);
+            m.apply(|s, mapper| match op {
+                // Renamed (sometimes onto another's name), or renumbered onto another's uid.
+                0 => s.upsert(
+                    mapper,
+                    Kind::User,
+                    &format!("u{a}"),
+                    user(&format!("n{b}"), 10_000 + a),
+                ),
+                1 => s.upsert(
+                    mapper,
+                    Kind::User,
+                    &format!("u{a}"),
+                    user(&format!("n{a}"), 10_000 + b),
+                ),
+                2 => {
+                    s.remove(Kind::User, &format!("u{a}"));
+                    Ok(())
+                }
+                _ => {
+                    let g = a % 20;
+                    let members = (0..30 + b % 5).map(|i| format!("n{}", g * 7 + i)).collect();
+                    s.upsert(mapper, Kind::Group, &format!("g{g}"), group(g, members))
+                }
+            })
+            .unwrap();
+            // None: nothing changed (a user removed twice).
+            if let Some(done) = p.publish(&r).unwrap() {
+                patches += usize::from(done.patched);
+            }
+            let file = std::fs::read(p.path()).unwrap();
+            let region = Region::parse(&file, file.len()).unwrap();
+            let seq =
+                |h: usize| u64::from_le_bytes(file[SEQ_OFFSET + 8 * h..][..8].try_into().unwrap());
+            assert!(
+                seq(0) % 2 == 0 && seq(1) % 2 == 0,
+                "round {round}: both halves complete"
+            );
+            let (a, b) = (&file[region.half(0)], &file[region.half(1)]);
+            let used = |h: &[u8]| u64::from_le_bytes(h[32..40].try_into().unwrap()) as usize;
+            assert_eq!(used(a), used(b), "round {round}");
+            assert!(
+                a[..used(a)] == b[..used(b)],
+                "round {round}: the halves are twins"
+            );
+            let (whole, _, _) =
+                crate::mirror::publish::build(&r, 1, 99, [0; 16], usize::MAX).unwrap();
+            assert_eq!(
+                contents(a),
+                contents(&whole),
+                "round {round}: patched = whole"
+            );
+        }
+        assert!(patches > 100, "{patches} patches");
+    }
 }

@@ -640,13 +640,22 @@ pub async fn invalidate_on_change<D: crate::directory::Directory>(
     m: Arc<Mirror>,
     r: Arc<crate::resolver::Resolver<D>>,
 ) {
+    // The deadline outlives the loop: a change every few seconds (a patch, which keeps the
+    // records' expiry) must not put the validity refresh off for ever.
+    let mut next = tokio::time::Instant::now();
+    let mut first = true;
     loop {
         let ttl = r
             .positive_ttl(&Request::GetPwUid(1))
             .min(r.positive_ttl(&Request::GetGrGid(1)));
+        // A shorter TTL (a reload) brings the deadline closer, never further.
+        let due = tokio::time::Instant::now() + publish::refresh_interval(ttl);
+        next = if first { due } else { next.min(due) };
+        first = false;
         tokio::select! {
             _ = m.changed.notified() => r.maps_clear(),
-            _ = tokio::time::sleep(publish::refresh_interval(ttl)) => {
+            _ = tokio::time::sleep_until(next) => {
+                first = true;
                 if !m.is_complete() {
                     continue;
                 }

@@ -68,13 +68,24 @@ fn patch(half: &mut Vec<u8>, delta: &[Delta], generation: u64) -> Result<(), Pat
 }
 
 fn run(schema: Schema, nesting: u32, seed: u64) {
+    run_with(schema, nesting, seed, false)
+}
+
+/// `hard`: also DNs that do not hold the name (a rename keeps the DN), DNs and member DNs in
+/// another case, entries the mapping refuses (the one held under the key goes), no policy
+/// besides the defaults every other seed, and longer runs of changes between patches.
+fn run_with(schema: Schema, nesting: u32, seed: u64, hard: bool) {
     let mapper = Mapper::new(schema, &AttributeMap::default());
-    let policy = Policy::new(&PolicyConfig {
-        filter_users: vec!["n3".into()],
-        filter_groups: vec!["gr2".into()],
-        min_id: 5002,
-        ..PolicyConfig::default()
-    });
+    let policy = if hard && seed.is_multiple_of(2) {
+        Policy::new(&PolicyConfig::default())
+    } else {
+        Policy::new(&PolicyConfig {
+            filter_users: vec!["n3".into()],
+            filter_groups: vec!["gr2".into()],
+            min_id: 5002,
+            ..PolicyConfig::default()
+        })
+    };
     let mut s = State::new(schema, nesting);
     let mut seed = seed;
     let mut rnd = |n: u64| {
@@ -83,8 +94,19 @@ fn run(schema: Schema, nesting: u32, seed: u64) {
             .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
-    let udn = |name: &str, key: &str| format!("uid={name},ou={key},dc=x");
-    let gdn = |name: &str, key: &str| format!("cn={name},ou={key},dc=x");
+    // Hard: a third of the DNs are "entry=<key>" (a rename keeps them), some in upper case.
+    let udn = move |name: &str, key: &str, r: u64| match (hard, r % 6) {
+        (true, 0 | 1) => format!("entry={key},dc=x"),
+        (true, 2) => format!("ENTRY={key},DC=X"),
+        (true, 3) => format!("UID={name},OU={key},DC=X"),
+        _ => format!("uid={name},ou={key},dc=x"),
+    };
+    let gdn = move |name: &str, key: &str, r: u64| match (hard, r % 6) {
+        (true, 0 | 1) => format!("entry={key},dc=x"),
+        (true, 2) => format!("Entry={key},dc=X"),
+        (true, 3) => format!("CN={name},OU={key},DC=X"),
+        _ => format!("cn={name},ou={key},dc=x"),
+    };
     let member_attr = match schema {
         Schema::Rfc2307 => "memberUid",
         Schema::Rfc2307bis => "member",
@@ -100,10 +122,13 @@ fn run(schema: Schema, nesting: u32, seed: u64) {
                 0 => format!("n{}", rnd(30)),
                 _ => format!("n{}", k % 30),
             };
-            let uid = (5000 + rnd(30)).to_string();
+            let uid = match hard && rnd(15) == 0 {
+                true => "not a number".to_string(), // refused: the user held goes
+                false => (5000 + rnd(30)).to_string(),
+            };
             let gecos = format!("gecos {}", rnd(3));
             let e = entry(
-                &udn(&name, &key),
+                &udn(&name, &key, if hard { rnd(6) } else { 5 }),
                 &[
                     ("uid", vec![name.clone()]),
                     ("uidNumber", vec![uid.clone()]),
@@ -112,7 +137,8 @@ fn run(schema: Schema, nesting: u32, seed: u64) {
                     ("homeDirectory", vec![format!("/home/{name}")]),
                 ],
             );
-            s.upsert(&mapper, Kind::User, &key, e).unwrap();
+            let done = s.upsert(&mapper, Kind::User, &key, e);
+            assert!(hard || done.is_ok(), "{done:?}");
         } else if op < 7 {
             let k = rnd(20);
             let key = format!("g{k}");
@@ -125,6 +151,10 @@ fn run(schema: Schema, nesting: u32, seed: u64) {
                 _ => 7000 + k % 15,
             }
             .to_string();
+            let gid = match hard && rnd(20) == 0 {
+                true => "-".to_string(), // refused
+                false => gid,
+            };
             let mut members = Vec::new();
             for _ in 0..rnd(6) {
                 let (u, g) = (rnd(40), rnd(20));
@@ -132,20 +162,25 @@ fn run(schema: Schema, nesting: u32, seed: u64) {
                 members.push(match schema {
                     Schema::Rfc2307 => user,
                     Schema::Rfc2307bis if rnd(3) == 0 => {
-                        gdn(&format!("gr{}", g % 15), &format!("g{g}"))
+                        let r = if hard { rnd(6) } else { 5 };
+                        gdn(&format!("gr{}", g % 15), &format!("g{g}"), r)
                     }
-                    Schema::Rfc2307bis => udn(&user, &format!("u{u}")),
+                    Schema::Rfc2307bis => {
+                        let r = if hard { rnd(6) } else { 5 };
+                        udn(&user, &format!("u{u}"), r)
+                    }
                 });
             }
             let e = entry(
-                &gdn(&name, &key),
+                &gdn(&name, &key, if hard { rnd(6) } else { 5 }),
                 &[
                     ("cn", vec![name]),
                     ("gidNumber", vec![gid]),
                     (member_attr, members),
                 ],
             );
-            s.upsert(&mapper, Kind::Group, &key, e).unwrap();
+            let done = s.upsert(&mapper, Kind::Group, &key, e);
+            assert!(hard || done.is_ok(), "{done:?}");
         } else if op < 9 {
             s.remove(Kind::User, &format!("u{}", rnd(40)));
         } else {
@@ -159,7 +194,7 @@ fn run(schema: Schema, nesting: u32, seed: u64) {
     let mut half = whole(&s, &policy);
     let (mut patches, mut rebuilds) = (0, 0);
     for round in 0..400u64 {
-        for _ in 0..=rnd(8) {
+        for _ in 0..=rnd(if hard { 20 } else { 8 }) {
             change(&mut s, &mut rnd);
         }
         let changes = s.take_changes();
@@ -182,7 +217,8 @@ fn run(schema: Schema, nesting: u32, seed: u64) {
             "{schema:?} nesting {nesting}, round {round}"
         );
     }
-    assert!(patches > 300, "{patches} patches, {rebuilds} rebuilds");
+    let least = if hard { 150 } else { 300 };
+    assert!(patches > least, "{patches} patches, {rebuilds} rebuilds");
 }
 
 #[test]
@@ -264,4 +300,14 @@ fn a_change_is_noted_by_the_keys_it_affects_only() {
     assert_eq!(keys.users, vec!["user50"]);
     assert_eq!(keys.uids, vec![6050]);
     assert!(keys.groups.is_empty(), "{keys:?}");
+}
+
+#[test]
+fn patched_publications_equal_whole_ones_with_stable_dns_case_and_refusals() {
+    for seed in 10..14 {
+        run_with(Schema::Rfc2307, 0, seed, true);
+    }
+    for (nesting, seed) in [(0, 20), (1, 21), (2, 22), (3, 23), (3, 24), (5, 25)] {
+        run_with(Schema::Rfc2307bis, nesting, seed, true);
+    }
 }
