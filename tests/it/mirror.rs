@@ -535,17 +535,11 @@ fn a_directory_beyond_the_bound_falls_back_to_lookup_mode() {
     assert!(slapd.searches_containing(&format!("uid={}", u.name)) >= 1);
 }
 
-/// The mirror answers exactly as lookup mode on the Toolforge-shaped directory (whole-tree
-/// base, rfc2307bis): the SSSD-checked member lists and initgroups of nested groups, `cn=`
-/// users, member DNs in other case or naming no entry; names held by two entries refused;
-/// every user and group the fixture expects, by name and id.
-#[test]
-fn the_mirror_answers_as_lookups_do_on_the_toolforge_directory() {
-    use crate::toolforge_env::{config, fixture};
-    use toolforge_nss_tests::toolforge::Toolforge;
-    let f = fixture();
+/// slapd with syncprov serving the Toolforge-shaped directory, and a daemon configured as
+/// Toolforge runs it with the mirror on, complete.
+fn toolforge_mirror() -> (Slapd, Daemon) {
     let slapd = Slapd::start_opts(
-        f,
+        crate::toolforge_env::fixture(),
         None,
         Options {
             syncprov: true,
@@ -554,9 +548,21 @@ fn the_mirror_answers_as_lookups_do_on_the_toolforge_directory() {
     );
     let uri = slapd.uri();
     let d = Daemon::start_with(|run, cache| {
-        config(&uri, run, cache, "", &mirror_config("auto", 30, 3600, ""))
+        crate::toolforge_env::config(&uri, run, cache, "", &mirror_config("auto", 30, 3600, ""))
     });
     wait_complete(&d, Duration::from_secs(60));
+    (slapd, d)
+}
+
+/// The mirror answers exactly as lookup mode on the Toolforge-shaped directory (whole-tree
+/// base, rfc2307bis): the SSSD-checked member lists and initgroups of nested groups, `cn=`
+/// users, member DNs in other case or naming no entry; names held by two entries refused;
+/// every user and group the fixture expects, by name and id.
+#[test]
+fn the_mirror_answers_as_lookups_do_on_the_toolforge_directory() {
+    use toolforge_nss_tests::toolforge::Toolforge;
+    let f = crate::toolforge_env::fixture();
+    let (slapd, d) = toolforge_mirror();
     let before = settled_searches(&slapd);
     eprintln!(
         "mode {} entries {} memory {}",
@@ -660,21 +666,8 @@ fn publications(d: &Daemon) -> (u64, u64) {
 /// not as rebuilds of the whole directory.
 #[test]
 fn a_change_reaches_the_published_directory_as_a_patch_well_under_a_second() {
-    use crate::toolforge_env::{config, fixture};
-    let f = fixture();
-    let slapd = Slapd::start_opts(
-        f,
-        None,
-        Options {
-            syncprov: true,
-            ..Options::default()
-        },
-    );
-    let uri = slapd.uri();
-    let d = Daemon::start_with(|run, cache| {
-        config(&uri, run, cache, "", &mirror_config("auto", 30, 3600, ""))
-    });
-    wait_complete(&d, Duration::from_secs(60));
+    let f = crate::toolforge_env::fixture();
+    let (slapd, d) = toolforge_mirror();
     let user = f
         .users
         .values()

@@ -395,6 +395,21 @@ mod tests {
         thread
     }
 
+    /// A control with an empty mirror in service, complete (the publisher tests).
+    async fn complete_mirror(dir: &std::path::Path) -> (Control<NoDir>, Arc<Mirror>) {
+        let config = config(dir, true, 100_000);
+        let c = Control::new(Resolver::new(NoDir, &config), &config);
+        c.start().await;
+        let m = in_service(&c).unwrap();
+        m.became_complete();
+        (c, m)
+    }
+
+    /// Entry attributes from pairs.
+    fn attrs(kv: &[(&str, Vec<String>)]) -> std::collections::HashMap<String, Vec<String>> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
     fn in_service(c: &Control<NoDir>) -> Option<Arc<Mirror>> {
         c.resolver.mirror.get()
     }
@@ -497,22 +512,7 @@ mod tests {
         use crate::mirror::state::Kind;
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[ldap]\nuri = [\"ldap://127.0.0.1:1\"]\nbase = \"dc=x\"\n\
-             [mirror]\nenabled = true\nmax_entries = 100000\n\
-             [daemon]\ncache_dir = {:?}\n",
-            dir.path().display().to_string()
-        );
-        let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
-        let c = Control::new(Resolver::new(NoDir, &config), &config);
-        c.start().await;
-        let m = in_service(&c).unwrap();
-        m.became_complete();
-        let attrs = |kv: &[(&str, Vec<String>)]| {
-            kv.iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect::<std::collections::HashMap<_, _>>()
-        };
+        let (c, m) = complete_mirror(dir.path()).await;
         let group = |extra: usize| {
             let members: Vec<String> = (0..1000 + extra).map(|i| format!("user{i}")).collect();
             RawEntry::new(
@@ -576,22 +576,7 @@ mod tests {
         use std::collections::BTreeMap;
         use toolforge_nss_protocol::mapfile::{MapView, Region, Table, SEQ_OFFSET};
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[ldap]\nuri = [\"ldap://127.0.0.1:1\"]\nbase = \"dc=x\"\n\
-             [mirror]\nenabled = true\nmax_entries = 100000\n\
-             [daemon]\ncache_dir = {:?}\n",
-            dir.path().display().to_string()
-        );
-        let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
-        let c = Control::new(Resolver::new(NoDir, &config), &config);
-        c.start().await;
-        let m = in_service(&c).unwrap();
-        m.became_complete();
-        let attrs = |kv: &[(&str, Vec<String>)]| {
-            kv.iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect::<std::collections::HashMap<_, _>>()
-        };
+        let (c, m) = complete_mirror(dir.path()).await;
         let user = |name: &str, uid: u32| {
             RawEntry::new(
                 format!("uid={name},ou=people,dc=x"),

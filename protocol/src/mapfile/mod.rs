@@ -197,6 +197,25 @@ pub fn miss_digest(miss_key: &[u8; 16], key: &[u8]) -> [u8; MISS_DIGEST_LEN] {
     out
 }
 
+/// Appends one record as the file lays it out: header (expiry, kind, key length, body
+/// length), the stored key, the body, zeros to the next multiple of 8. The caller has
+/// checked that the key fits a u16 and the body a u32.
+pub(crate) fn push_record(
+    out: &mut Vec<u8>,
+    expires_unix_secs: u64,
+    kind: ResponseKind,
+    stored_key: &[u8],
+    body: &[u8],
+) {
+    out.extend_from_slice(&expires_unix_secs.to_le_bytes());
+    out.extend_from_slice(&(kind as u16).to_le_bytes());
+    out.extend_from_slice(&(stored_key.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(stored_key);
+    out.extend_from_slice(body);
+    out.resize(out.len().next_multiple_of(8), 0);
+}
+
 /// One entry to write: key, expiry, kind, body.
 /// One added entry, as the builder indexes it: its slot hash, where its record starts in
 /// the builder's arena, and for a negative entry the hashes of its key and of its digest
@@ -281,9 +300,9 @@ impl MapBuilder {
         kind: ResponseKind,
         body: &[u8],
     ) {
-        let Ok(body_len) = u32::try_from(body.len()) else {
+        if u32::try_from(body.len()).is_err() {
             return;
-        };
+        }
         if key.len() > u16::MAX as usize {
             return;
         }
@@ -301,14 +320,7 @@ impl MapBuilder {
             (key, None)
         };
         self.len += Self::entry_cost(key.len(), body.len());
-        let r = &mut self.records;
-        r.extend_from_slice(&expires_unix_secs.to_le_bytes());
-        r.extend_from_slice(&(kind as u16).to_le_bytes());
-        r.extend_from_slice(&(stored.len() as u16).to_le_bytes());
-        r.extend_from_slice(&body_len.to_le_bytes());
-        r.extend_from_slice(stored);
-        r.extend_from_slice(body);
-        r.resize(r.len().next_multiple_of(8), 0);
+        push_record(&mut self.records, expires_unix_secs, kind, stored, body);
         self.tables[table as usize].push(Pending {
             hash: h,
             record: record32,

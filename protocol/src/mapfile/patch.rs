@@ -25,8 +25,9 @@ use std::fmt;
 use std::io;
 
 use super::{
-    hash, miss_digest, u32_at, u64_at, Table, DATA_START, DIR_OCCUPIED, FLAG_COMPLETE, HEADER_LEN,
-    MAX_PROBES, MAX_SLOTS, MISS_DIGEST_LEN, PUB_MAGIC, RECORD_HEADER, TABLES, TOMBSTONE_OFFSET,
+    hash, miss_digest, push_record, u32_at, u64_at, Table, DATA_START, DIR_OCCUPIED, FLAG_COMPLETE,
+    HEADER_LEN, MAX_PROBES, MAX_SLOTS, MISS_DIGEST_LEN, PUB_MAGIC, RECORD_HEADER, TABLES,
+    TOMBSTONE_OFFSET,
 };
 use crate::message::ResponseKind;
 
@@ -317,7 +318,7 @@ impl<'a, IO: HalfIo + ?Sized> Patcher<'a, IO> {
         if kind == ResponseKind::NotFound || key.is_empty() || key.len() > u16::MAX as usize {
             return Err(PatchError::Invalid);
         }
-        let body_len = u32::try_from(body.len()).map_err(|_| PatchError::Invalid)?;
+        u32::try_from(body.len()).map_err(|_| PatchError::Invalid)?;
         let dir = self.tables[table as usize];
         let probe = self.probe(&dir, key)?;
         let slot_index = match probe.found {
@@ -341,13 +342,7 @@ impl<'a, IO: HalfIo + ?Sized> Patcher<'a, IO> {
         let takes_empty = probe.found.is_none() && probe.tombstone.is_none();
         // The record, as the builder lays it out: header, key, body, zeros to 8 bytes.
         let mut record = Vec::with_capacity((RECORD_HEADER + key.len() + body.len() + 7) & !7);
-        record.extend_from_slice(&expires_unix_secs.to_le_bytes());
-        record.extend_from_slice(&(kind as u16).to_le_bytes());
-        record.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        record.extend_from_slice(&body_len.to_le_bytes());
-        record.extend_from_slice(key);
-        record.extend_from_slice(body);
-        record.resize(record.len().next_multiple_of(8), 0);
+        push_record(&mut record, expires_unix_secs, kind, key, body);
         let at = self.room_for(record.len())?;
         // Nothing is written before this point.
         self.io.write_at(at, &record)?;
