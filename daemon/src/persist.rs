@@ -28,7 +28,7 @@ use std::sync::Arc;
 use toolforge_nss_protocol::{ResponseKind, ResponseRef};
 
 use crate::cache::{Row, RowList};
-use crate::cached::{Cached, Entry};
+use crate::cached::{Cached, Entry, GroupKind, User};
 use crate::directory::Directory;
 use crate::records::{GroupRecord, UserRecord};
 use crate::resolver::Resolver;
@@ -104,76 +104,28 @@ pub fn encode<D: Directory>(r: &Resolver<D>) -> Vec<u8> {
     o.u64(clock.unix_ms);
     o.u64(0); // count, patched below
 
-    // Users: every entry once, flagged with the maps that hold it (the same Arc by name
-    // and by uid), then what only the uid map holds; likewise groups. Each map's rows are
-    // taken under its lock (cheap: shared values), the file is written after.
-    let by_uid = m.users_by_uid.stored(clock.now);
-    let uid_ptrs = ptrs(&by_uid);
+    // Users, then groups: see `write_entries`. Each map's rows are taken under its lock
+    // (cheap: shared values), the file is written after.
     let by_name = m.users_by_name.stored(clock.now);
-    let name_ptrs = ptrs(&by_name);
-    for (row, expires) in &by_name {
-        let exp = clock.to_unix(*expires);
-        match row {
-            Row::Found(e) if o.record(USER, exp) => {
-                let id = if uid_ptrs.contains(&Arc::as_ptr(e)) {
-                    BY_ID
-                } else {
-                    0
-                };
-                o.u8(BY_NAME | id);
-                o.bytes(e.dn().as_bytes());
-                o.bytes(e.body());
-            }
-            Row::Absent(name) if o.record(NO_USER, exp) => o.bytes(name.as_bytes()),
-            _ => {}
-        }
-    }
-    for (row, expires) in &by_uid {
-        let exp = clock.to_unix(*expires);
-        match row {
-            Row::Found(e) if !name_ptrs.contains(&Arc::as_ptr(e)) && o.record(USER, exp) => {
-                o.u8(BY_ID);
-                o.bytes(e.dn().as_bytes());
-                o.bytes(e.body());
-            }
-            Row::Absent(uid) if o.record(NO_UID, exp) => o.u32(*uid),
-            _ => {}
-        }
-    }
-
-    let by_gid = m.groups_by_gid.stored(clock.now);
-    let gid_ptrs = ptrs(&by_gid);
+    let by_uid = m.users_by_uid.stored(clock.now);
+    write_entries(
+        &mut o,
+        &clock,
+        &by_name,
+        &by_uid,
+        Cached::<User>::dn,
+        [USER, NO_USER, NO_UID],
+    );
     let by_name = m.groups_by_name.stored(clock.now);
-    let name_ptrs = ptrs(&by_name);
-    for (row, expires) in &by_name {
-        let exp = clock.to_unix(*expires);
-        match row {
-            Row::Found(e) if o.record(GROUP, exp) => {
-                let id = if gid_ptrs.contains(&Arc::as_ptr(e)) {
-                    BY_ID
-                } else {
-                    0
-                };
-                o.u8(BY_NAME | id);
-                o.bytes(e.dn().as_bytes());
-                o.bytes(e.body());
-            }
-            Row::Absent(name) if o.record(NO_GROUP, exp) => o.bytes(name.as_bytes()),
-            _ => {}
-        }
-    }
-    for (row, expires) in &by_gid {
-        let exp = clock.to_unix(*expires);
-        match row {
-            Row::Found(e) if !name_ptrs.contains(&Arc::as_ptr(e)) && o.record(GROUP, exp) => {
-                o.u8(BY_ID);
-                o.bytes(e.dn().as_bytes());
-                o.bytes(e.body());
-            }
-            Row::Absent(gid) if o.record(NO_GID, exp) => o.u32(*gid),
-            _ => {}
-        }
-    }
+    let by_gid = m.groups_by_gid.stored(clock.now);
+    write_entries(
+        &mut o,
+        &clock,
+        &by_name,
+        &by_gid,
+        Cached::<GroupKind>::dn,
+        [GROUP, NO_GROUP, NO_GID],
+    );
     for (row, expires) in m.initgroups.stored(clock.now) {
         let exp = clock.to_unix(expires);
         match row {
@@ -190,6 +142,50 @@ pub fn encode<D: Directory>(r: &Resolver<D>) -> Vec<u8> {
     let sum = fnv1a64(&o.buf);
     o.u64(sum);
     o.buf
+}
+
+/// Writes one kind's two maps: every entry once, flagged with the maps that hold it (the
+/// same `Arc` by name and by id), then what only the id map holds; known absences by name
+/// and by id. `tags`: the record tags of a found entry, an absent name, an absent id.
+fn write_entries<T>(
+    o: &mut Out,
+    clock: &Clock,
+    by_name: &RowList<String, Entry<T>>,
+    by_id: &RowList<u32, Entry<T>>,
+    dn: fn(&Cached<T>) -> &str,
+    [found, no_name, no_id]: [u8; 3],
+) {
+    let id_ptrs = ptrs(by_id);
+    let name_ptrs = ptrs(by_name);
+    for (row, expires) in by_name {
+        let exp = clock.to_unix(*expires);
+        match row {
+            Row::Found(e) if o.record(found, exp) => {
+                let id = if id_ptrs.contains(&Arc::as_ptr(e)) {
+                    BY_ID
+                } else {
+                    0
+                };
+                o.u8(BY_NAME | id);
+                o.bytes(dn(e).as_bytes());
+                o.bytes(e.body());
+            }
+            Row::Absent(name) if o.record(no_name, exp) => o.bytes(name.as_bytes()),
+            _ => {}
+        }
+    }
+    for (row, expires) in by_id {
+        let exp = clock.to_unix(*expires);
+        match row {
+            Row::Found(e) if !name_ptrs.contains(&Arc::as_ptr(e)) && o.record(found, exp) => {
+                o.u8(BY_ID);
+                o.bytes(dn(e).as_bytes());
+                o.bytes(e.body());
+            }
+            Row::Absent(id) if o.record(no_id, exp) => o.u32(*id),
+            _ => {}
+        }
+    }
 }
 
 /// The entries (by address) that rows hold a value of.
