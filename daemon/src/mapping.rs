@@ -242,10 +242,9 @@ impl Mapper {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(dn: &str, kv: &[(&str, &[&str])]) -> RawEntry {
+impl RawEntry {
+    /// An entry from attribute names and their values (tests).
+    pub fn of(dn: &str, kv: &[(&str, &[&str])]) -> RawEntry {
         RawEntry::new(
             dn.into(),
             kv.iter()
@@ -253,13 +252,18 @@ mod tests {
                 .collect(),
         )
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn mapper(schema: Schema) -> Mapper {
         Mapper::new(schema, &AttributeMap::default())
     }
 
     fn alice() -> RawEntry {
-        entry(
+        RawEntry::of(
             "uid=alice,ou=people,dc=x",
             &[
                 ("uid", &["alice"]),
@@ -326,7 +330,7 @@ mod tests {
 
     #[test]
     fn rfc2307_members_are_names_and_invalid_ones_are_dropped() {
-        let e = entry(
+        let e = RawEntry::of(
             "cn=g,ou=groups,dc=x",
             &[
                 ("cn", &["g"]),
@@ -340,7 +344,7 @@ mod tests {
 
     #[test]
     fn rfc2307bis_members_are_dns_to_resolve() {
-        let e = entry(
+        let e = RawEntry::of(
             "cn=g,ou=groups,dc=x",
             &[
                 ("cn", &["g", "alias"]),

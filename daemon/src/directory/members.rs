@@ -461,15 +461,6 @@ mod tests {
         fail: bool,
     }
 
-    fn entry(dn: &str, kv: &[(&str, &[&str])]) -> RawEntry {
-        RawEntry::new(
-            dn.into(),
-            kv.iter()
-                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
-                .collect(),
-        )
-    }
-
     impl Searcher for Mem {
         async fn search_all(
             &self,
@@ -519,10 +510,11 @@ mod tests {
     }
 
     fn directory() -> Mem {
-        let user =
-            |dn: &str, uid: &str| entry(dn, &[("objectClass", &["posixAccount"]), ("uid", &[uid])]);
+        let user = |dn: &str, uid: &str| {
+            RawEntry::of(dn, &[("objectClass", &["posixAccount"]), ("uid", &[uid])])
+        };
         let group = |dn: &str, cn: &str, members: &[&str]| {
-            entry(
+            RawEntry::of(
                 dn,
                 &[
                     ("objectClass", &["posixGroup"]),
@@ -535,7 +527,7 @@ mod tests {
         Mem {
             entries: vec![
                 user("uid=alice,ou=people,dc=x", "alice"),
-                entry(
+                RawEntry::of(
                     "cn=Bob Jones,ou=people,dc=x",
                     &[
                         ("objectClass", &["posixAccount"]),

@@ -3,17 +3,8 @@
 use super::*;
 use toolforge_nss_config::{AttributeMap, PolicyConfig};
 
-fn entry(dn: &str, kv: &[(&str, &[&str])]) -> RawEntry {
-    RawEntry::new(
-        dn.into(),
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
-            .collect(),
-    )
-}
-
 fn user(name: &str, uid: &str) -> RawEntry {
-    entry(
+    RawEntry::of(
         &format!("uid={name},ou=people,dc=x"),
         &[
             ("uid", &[name]),
@@ -37,7 +28,7 @@ fn bis_members_renames_and_reverse_index_stay_consistent() {
         &mapper,
         Kind::Group,
         "g1",
-        entry(
+        RawEntry::of(
             "cn=inner,ou=groups,dc=x",
             &[
                 ("cn", &["inner"]),
@@ -51,7 +42,7 @@ fn bis_members_renames_and_reverse_index_stay_consistent() {
         &mapper,
         Kind::Group,
         "g2",
-        entry(
+        RawEntry::of(
             "cn=outer,ou=groups,dc=x",
             &[
                 ("cn", &["outer"]),
@@ -93,7 +84,7 @@ fn bis_members_renames_and_reverse_index_stay_consistent() {
 }
 
 fn group(dn: &str, name: &str, gid: &str, members: &[&str]) -> RawEntry {
-    entry(
+    RawEntry::of(
         dn,
         &[("cn", &[name]), ("gidNumber", &[gid]), ("member", members)],
     )
@@ -293,7 +284,7 @@ fn compact_keeps_every_index() {
         &mapper,
         Kind::Group,
         "g",
-        entry(
+        RawEntry::of(
             "cn=g,dc=x",
             &[
                 ("cn", &["g"]),
@@ -439,7 +430,7 @@ fn policy_applies_to_mirror_answers() {
         &mapper,
         Kind::Group,
         "g",
-        entry(
+        RawEntry::of(
             "cn=wheel,dc=x",
             &[
                 ("cn", &["wheel"]),
