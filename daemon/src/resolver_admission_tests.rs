@@ -30,41 +30,103 @@ impl Gate {
     }
 }
 
-/// Users named `real*` exist; every query is one operation of 100 ms.
-#[derive(Default)]
-struct SlowDir {
-    queries: AtomicU64,
-    gate: Gate,
+/// How the fake directory spends its operations; each holds one of the directory's
+/// operation slots (of the fair queue), taken in the current caller's turn.
+#[derive(Clone, Copy, Default)]
+enum Shape {
+    /// Users named `real*` exist; a user query is one operation of 100 ms.
+    #[default]
+    Slow,
+    /// Users named `real*` exist and take one operation; a group lookup fans out into `FAN`
+    /// operations at once (several bases, member batches). Every operation takes 50 ms.
+    Fan,
+    /// A user query is one operation of 80 ms and finds nothing; a group lookup runs
+    /// `PHASES` operations of 10 ms one after another (an rfc2307bis group: the group
+    /// search, member batches, nested levels), each waiting for a slot in its caller's turn.
+    Phases,
 }
 
-impl SlowDir {
-    fn user_by_name_now(&self, name: &str) -> DirResult<Option<UserRecord>> {
-        Ok(name.starts_with("real").then(|| UserRecord {
-            dn: format!("uid={name},dc=example"),
-            passwd: Passwd {
-                name: name.into(),
-                passwd: "x".into(),
-                uid: 5000,
-                gid: 5000,
-                gecos: String::new(),
-                dir: format!("/home/{name}"),
-                shell: "/bin/bash".into(),
-            },
-        }))
+const FAN: usize = 16;
+const PHASES: u64 = 6;
+
+/// A directory in memory, of one [`Shape`]; no user by uid, no group, no membership.
+#[derive(Default)]
+struct FakeDir {
+    shape: Shape,
+    gate: Gate,
+    /// User queries made (`Shape::Slow`).
+    queries: AtomicU64,
+    /// Group-lookup phases that got a slot (`Shape::Phases`).
+    phases_run: AtomicU64,
+}
+
+impl FakeDir {
+    fn new(shape: Shape) -> FakeDir {
+        FakeDir {
+            shape,
+            ..FakeDir::default()
+        }
+    }
+
+    /// One operation: a slot, held for `ms`.
+    async fn op(&self, ms: u64) -> DirResult<()> {
+        let _slot = self.gate.slot().await?;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(())
     }
 }
 
-impl Directory for SlowDir {
+/// The user `name` if it is one of the `real*` users.
+fn real_user(name: &str) -> Option<UserRecord> {
+    name.starts_with("real").then(|| UserRecord {
+        dn: format!("uid={name},dc=example"),
+        passwd: Passwd {
+            name: name.into(),
+            passwd: "x".into(),
+            uid: 5000,
+            gid: 5000,
+            gecos: String::new(),
+            dir: format!("/home/{name}"),
+            shell: "/bin/bash".into(),
+        },
+    })
+}
+
+impl Directory for FakeDir {
     async fn user_by_name(&self, name: &str) -> DirResult<Option<UserRecord>> {
-        self.queries.fetch_add(1, Ordering::SeqCst);
-        let _slot = self.gate.slot().await?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.user_by_name_now(name)
+        match self.shape {
+            Shape::Slow => {
+                self.queries.fetch_add(1, Ordering::SeqCst);
+                self.op(100).await?;
+                Ok(real_user(name))
+            }
+            Shape::Fan => {
+                self.op(50).await?;
+                Ok(real_user(name))
+            }
+            Shape::Phases => {
+                self.op(80).await?;
+                Ok(None)
+            }
+        }
     }
     async fn user_by_uid(&self, _: u32) -> DirResult<Option<UserRecord>> {
         Ok(None)
     }
     async fn group_by_name(&self, _: &str) -> DirResult<Option<GroupRecord>> {
+        match self.shape {
+            Shape::Slow => {}
+            Shape::Fan => {
+                futures_util::future::try_join_all((0..FAN).map(|_| self.op(50))).await?;
+            }
+            Shape::Phases => {
+                for _ in 0..PHASES {
+                    let _slot = self.gate.slot().await?;
+                    self.phases_run.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
         Ok(None)
     }
     async fn group_by_gid(&self, _: u32) -> DirResult<Option<GroupRecord>> {
@@ -87,13 +149,13 @@ impl Directory for SlowDir {
     }
 }
 
-fn resolver(burst: u32) -> Arc<Resolver<SlowDir>> {
+fn resolver(burst: u32) -> Arc<Resolver<FakeDir>> {
     let text = format!(
         "[ldap]\nuri = [\"ldap://127.0.0.1\"]\nbase = \"dc=example\"\n\
          [daemon]\nmiss_queries_per_uid_per_sec = 1\nmiss_query_burst_per_uid = {burst}\n"
     );
     let config = Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
-    Resolver::new(SlowDir::default(), &config)
+    Resolver::new(FakeDir::new(Shape::Slow), &config)
 }
 
 fn kind(r: &Reply) -> &'static str {
@@ -160,7 +222,7 @@ async fn a_lookup_that_joins_a_flooders_query_is_not_refused_for_its_queue() {
          connections_per_server = 1\nmax_ops_per_connection = 1\nqueue_timeout_ms = 250\n\
          [daemon]\nmiss_queries_per_uid_per_sec = 0\n";
     let config = Config::parse(text, std::path::Path::new("test.toml")).unwrap();
-    let r = Resolver::new(SlowDir::default(), &config);
+    let r = Resolver::new(FakeDir::new(Shape::Slow), &config);
     let (a, b) = (Caller::Peer(1000), Caller::Peer(2000));
     // uid 1000 floods: 5 misses in flight / queued in its FIFO.
     let mut flood = Vec::new();
@@ -204,57 +266,6 @@ async fn a_lookup_that_joins_a_flooders_query_is_not_refused_for_its_queue() {
     );
 }
 
-/// Users named `real*` exist and take one operation; a group lookup fans out into `FAN`
-/// operations at once (several bases, member batches). Every operation holds one of the
-/// directory's operation slots for 50 ms.
-#[derive(Default)]
-struct FanDir {
-    gate: Gate,
-}
-
-const FAN: usize = 16;
-
-impl FanDir {
-    /// One operation: a slot of the fair queue, 50 ms.
-    async fn op(&self) -> DirResult<()> {
-        let _slot = self.gate.slot().await?;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        Ok(())
-    }
-}
-
-impl Directory for FanDir {
-    async fn user_by_name(&self, name: &str) -> DirResult<Option<UserRecord>> {
-        self.op().await?;
-        SlowDir::default().user_by_name_now(name)
-    }
-    async fn user_by_uid(&self, _: u32) -> DirResult<Option<UserRecord>> {
-        Ok(None)
-    }
-    async fn group_by_name(&self, _: &str) -> DirResult<Option<GroupRecord>> {
-        futures_util::future::try_join_all((0..FAN).map(|_| self.op())).await?;
-        Ok(None)
-    }
-    async fn group_by_gid(&self, _: u32) -> DirResult<Option<GroupRecord>> {
-        Ok(None)
-    }
-    async fn memberships(&self, _: &str, _: Option<&str>) -> DirResult<Vec<Membership>> {
-        Ok(Vec::new())
-    }
-    async fn all_users(&self) -> DirResult<Vec<UserRecord>> {
-        Ok(Vec::new())
-    }
-    async fn all_groups(&self) -> DirResult<Vec<GroupRecord>> {
-        Ok(Vec::new())
-    }
-    fn memberships_need_dn(&self) -> bool {
-        false
-    }
-    fn attach_admission(&self, admission: &Arc<Admission>) {
-        let _ = self.gate.0.set(admission.clone());
-    }
-}
-
 /// Issue 10's fair queue holds per directory operation, not per lookup: uid 1000 floods
 /// group lookups that each fan out into 16 operations, with 2 operation slots; uid 2000's
 /// single-operation lookup gets a slot in its own turn (within a couple of operations'
@@ -265,7 +276,7 @@ async fn a_flood_of_fanning_out_lookups_does_not_hold_up_another_uids_operations
          connections_per_server = 1\nmax_ops_per_connection = 2\nqueue_timeout_ms = 500\n\
          [daemon]\nmiss_queries_per_uid_per_sec = 0\n";
     let config = Config::parse(text, std::path::Path::new("test.toml")).unwrap();
-    let r = Resolver::new(FanDir::default(), &config);
+    let r = Resolver::new(FakeDir::new(Shape::Fan), &config);
     let (a, b) = (Caller::Peer(1000), Caller::Peer(2000));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood: Vec<_> = (0..10)
@@ -302,55 +313,6 @@ async fn a_flood_of_fanning_out_lookups_does_not_hold_up_another_uids_operations
     );
 }
 
-/// Users named `nosuch*` take one operation that holds its slot for 80 ms; a group lookup
-/// runs `PHASES` operations of 10 ms one after another (an rfc2307bis group: the group
-/// search, member batches, nested levels), each waiting for a slot in its caller's turn.
-#[derive(Default)]
-struct PhaseDir {
-    gate: Gate,
-    /// Group-lookup phases that got a slot.
-    phases_run: AtomicU64,
-}
-
-const PHASES: u64 = 6;
-
-impl Directory for PhaseDir {
-    async fn user_by_name(&self, _: &str) -> DirResult<Option<UserRecord>> {
-        let _slot = self.gate.slot().await?;
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        Ok(None)
-    }
-    async fn user_by_uid(&self, _: u32) -> DirResult<Option<UserRecord>> {
-        Ok(None)
-    }
-    async fn group_by_name(&self, _: &str) -> DirResult<Option<GroupRecord>> {
-        for _ in 0..PHASES {
-            let _slot = self.gate.slot().await?;
-            self.phases_run.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(None)
-    }
-    async fn group_by_gid(&self, _: u32) -> DirResult<Option<GroupRecord>> {
-        Ok(None)
-    }
-    async fn memberships(&self, _: &str, _: Option<&str>) -> DirResult<Vec<Membership>> {
-        Ok(Vec::new())
-    }
-    async fn all_users(&self) -> DirResult<Vec<UserRecord>> {
-        Ok(Vec::new())
-    }
-    async fn all_groups(&self) -> DirResult<Vec<GroupRecord>> {
-        Ok(Vec::new())
-    }
-    fn memberships_need_dn(&self) -> bool {
-        false
-    }
-    fn attach_admission(&self, admission: &Arc<Admission>) {
-        let _ = self.gate.0.set(admission.clone());
-    }
-}
-
 /// Brief 17g: a lookup's queue waiting is bounded by `queue_timeout_ms` in total, not per
 /// phase. uid 1000 floods one slot with 80 ms operations, so each phase of uid 2000's group
 /// lookup waits about one or two of them (well under the 300 ms queue timeout on its own);
@@ -362,7 +324,7 @@ async fn a_lookups_phases_share_one_queue_timeout() {
          connections_per_server = 1\nmax_ops_per_connection = 1\nqueue_timeout_ms = 300\n\
          [daemon]\nmiss_queries_per_uid_per_sec = 0\n";
     let config = Config::parse(text, std::path::Path::new("test.toml")).unwrap();
-    let r = Resolver::new(PhaseDir::default(), &config);
+    let r = Resolver::new(FakeDir::new(Shape::Phases), &config);
     let (a, b) = (Caller::Peer(1000), Caller::Peer(2000));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood: Vec<_> = (0..8)
