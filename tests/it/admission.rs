@@ -186,13 +186,7 @@ fn flood_against(servers: usize) {
         },
         "info",
     );
-    let users: Vec<String> = f
-        .users
-        .values()
-        .filter(|u| u.home.starts_with("/home/") && u.uid != f.ambiguous_uid())
-        .map(|u| u.name.clone())
-        .take(200)
-        .collect();
+    let users: Vec<String> = f.developers().map(|u| u.name.clone()).take(200).collect();
     assert_eq!(users.len(), 200);
     let secs = 20;
     let flood = start_flood(&d.socket(), &format!("fl{servers}x"), 300, secs, u64::MAX);
@@ -257,9 +251,7 @@ fn a_uid_over_its_miss_budget_gets_unavailable_and_evicts_no_one() {
     let (rate, burst) = (50u64, 200u64);
     let users: Vec<String> = env
         .fixture
-        .users
-        .values()
-        .filter(|u| u.home.starts_with("/home/") && u.uid != env.fixture.ambiguous_uid())
+        .developers()
         .map(|u| u.name.clone())
         .take(1000)
         .collect();
@@ -364,13 +356,7 @@ fn with_two_operation_slots_a_flood_of_group_misses_starves_no_other_uid() {
         },
         "info",
     );
-    let users: Vec<String> = f
-        .users
-        .values()
-        .filter(|u| u.home.starts_with("/home/") && u.uid != f.ambiguous_uid())
-        .map(|u| u.name.clone())
-        .take(40)
-        .collect();
+    let users: Vec<String> = f.developers().map(|u| u.name.clone()).take(40).collect();
     let groups: Vec<String> = f.groups.keys().take(20).cloned().collect();
     assert_eq!(users.len(), 40);
     let flood = start_flood_of("group", &d.socket(), "grfl", 300, 12, u64::MAX);

@@ -291,11 +291,7 @@ fn a_long_running_process_resumes_after_the_daemon_restarts() {
     let mut daemon = Daemon::start(&[env.slapd.uri()], Schema::Rfc2307bis, "");
     let runtime = daemon.runtime_dir();
     // Developers never looked up by this daemon: each answer is a socket round trip.
-    let mut names = f
-        .users
-        .values()
-        .filter(|u| u.home.starts_with("/home/") && u.uid != f.ambiguous_uid())
-        .map(|u| (u.name.clone(), u.uid));
+    let mut names = f.developers().map(|u| (u.name.clone(), u.uid));
     // One process looks up every name it reads on stdin, in-process (glibc NSS), forever.
     let script = "$|=1; while (my $n = <STDIN>) { chomp $n; my @p = getpwnam($n); \
                   print @p ? \"$n $p[2]\\n\" : \"$n -\\n\"; }";

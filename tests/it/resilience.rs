@@ -20,12 +20,7 @@ const DEGRADED: &str = "[cache]\npositive_ttl_secs = 1\nnegative_ttl_secs = 1\ns
 
 fn requests(f: &Fixture) -> Vec<Request> {
     let mut v = Vec::new();
-    for u in f
-        .users
-        .values()
-        .filter(|u| u.home.starts_with("/home/") && u.uid != f.ambiguous_uid())
-        .take(20)
-    {
+    for u in f.developers().take(20) {
         v.push(Request::GetPwNam(u.name.clone()));
         v.push(Request::GetPwUid(u.uid));
         v.push(Request::InitGroups(u.name.clone()));

@@ -352,12 +352,19 @@ impl Fixture {
         self.users[&name_for(0)].uid
     }
 
+    /// The developer accounts (home under `/home/`) whose uid no other entry claims, in name
+    /// order.
+    pub fn developers(&self) -> impl Iterator<Item = &User> {
+        let ambiguous = self.ambiguous_uid();
+        self.users
+            .values()
+            .filter(move |u| u.home.starts_with("/home/") && u.uid != ambiguous)
+    }
+
     /// A developer account (not in the big group unless `in_big`).
     pub fn developer(&self, in_big: bool) -> &User {
         let big = &self.groups[BIG_GROUP].members;
-        self.users
-            .values()
-            .filter(|u| u.home.starts_with("/home/") && u.uid != self.ambiguous_uid())
+        self.developers()
             .find(|u| big.binary_search(&u.name).is_ok() == in_big)
             .expect("fixture has developers in and out of the big group")
     }

@@ -101,13 +101,7 @@ fn main() {
         |run, cache| config(&uris, Schema::Rfc2307, run, cache, "", &extra),
         "warn",
     );
-    let users: Vec<String> = f
-        .users
-        .values()
-        .filter(|u| u.home.starts_with("/home/") && u.uid != f.ambiguous_uid())
-        .map(|u| u.name.clone())
-        .take(200)
-        .collect();
+    let users: Vec<String> = f.developers().map(|u| u.name.clone()).take(200).collect();
     eprintln!(
         "flood: {threads} threads of uid {NOBODY} for {seconds} s against {servers} stock slapd; budget {}",
         if budget == 0 { "off".to_owned() } else { format!("{budget}/s") }
