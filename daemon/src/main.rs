@@ -552,29 +552,18 @@ async fn publish_periodically(
             resolver.stats.change.notified().await;
         }
         pending = false;
-        tokio::time::sleep(delay).await;
-        let started = std::time::Instant::now();
-        admin::publish_now(publisher.clone(), resolver.clone()).await;
-        let mut pace = started.elapsed() * 9;
-        if resolver.mirror.get().is_some_and(|m| m.is_complete()) {
-            // Mirror mode (issue 13): a change must reach every container within about a
-            // second even when it needs a whole publication.
-            pace = pace.min(mirror::publish::MAX_PACE);
-        }
+        let pace = publish_after(&publisher, &resolver, delay).await;
         let rested = tokio::time::Instant::now() + pace;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(rested) => break,
                 _ = resolver.stats.change.notified() => {
                     if publisher.can_patch(&resolver) {
-                        tokio::time::sleep(delay).await;
-                        let started = std::time::Instant::now();
-                        admin::publish_now(publisher.clone(), resolver.clone()).await;
                         // Patches are paced too: a patch of a large group, or one that found
                         // no room (or met a change that is not patchable) and so was a whole
                         // publication, rests nine times its cost (a cheap patch, less
                         // than `delay`, is not held back).
-                        let rest = (started.elapsed() * 9).min(mirror::publish::MAX_PACE);
+                        let rest = publish_after(&publisher, &resolver, delay).await;
                         if rest > delay {
                             tokio::time::sleep(rest).await;
                         }
@@ -585,6 +574,25 @@ async fn publish_periodically(
                 }
             }
         }
+    }
+}
+
+/// Publishes `delay` from now; returns how long to rest after: nine times what the
+/// publication took, at most [`mirror::publish::MAX_PACE`] in mirror mode (a change must
+/// reach every container within about a second even when it needs a whole publication).
+async fn publish_after(
+    publisher: &Arc<Publisher>,
+    resolver: &Arc<Daemon>,
+    delay: Duration,
+) -> Duration {
+    tokio::time::sleep(delay).await;
+    let started = std::time::Instant::now();
+    admin::publish_now(publisher.clone(), resolver.clone()).await;
+    let pace = started.elapsed() * 9;
+    if resolver.mirror.get().is_some_and(|m| m.is_complete()) {
+        pace.min(mirror::publish::MAX_PACE)
+    } else {
+        pace
     }
 }
 
