@@ -298,12 +298,26 @@ struct State {
     /// Retired or withdrawn: nothing is published any more.
     closed: bool,
     open: Option<Open>,
-    /// Both halves of `open` hold the same publication of a complete mirror, built under
-    /// the settings of `epoch`: a mirror change can be patched into them.
-    twins: bool,
+    /// Both halves of `open` hold the same publication of a complete mirror.
+    twins: Option<Twins>,
+}
+
+/// Twin halves: a mirror change can be patched into both.
+struct Twins {
+    /// The settings (`Stats::settings_epoch`) the publication was built under.
     epoch: u64,
-    /// The bytes a patch may take a twin to (see [`patch_room`]).
-    patch_room: usize,
+    /// The bytes a patch may take a half to (see [`patch_room`]).
+    room: usize,
+}
+
+impl State {
+    /// The room patches have, when the halves are twins built under the settings of `epoch`.
+    fn patchable(&self, epoch: u64) -> Option<usize> {
+        self.twins
+            .as_ref()
+            .filter(|t| t.epoch == epoch)
+            .map(|t| t.room)
+    }
 }
 
 /// Writes `cache.map` for one daemon; publications are serialised.
@@ -423,9 +437,7 @@ impl Publisher {
                 generation,
                 closed: false,
                 open,
-                twins: false,
-                epoch: 0,
-                patch_room: 0,
+                twins: None,
             }),
         })
     }
@@ -450,15 +462,16 @@ impl Publisher {
         let mirror = r.mirror.get().filter(|m| m.is_complete());
         let changes = mirror.as_ref().map(|m| m.take_changes());
         if let (Some(m), Some(changes)) = (&mirror, &changes) {
-            let current = state.twins && state.epoch == epoch;
-            if current && changes.is_empty() {
+            let room = state.patchable(epoch);
+            if room.is_some() && changes.is_empty() {
                 // The mirror published is the mirror held (a lookup filled the resolver's
                 // cache, or a change already patched in woke us again): nothing to do. The
                 // periodic refresh of the records' validity asks for a whole publication.
                 return Ok(None);
             }
-            if current && !changes.full {
-                if let Some(p) = self.patch(&mut state, m, &r.policy(), changes, generation) {
+            if let Some(room) = room.filter(|_| !changes.full) {
+                let policy = r.policy();
+                if let Some(p) = self.patch(&mut state, m, &policy, changes, generation, room) {
                     state.generation = generation;
                     st.map_generation.store(generation, Ordering::Relaxed);
                     st.map_bytes.store(p.bytes as u64, Ordering::Relaxed);
@@ -467,7 +480,7 @@ impl Publisher {
                 }
             }
         }
-        state.twins = false;
+        state.twins = None;
         let (bytes, entries, left_out, complete) = self.build(r, generation);
         let new_file = match self.put(&mut state, &bytes) {
             Ok(new_file) => new_file,
@@ -487,11 +500,11 @@ impl Publisher {
             if let Some(open) = &state.open {
                 match open.write_twin(&bytes) {
                     Ok(()) => {
-                        state.twins = true;
-                        state.epoch = epoch;
-                        // Nor past `map_file_max_mib`, which a whole publication keeps to.
-                        state.patch_room =
-                            patch_room(bytes.len()).min(self.max_bytes.max(bytes.len()));
+                        state.twins = Some(Twins {
+                            epoch,
+                            // Nor past `map_file_max_mib`, which a whole publication keeps to.
+                            room: patch_room(bytes.len()).min(self.max_bytes.max(bytes.len())),
+                        });
                     }
                     Err(e) => debug!(error = %e, "cannot copy the publication into the other half"),
                 }
@@ -524,9 +537,10 @@ impl Publisher {
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return false,
         };
-        state.twins
-            && !state.closed
-            && state.epoch == r.stats.settings_epoch.load(Ordering::Relaxed)
+        !state.closed
+            && state
+                .patchable(r.stats.settings_epoch.load(Ordering::Relaxed))
+                .is_some()
             && r.mirror
                 .get()
                 .is_some_and(|m| m.is_complete() && m.read(|s| s.changes_patchable()))
@@ -543,6 +557,7 @@ impl Publisher {
         policy: &Policy,
         changes: &Changes,
         generation: u64,
+        room: usize,
     ) -> Option<Published> {
         let open = state.open.as_ref()?;
         if !self.still_current(open) {
@@ -552,7 +567,6 @@ impl Publisher {
         let delta = crate::mirror::publish::delta(m, policy, changes)?;
         let computed = started.elapsed();
         let h = 1 - open.current();
-        let room = state.patch_room;
         let used = match open.patch_half(h, &delta, generation, room) {
             Ok(used) => used,
             Err(e) => {
@@ -565,7 +579,7 @@ impl Publisher {
         // not, the next publication is whole (the half stays marked as being written).
         if let Err(e) = open.patch_half(1 - h, &delta, generation, room) {
             warn!(error = %e, "cannot patch the other half of the shared cache file");
-            state.twins = false;
+            state.twins = None;
         }
         debug!(keys = delta.len(), used, ?computed, took = ?started.elapsed(), "shared cache file patched");
         Some(Published {
