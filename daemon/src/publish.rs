@@ -157,12 +157,19 @@ impl Open {
             .store(h as u64, Ordering::SeqCst);
     }
 
-    /// Writes a publication into half `h` under its sequence counter.
-    fn write_half(&self, h: usize, bytes: &[u8]) -> std::io::Result<()> {
+    /// Marks half `h` as being written (its sequence counter odd: readers do not use it)
+    /// and returns the counter, which the writer makes even again when the half is whole.
+    fn being_written(&self, h: usize) -> &AtomicU64 {
         let seq = self.head.seq(h);
         if seq.load(Ordering::SeqCst).is_multiple_of(2) {
-            seq.fetch_add(1, Ordering::SeqCst); // odd: being written
+            seq.fetch_add(1, Ordering::SeqCst);
         }
+        seq
+    }
+
+    /// Writes a publication into half `h` under its sequence counter.
+    fn write_half(&self, h: usize, bytes: &[u8]) -> std::io::Result<()> {
+        let seq = self.being_written(h);
         let range = self.region.half(h);
         let used = round_up_page(bytes.len());
         let fd = self.file.as_raw_fd();
@@ -189,10 +196,7 @@ impl Open {
         generation: u64,
         room: usize,
     ) -> Result<usize, PatchError> {
-        let seq = self.head.seq(h);
-        if seq.load(Ordering::SeqCst).is_multiple_of(2) {
-            seq.fetch_add(1, Ordering::SeqCst); // odd: being written
-        }
+        let seq = self.being_written(h);
         let range = self.region.half(h);
         let mut io = HalfFile {
             file: &self.file,
@@ -217,10 +221,7 @@ impl Open {
     /// the daemon's mapping.
     fn suspend(&self) {
         for h in 0..2 {
-            let seq = self.head.seq(h);
-            if seq.load(Ordering::SeqCst).is_multiple_of(2) {
-                seq.fetch_add(1, Ordering::SeqCst);
-            }
+            self.being_written(h);
         }
     }
 
